@@ -1,0 +1,31 @@
+# The two promises of the README: `make devnet` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint devnet venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+devnet: $(STAMP)
+	$(PY) -m devnet up $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m contracts.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""What the chain is made of: encoding, hashes, keys, transactions, blocks, votes, genesis."""

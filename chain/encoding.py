@@ -1,0 +1,131 @@
+"""The one canonical msgpack encoding for everything that is hashed or signed.
+
+Exactly one byte string encodes a given value, so one transaction has one hash. The
+rules (written out in docs/encoding.md):
+
+* allowed types: nil, bool, integers in [-2**63, 2**64 - 1], byte strings (bin family),
+  UTF-8 text (str family), arrays, and maps whose keys are text;
+* no floats, no ext types, no timestamps;
+* every value uses the shortest msgpack form for its length or magnitude (what
+  msgpack's reference packer emits), and non-negative integers always use the unsigned
+  forms (positive fixint / uint*);
+* map keys are unique and sorted by their UTF-8 bytes, ascending (bytewise);
+* nesting is at most ``MAX_DEPTH`` deep, and an input is at most the caller's size limit.
+
+``decode`` enforces all of this by re-encoding the decoded value and comparing bytes, so a
+non-canonical input is always refused, never normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+MAX_DEPTH = 16
+DEFAULT_MAX_SIZE = 1 << 20
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+class EncodingError(ValueError):
+    """A value cannot be encoded canonically, or bytes are not a canonical encoding."""
+
+
+def _normalise(value: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise EncodingError(f"integer {value} out of range")
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_normalise(v, depth + 1) for v in value]
+    if isinstance(value, Mapping):
+        items = []
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EncodingError(f"map key {k!r} is not text")
+            items.append((k.encode("utf-8"), k, _normalise(v, depth + 1)))
+        items.sort(key=lambda item: item[0])
+        # dict keys are unique already; sorting by UTF-8 bytes is the canonical order
+        return {k: v for _, k, v in items}
+    raise EncodingError(f"type {type(value).__name__} is not encodable")
+
+
+def encode(value: Any) -> bytes:
+    """Return the canonical encoding of ``value``."""
+    normalised = _normalise(value, 0)
+    try:
+        return msgpack.packb(normalised, use_bin_type=True, strict_types=False)
+    except (OverflowError, ValueError, TypeError) as exc:  # pragma: no cover - guarded above
+        raise EncodingError(str(exc)) from exc
+
+
+def _check_keys(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+    if isinstance(value, list):
+        for v in value:
+            _check_keys(v, depth + 1)
+    elif isinstance(value, dict):
+        prev: bytes | None = None
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EncodingError("map key is not text")
+            kb = k.encode("utf-8")
+            if prev is not None and kb <= prev:
+                raise EncodingError("map keys not sorted or not unique")
+            prev = kb
+            _check_keys(v, depth + 1)
+
+
+def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if not isinstance(k, str):
+            raise EncodingError("map key is not text")
+        if k in out:
+            raise EncodingError(f"duplicate map key {k!r}")
+        out[k] = v
+    return out
+
+
+def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Any:
+    """Decode canonical bytes; refuse oversize, malformed or non-canonical input."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EncodingError("input is not bytes")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise EncodingError(f"input of {len(data)} bytes exceeds limit of {max_size}")
+    if not data:
+        raise EncodingError("empty input")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            object_pairs_hook=_pairs_hook,
+            ext_hook=_refuse_ext,
+        )
+    except EncodingError:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, RecursionError) as exc:
+        raise EncodingError(f"malformed msgpack: {exc}") from exc
+    _check_keys(value, 0)
+    if encode(value) != data:
+        raise EncodingError("not the canonical encoding")
+    return value
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise EncodingError(f"ext type {code} is not allowed")

@@ -1,0 +1,1 @@
+"""What transactions do: the deterministic pooling rules and the authenticated state."""

@@ -1,0 +1,1 @@
+"""A local multi-validator network, load generator and fault injector."""

@@ -1,0 +1,1 @@
+"""The validator process: storage, mempool, executor, consensus driver, API, CLI."""

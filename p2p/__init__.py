@@ -1,0 +1,1 @@
+"""How nodes talk: authenticated peer connections, framing and gossip."""
