@@ -1,0 +1,110 @@
+"""The LevelDB (plyvel) backend of the ``contracts.kv.KV`` interface.
+
+One database directory holds everything a node persists; components get prefixed views
+(``db.prefixed(b"state/")``) and one ``Batch`` may span all of them, so a block, its commit
+certificate, its state-tree nodes and its receipts are written in one atomic, synced
+LevelDB write batch. Prefixing is done here rather than with plyvel's ``prefixed_db`` for
+exactly that reason: a plyvel write batch belongs to one (prefixed) database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import plyvel
+
+from contracts.kv import KV, KVError
+
+DEFAULT_CACHE_BYTES = 32 << 20
+DEFAULT_WRITE_BUFFER_BYTES = 16 << 20
+
+
+class _LevelStore:
+    __slots__ = ("db", "path", "raw_get")
+
+    def __init__(self, db: plyvel.DB, path: str) -> None:
+        self.db = db
+        self.path = path
+        self.raw_get = self._get
+
+    def _get(self, key: bytes) -> bytes | None:
+        try:
+            return self.db.get(key)
+        except RuntimeError as exc:  # plyvel raises RuntimeError on a closed database
+            raise KVError(f"{self.path}: {exc}") from exc
+
+    def raw_iter(
+        self, lower: bytes, upper: bytes | None, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            if upper is None:
+                it = self.db.iterator(start=lower, reverse=reverse)
+            else:
+                it = self.db.iterator(start=lower, stop=upper, reverse=reverse)
+        except RuntimeError as exc:
+            raise KVError(f"{self.path}: {exc}") from exc
+        return self._drain(it)
+
+    @staticmethod
+    def _drain(it: plyvel.Iterator) -> Iterator[tuple[bytes, bytes]]:
+        # the plyvel iterator holds an implicit snapshot; close it as soon as we are done
+        with it:
+            yield from it
+
+    def raw_write(self, ops: dict[bytes, bytes | None], sync: bool) -> None:
+        try:
+            wb = self.db.write_batch(sync=sync)
+        except RuntimeError as exc:
+            raise KVError(f"{self.path}: {exc}") from exc
+        put = wb.put
+        delete = wb.delete
+        for k, v in ops.items():
+            if v is None:
+                delete(k)
+            else:
+                put(k, v)
+        wb.write()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LevelKV(KV):
+    """A LevelDB database directory opened as a ``KV`` (the root view, prefix ``b""``)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create_if_missing: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
+    ) -> None:
+        path = os.fspath(path)
+        try:
+            db = plyvel.DB(
+                path,
+                create_if_missing=create_if_missing,
+                lru_cache_size=cache_bytes,
+                write_buffer_size=write_buffer_bytes,
+                bloom_filter_bits=10,
+            )
+        except (plyvel.Error, OSError) as exc:
+            raise KVError(f"cannot open LevelDB at {path}: {exc}") from exc
+        super().__init__(_LevelStore(db, path), b"")
+
+    @property
+    def path(self) -> str:
+        return self._store.path  # type: ignore[attr-defined]
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._store.db.closed)  # type: ignore[attr-defined]
+
+
+def open_kv(path: str | os.PathLike[str], **options: int | bool) -> LevelKV:
+    """Open (creating if missing) the LevelDB database at ``path``."""
+    return LevelKV(path, **options)  # type: ignore[arg-type]
