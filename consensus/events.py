@@ -1,0 +1,222 @@
+"""The consensus core's inputs (events) and outputs (actions), as plain frozen data.
+
+The core (``consensus.machine.ConsensusMachine``) does no I/O. A driver (the node, or the
+simulator) feeds it one input at a time together with the current time::
+
+    actions = machine.handle(event, now_ms)
+
+and executes the returned actions **in list order**. Heights are started with
+``machine.start_height(height, validators, now_ms)``.
+
+Blocks are opaque to the core: it only sees 32-byte block ids. The driver checks a block
+(structure, transactions, state root, header time, last commit) *outside* the core and
+reports the verdict with ``BlockValidated`` (or inline in ``ProposalReceived``). A
+verdict must not depend on the round: the same block can be re-proposed in a later round
+by another proposer (the paper's validValue), so the header's ``proposer`` field names the
+builder of the block, not the proposer of the round that commits it.
+
+Signatures: the core signs through an injected ``consensus.signer.Signer``, which
+persists its record durably *before* it returns a signature. So a ``BroadcastVote`` or
+``BroadcastProposal`` action always carries a message whose signing is already on disk;
+the driver needs no separate "persist" step before sending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from chain.certificate import CommitCertificate
+from chain.evidence import DuplicateVoteEvidence
+from chain.vote import Proposal, Vote
+
+
+class Step(IntEnum):
+    """The step of a round (the paper's ``step_p``); also names a timeout."""
+
+    PROPOSE = 1
+    PREVOTE = 2
+    PRECOMMIT = 3
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalReceived:
+    """A signed proposal arrived (from the network, or replayed from a WAL).
+
+    ``valid`` optionally carries the driver's verdict on the proposed block at the same
+    time (``None`` = not checked yet; send ``BlockValidated`` later). ``block_time_ms`` is
+    the block's header time; it is only read when ``valid`` is True.
+    """
+
+    proposal: Proposal
+    valid: bool | None = None
+    block_time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockValidated:
+    """The driver's verdict on the block with ``block_id`` at ``height``.
+
+    The first verdict for a block id wins; later ones are ignored. ``block_time_ms`` is the
+    block's header time: this node's votes for the block are stamped strictly after it, so
+    the next block's time (weighted median of these precommits) is strictly later.
+    """
+
+    height: int
+    block_id: bytes
+    valid: bool
+    block_time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReceived:
+    """A signed prevote or precommit arrived."""
+
+    vote: Vote
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutFired:
+    """A timeout scheduled by ``ScheduleTimeout`` expired. Stale ones are ignored."""
+
+    height: int
+    round: int
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
+class ValueReady:
+    """Answer to ``RequestValue``: this node built the block ``block_id`` to propose.
+
+    The core treats the block as valid (the node built it) with header time
+    ``block_time_ms``. Arriving after the propose step is over, it is ignored.
+    """
+
+    height: int
+    round: int
+    block_id: bytes
+    block_time_ms: int = 0
+
+
+Event = ProposalReceived | BlockValidated | VoteReceived | TimeoutFired | ValueReady
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastProposal:
+    """Gossip this signed proposal (and the block it names, which the driver holds)."""
+
+    proposal: Proposal
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastVote:
+    """Gossip this signed vote. The core has already counted it itself."""
+
+    vote: Vote
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    """Call ``handle(TimeoutFired(height, round, step))`` after ``duration_ms``."""
+
+    height: int
+    round: int
+    step: Step
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestValue:
+    """This node proposes at (height, round): build a block, answer with ``ValueReady``."""
+
+    height: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBlock:
+    """A quorum references ``block_id`` but no verdict is known: fetch and validate it,
+    then send ``BlockValidated``. Emitted once per block id per height."""
+
+    height: int
+    block_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The block ``block_id`` is decided at ``height`` (final, never reverted).
+
+    ``certificate`` holds the +2/3 precommits of ``round``. The core then waits: the driver
+    stores the block with the certificate, executes it, waits ``timeout_commit_ms`` if it
+    likes, and calls ``start_height(height + 1, ...)``.
+    """
+
+    height: int
+    round: int
+    block_id: bytes
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class EmitEvidence:
+    """A validator signed two different votes for one (height, round, type)."""
+
+    evidence: DuplicateVoteEvidence
+
+
+class RejectKind(StrEnum):
+    """Why an input had no effect. The first group means the sender misbehaved."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_VALIDATOR = "unknown_validator"
+    BAD_SIGNATURE = "bad_signature"
+    NOT_PROPOSER = "not_proposer"
+    CONFLICTING_PROPOSAL = "conflicting_proposal"
+    # benign: the input is well-formed but useless now
+    DUPLICATE = "duplicate"
+    WRONG_HEIGHT = "wrong_height"
+    BUFFER_FULL = "buffer_full"
+    STALE = "stale"
+    UNEXPECTED = "unexpected"
+
+
+MISBEHAVIOUR = frozenset({
+    RejectKind.MALFORMED, RejectKind.UNKNOWN_VALIDATOR, RejectKind.BAD_SIGNATURE,
+    RejectKind.NOT_PROPOSER, RejectKind.CONFLICTING_PROPOSAL,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The input was refused and changed no state. Do not relay it."""
+
+    kind: RejectKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignerRefused:
+    """The signer refused to sign (a would-be double sign, or its store failed).
+
+    Nothing was sent. The core moves on as if it had voted, so it cannot get stuck; a
+    driver should log this loudly, and halt on a persistence failure.
+    """
+
+    height: int
+    round: int
+    step: Step
+    reason: str
+
+
+Action = (BroadcastProposal | BroadcastVote | ScheduleTimeout | RequestValue | RequestBlock
+          | Commit | EmitEvidence | Rejected | SignerRefused)
