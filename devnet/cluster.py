@@ -1,0 +1,275 @@
+"""A local multi-validator network of real node processes on loopback.
+
+``Cluster.create`` writes keys, a genesis and one node home per validator under a data
+folder; ``start`` launches ``python -m node.cli start`` for each; ``kill``/``restart``
+inject crashes; ``stop`` ends every process it started (SIGTERM, then SIGKILL). Used by
+``python -m devnet``, the load generator, the benchmark and the multi-process tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chain.crypto import PrivateKey
+from chain.genesis import Genesis
+from node.client import Client, ClientError
+from node.keys import read_key, write_key
+
+DEFAULT_BASE_PORT = 26600
+
+
+class ClusterError(RuntimeError):
+    """The devnet could not be created, started or reached."""
+
+
+@dataclass
+class NodeProc:
+    index: int
+    home: Path
+    api_port: int
+    p2p_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def client(self) -> Client:
+        return Client(self.url, timeout=10)
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "node.log"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    """Validators (and optional extra full nodes) as child processes."""
+
+    def __init__(self, data_dir: Path, nodes: list[NodeProc]) -> None:
+        self.data_dir = data_dir
+        self.nodes = nodes
+
+    # -- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: str | Path,
+        validators: int = 4,
+        base_port: int = DEFAULT_BASE_PORT,
+        chain_id: str = "mutual-devnet",
+        profile: str = "devnet",
+        consensus: dict[str, int] | None = None,
+        params_override: dict[str, Any] | None = None,
+        genesis_time_ms: int | None = None,
+    ) -> Cluster:
+        """Write keys, genesis and configs for ``validators`` nodes (fresh data dir)."""
+        from contracts.params import profile as rule_profile
+        from node import config as cfg
+
+        data_dir = Path(data_dir).resolve()
+        if validators < 1:
+            raise ClusterError("need at least one validator")
+        if (data_dir / "genesis.json").exists():
+            raise ClusterError(f"{data_dir} already holds a devnet (remove it or use another --data)")
+        keys_dir = data_dir / "keys"
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        role_keys = {}
+        for role in ("registrar", "assessor", "operator"):
+            key = PrivateKey.generate()
+            write_key(keys_dir / f"{role}.json", key)
+            role_keys[role] = key.public_key.hex()
+        nodes: list[NodeProc] = []
+        vals = []
+        for i in range(validators):
+            home = data_dir / f"node{i}"
+            home.mkdir(parents=True, exist_ok=True)
+            vkey, nkey = PrivateKey.generate(), PrivateKey.generate()
+            write_key(home / "validator_key.json", vkey)
+            write_key(home / "node_key.json", nkey)
+            vals.append({"name": f"validator-{i}", "pub_key": vkey.public_key.hex(),
+                         "power": 10, "node_key": nkey.public_key.hex()})
+            nodes.append(NodeProc(i, home, base_port + 2 * i, base_port + 2 * i + 1))
+        params = rule_profile(profile)
+        if params_override:
+            params.update(params_override)
+        if genesis_time_ms is None:
+            genesis_time_ms = int(time.time()) * 1000
+        doc: dict[str, Any] = {
+            "chain_id": chain_id,
+            "genesis_time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00",
+                                          time.gmtime(genesis_time_ms // 1000)),
+            "validators": vals,
+            "registrars": [role_keys["registrar"]],
+            "assessors": [role_keys["assessor"]],
+            "operator": role_keys["operator"],
+            "consensus": consensus or {"timeout_propose_ms": 800, "timeout_prevote_ms": 300,
+                                       "timeout_precommit_ms": 300, "timeout_delta_ms": 200,
+                                       "timeout_commit_ms": 100},
+            "params": params,
+        }
+        genesis = Genesis.from_doc(doc)
+        genesis.dump(data_dir / "genesis.json")
+        for node in nodes:
+            config = cfg.Config(home=node.home)
+            config.node.moniker = f"node{node.index}"
+            config.node.genesis_file = str(data_dir / "genesis.json")
+            config.api.listen = f"127.0.0.1:{node.api_port}"
+            config.p2p.listen = f"127.0.0.1:{node.p2p_port}"
+            config.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in nodes
+                                           if n is not node]
+            (node.home / "config.toml").write_text(cfg.render(config))
+        (data_dir / "devnet.json").write_text(json.dumps({
+            "validators": validators, "base_port": base_port, "chain_id": chain_id}))
+        return cls(data_dir, nodes)
+
+    @classmethod
+    def open(cls, data_dir: str | Path) -> Cluster:
+        """Re-open an existing devnet folder (to restart it)."""
+        data_dir = Path(data_dir).resolve()
+        try:
+            meta = json.loads((data_dir / "devnet.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ClusterError(f"{data_dir} is not a devnet folder: {exc}") from None
+        base = meta["base_port"]
+        nodes = [NodeProc(i, data_dir / f"node{i}", base + 2 * i, base + 2 * i + 1)
+                 for i in range(meta["validators"])]
+        return cls(data_dir, nodes)
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.data_dir / "genesis.json"
+
+    @property
+    def genesis(self) -> Genesis:
+        return Genesis.load(self.genesis_path)
+
+    def role_key(self, role: str) -> PrivateKey:
+        return read_key(self.data_dir / "keys" / f"{role}.json")
+
+    # -- processes ------------------------------------------------------------------------
+
+    def start_node(self, index: int) -> None:
+        node = self.nodes[index]
+        if node.alive():
+            return
+        log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            node.proc = subprocess.Popen(
+                [sys.executable, "-m", "node.cli", "start", "--home", str(node.home)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def start(self, wait_s: float = 60.0) -> None:
+        for node in self.nodes:
+            self.start_node(node.index)
+        self.wait_ready(wait_s)
+
+    def wait_ready(self, timeout_s: float = 60.0, indices: list[int] | None = None) -> None:
+        """Wait (bounded) until every selected node answers /status."""
+        deadline = time.monotonic() + timeout_s
+        pending = set(indices if indices is not None else range(len(self.nodes)))
+        while pending and time.monotonic() < deadline:
+            for i in list(pending):
+                node = self.nodes[i]
+                if node.proc is not None and node.proc.poll() is not None:
+                    raise ClusterError(
+                        f"node{i} exited with code {node.proc.returncode}; "
+                        f"last log lines:\n{self.tail(i)}")
+                try:
+                    node.client.status()
+                    pending.discard(i)
+                except ClientError:
+                    pass
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise ClusterError(f"nodes {sorted(pending)} not ready after {timeout_s:.0f}s")
+
+    def wait_height(self, height: int, timeout_s: float = 60.0,
+                    indices: list[int] | None = None) -> None:
+        """Wait (bounded) until every selected node has committed ``height``."""
+        deadline = time.monotonic() + timeout_s
+        pending = set(indices if indices is not None else range(len(self.nodes)))
+        while pending and time.monotonic() < deadline:
+            for i in list(pending):
+                try:
+                    if self.nodes[i].client.status()["height"] >= height:
+                        pending.discard(i)
+                except ClientError:
+                    pass
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise ClusterError(f"nodes {sorted(pending)} did not reach height {height} "
+                               f"in {timeout_s:.0f}s")
+
+    def kill(self, index: int) -> None:
+        """SIGKILL a node (a crash: no clean shutdown)."""
+        node = self.nodes[index]
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGKILL)
+            node.proc.wait(timeout=10)
+
+    def terminate(self, index: int, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM a node and wait for its clean exit (SIGKILL if it overstays)."""
+        node = self.nodes[index]
+        if node.proc is None:
+            return None
+        if node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+            try:
+                node.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(timeout=10)
+        return node.proc.returncode
+
+    def restart(self, index: int, wait_s: float = 60.0) -> None:
+        self.terminate(index)
+        self.start_node(index)
+        self.wait_ready(wait_s, [index])
+
+    def stop(self) -> None:
+        """Stop every process this cluster started."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(timeout=10)
+
+    def tail(self, index: int, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.nodes[index].log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

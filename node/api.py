@@ -1,0 +1,243 @@
+"""The HTTP API (aiohttp, JSON): submit transactions, read blocks and records with proofs.
+
+Every error is a 4xx/5xx with ``{"error": code, "message": text}``; request bodies are
+size-limited; nothing here changes state except ``POST /txs`` (through the mempool). The
+routes and their shapes are described in ``node/openapi.py`` (served at /openapi.json) and
+docs/api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from node.openapi import OPENAPI
+
+if TYPE_CHECKING:  # pragma: no cover
+    from node.node import Node
+
+log = logging.getLogger("node.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json({"error": exc.code, "message": exc.message}, exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        return _json({"error": "body_too_large", "message": "request body is too large"}, 413)
+    except web.HTTPException as exc:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return _json({"error": code, "message": exc.reason or code}, exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled API error on %s %s", request.method, request.path)
+        return _json({"error": "internal", "message": "internal error (see node log)"}, 500)
+
+
+def _height(text: str) -> int:
+    if not text.isdigit() or len(text) > 19 or int(text) < 1:
+        raise ApiError(400, "bad_height", f"height must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _hex32(text: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ApiError(400, f"bad_{what}", f"{what} must be 64 hex characters, got {text!r}")
+    return raw
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(400, "bad_query", f"{name} must be true or false")
+    return value in ("true", "1")
+
+
+class Api:
+    """Builds the aiohttp application for one node."""
+
+    def __init__(self, node: Node, max_body_bytes: int) -> None:
+        self.node = node
+        self.app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+        r = self.app.router
+        r.add_post("/txs", self.post_tx)
+        r.add_get("/txs/{hash}", self.get_tx)
+        r.add_get("/blocks/latest", self.get_latest_block)
+        r.add_get("/blocks/{height}", self.get_block)
+        r.add_get("/certificates/{height}", self.get_certificate)
+        r.add_get("/status", self.get_status)
+        r.add_get("/healthz", self.get_health)
+        r.add_get("/validators", self.get_validators)
+        r.add_get("/genesis", self.get_genesis)
+        r.add_get("/accounts/{pub_key}", self.get_account)
+        r.add_get("/members/{id}", self.get_member)
+        r.add_get("/members/{id}/shares/{period}", self.get_share)
+        r.add_get("/claims/{id}", self.get_claim)
+        r.add_get("/periods/{n}", self.get_period)
+        r.add_get("/events", self.get_events)
+        r.add_get("/metrics", self.get_metrics)
+        r.add_get("/openapi.json", self.get_openapi)
+
+    async def post_tx(self, request: web.Request) -> web.Response:
+        mode = request.query.get("mode", "sync")
+        if mode not in ("async", "sync", "commit"):
+            raise ApiError(400, "bad_mode", "mode must be async, sync or commit")
+        ctype = request.content_type
+        body = await request.read()
+        if ctype == "application/json":
+            try:
+                doc = json.loads(body)
+                data = base64.b64decode(doc["tx"], validate=True)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ApiError(400, "bad_json", "body is not valid JSON") from None
+            except (KeyError, TypeError, binascii.Error):
+                raise ApiError(400, "bad_json", 'body must be {"tx": "<base64 tx bytes>"}') from None
+        elif ctype in ("application/msgpack", "application/octet-stream", "application/x-msgpack"):
+            data = body
+        else:
+            raise ApiError(415, "bad_content_type",
+                           "use application/msgpack (raw tx bytes) or application/json")
+        if not data:
+            raise ApiError(400, "empty_body", "no transaction in the request body")
+        result = await self.node.submit_tx(data, mode)
+        status = 200 if result["code"] == "ok" else (503 if result["code"] in (
+            "mempool_full", "sender_full", "timeout") else 400)
+        if mode == "commit" and result.get("height") is not None:
+            status = 200  # committed: the receipt's code says whether it applied
+        return _json(result, status)
+
+    async def get_tx(self, request: web.Request) -> web.Response:
+        h = _hex32(request.match_info["hash"], "hash")
+        found = self.node.get_tx(h)
+        if found is None:
+            raise ApiError(404, "not_found", "no committed or pending transaction with that hash")
+        return _json(found)
+
+    async def _block(self, request: web.Request, height: int) -> web.Response:
+        if request.query.get("format") == "msgpack":
+            raw = self.node.get_block_bytes(height)
+            if raw is None:
+                raise ApiError(404, "not_found", f"no block at height {height}")
+            return web.Response(body=raw, content_type="application/msgpack")
+        doc = self.node.get_block_json(height)
+        if doc is None:
+            raise ApiError(404, "not_found", f"no block at height {height}")
+        return _json(doc)
+
+    async def get_block(self, request: web.Request) -> web.Response:
+        return await self._block(request, _height(request.match_info["height"]))
+
+    async def get_latest_block(self, request: web.Request) -> web.Response:
+        height = self.node.height
+        if height == 0:
+            raise ApiError(404, "not_found", "no block committed yet")
+        return await self._block(request, height)
+
+    async def get_certificate(self, request: web.Request) -> web.Response:
+        height = _height(request.match_info["height"])
+        cert = self.node.get_certificate(height)
+        if cert is None:
+            raise ApiError(404, "not_found", f"no certificate for height {height}")
+        if request.query.get("format") == "msgpack":
+            return web.Response(body=cert.encode(), content_type="application/msgpack")
+        from chain.tx import to_jsonable
+
+        return _json(to_jsonable(cert.to_map()))
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return _json(self.node.status())
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        ok, why = self.node.health()
+        return _json({"ok": ok, "reason": why}, 200 if ok else 503)
+
+    async def get_validators(self, request: web.Request) -> web.Response:
+        return _json(self.node.validators_json())
+
+    async def get_genesis(self, request: web.Request) -> web.Response:
+        return _json(self.node.genesis.doc)
+
+    async def get_account(self, request: web.Request) -> web.Response:
+        pub = _hex32(request.match_info["pub_key"], "pub_key")
+        return _json(self.node.account(pub))
+
+    async def _record(self, request: web.Request, kind: str, ident: str) -> web.Response:
+        proof = _flag(request, "proof")
+        doc = self.node.query_record(kind, ident, proof)
+        if doc is None:
+            raise ApiError(404, "not_found", f"no {kind} {ident!r}")
+        return _json(doc)
+
+    async def get_member(self, request: web.Request) -> web.Response:
+        return await self._record(request, "member", request.match_info["id"])
+
+    async def get_claim(self, request: web.Request) -> web.Response:
+        return await self._record(request, "claim", request.match_info["id"])
+
+    async def get_period(self, request: web.Request) -> web.Response:
+        return await self._record(request, "period", request.match_info["n"])
+
+    async def get_share(self, request: web.Request) -> web.Response:
+        period = request.match_info["period"]
+        if not period.isdigit():
+            raise ApiError(400, "bad_period", "period must be a non-negative integer")
+        doc = self.node.member_share(request.match_info["id"], int(period))
+        if doc is None:
+            raise ApiError(404, "not_found", "no such member or period")
+        return _json(doc)
+
+    async def get_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: one ``data:`` JSON line per new block and per tx result."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        queue = self.node.events.subscribe()
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if item is None:  # the node is stopping or this subscriber fell behind
+                    break
+                await resp.write(
+                    f"event: {item['type']}\ndata: {json.dumps(item)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.node.events.unsubscribe(queue)
+        return resp
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        self.node.refresh_metrics()
+        body = self.node.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": self.node.metrics.content_type})
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return _json(OPENAPI)

@@ -1,0 +1,196 @@
+"""The node's TOML configuration: every option, its default, and clear errors on bad input.
+
+``mutual init`` writes ``config.toml`` from ``render_default`` (every option present and
+commented); ``load`` reads it back, fills defaults for anything missing, and refuses unknown
+sections or keys and wrongly typed values with one readable line naming the option.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed or has an invalid option."""
+
+
+@dataclass
+class NodeSection:
+    moniker: str = "node"
+    genesis_file: str = "genesis.json"
+    validator_key_file: str = "validator_key.json"
+    node_key_file: str = "node_key.json"
+    data_dir: str = "data"
+
+
+@dataclass
+class ApiSection:
+    listen: str = "127.0.0.1:26657"
+    max_body_bytes: int = 1024 * 1024
+    commit_timeout_s: int = 30
+
+
+@dataclass
+class P2PSection:
+    listen: str = "127.0.0.1:26656"
+    persistent_peers: list[str] = field(default_factory=list)
+    allowed_keys: list[str] = field(default_factory=list)
+    max_peers: int = 50
+    send_queue: int = 2000
+    max_frame_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass
+class MempoolSection:
+    max_txs: int = 20000
+    max_bytes: int = 64 * 1024 * 1024
+    max_per_sender: int = 128
+
+
+@dataclass
+class LogSection:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass
+class Config:
+    node: NodeSection = field(default_factory=NodeSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    log: LogSection = field(default_factory=LogSection)
+    home: Path = field(default=Path("."), repr=False)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path option relative to the node's home directory."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.home / p
+
+
+_HELP = {
+    "node": {
+        "moniker": "a human-readable name for this node, used in logs",
+        "genesis_file": "the genesis document (relative paths are relative to the home dir)",
+        "validator_key_file": "the consensus signing key; leave empty to run a non-validator",
+        "node_key_file": "the peer-to-peer identity key",
+        "data_dir": "LevelDB database, consensus WAL and signer state live here",
+    },
+    "api": {
+        "listen": "HTTP API address host:port (keep it on loopback unless fronted by a proxy)",
+        "max_body_bytes": "largest request body accepted",
+        "commit_timeout_s": "how long POST /txs?mode=commit waits for the block",
+    },
+    "p2p": {
+        "listen": "peer-to-peer listen address host:port",
+        "persistent_peers": 'peers to dial and keep dialling, e.g. ["127.0.0.1:26656"]',
+        "allowed_keys": "node keys (hex) allowed to connect besides the genesis validators'",
+        "max_peers": "most connected peers",
+        "send_queue": "per-peer bounded send queue length (messages)",
+        "max_frame_bytes": "largest frame accepted from a peer",
+    },
+    "mempool": {
+        "max_txs": "most transactions held",
+        "max_bytes": "most transaction bytes held",
+        "max_per_sender": "most pending transactions per sender",
+    },
+    "log": {
+        "level": "debug | info | warning | error",
+        "format": "json (one object per line) | text",
+    },
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(config: Config) -> str:
+    """A complete, commented config.toml for ``config``."""
+    lines = ["# mutual-ledger node configuration. Every option is listed with its default.", ""]
+    for section in ("node", "api", "p2p", "mempool", "log"):
+        lines.append(f"[{section}]")
+        obj = getattr(config, section)
+        for f in fields(obj):
+            lines.append(f"# {_HELP[section][f.name]}")
+            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_default() -> str:
+    return render(Config())
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def from_dict(doc: dict[str, Any], home: Path) -> Config:
+    config = Config(home=home)
+    for section, values in doc.items():
+        if section not in _HELP:
+            raise ConfigError(f"unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        obj = getattr(config, section)
+        types = {f.name: f.type for f in fields(obj)}
+        for key, value in values.items():
+            if key not in types:
+                raise ConfigError(f"[{section}] unknown option {key!r}")
+            default = getattr(obj, key)
+            if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+                value, type(default)
+            ):
+                raise ConfigError(
+                    f"[{section}] {key}: expected {type(default).__name__}, got {value!r}"
+                )
+            if isinstance(default, list) and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[{section}] {key}: expected a list of strings")
+            if isinstance(default, int) and value <= 0:
+                raise ConfigError(f"[{section}] {key}: must be positive")
+            setattr(obj, key, value)
+    parse_hostport(config.api.listen, "[api] listen")
+    parse_hostport(config.p2p.listen, "[p2p] listen")
+    for peer in config.p2p.persistent_peers:
+        parse_hostport(peer, "[p2p] persistent_peers")
+    for key in config.p2p.allowed_keys:
+        try:
+            if len(bytes.fromhex(key)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"[p2p] allowed_keys: {key!r} is not a 64-hex public key") from None
+    if config.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"[log] level: {config.log.level!r} is not debug|info|warning|error")
+    if config.log.format not in ("json", "text"):
+        raise ConfigError(f"[log] format: {config.log.format!r} is not json|text")
+    return config
+
+
+def load(home: str | Path) -> Config:
+    """Load ``<home>/config.toml``."""
+    home = Path(home)
+    path = home / "config.toml"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run `mutual init --home {home}` first)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return from_dict(doc, home)

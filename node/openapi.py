@@ -1,0 +1,160 @@
+"""The OpenAPI 3.1 description of the node's HTTP API, served at GET /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _resp(desc: str, schema: dict[str, Any] | None = None, errors: tuple[int, ...] = ()) -> dict:
+    out: dict[str, Any] = {"200": {"description": desc}}
+    if schema is not None:
+        out["200"]["content"] = {"application/json": {"schema": schema}}
+    for code in errors:
+        out[str(code)] = {"description": "error",
+                          "content": {"application/json": {"schema": _ERROR}}}
+    return out
+
+
+def _path_param(name: str, desc: str, schema: dict[str, Any] | None = None) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": desc,
+            "schema": schema or {"type": "string"}}
+
+
+_PROOF = {"name": "proof", "in": "query", "required": False,
+          "description": "include a Merkle proof against a committed state root",
+          "schema": {"type": "boolean", "default": False}}
+
+_RECORD = {
+    "type": "object",
+    "description": "A state record. With proof=true also: key, value (hex of the canonical "
+                   "record bytes), proof (hex, docs/state.md), state_root, and the header "
+                   "(height, block_id, header hex) plus its commit certificate (hex) that "
+                   "commit to that root.",
+    "additionalProperties": True,
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "mutual-ledger node API",
+        "version": "1",
+        "description": "Submit signed transactions (docs/encoding.md, docs/transactions.md) "
+                       "and read blocks, receipts and state records with proofs.",
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {"error": {"type": "string", "description": "stable code"},
+                               "message": {"type": "string"}},
+            },
+            "TxResult": {
+                "type": "object",
+                "required": ["hash", "code", "reason"],
+                "properties": {
+                    "hash": {"type": "string", "description": "hex sha256 of the tx bytes"},
+                    "code": {"type": "string", "description": "ok or a stable error code"},
+                    "reason": {"type": "string"},
+                    "height": {"type": ["integer", "null"],
+                               "description": "block height (mode=commit)"},
+                    "events": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+        }
+    },
+    "paths": {
+        "/txs": {"post": {
+            "summary": "Submit a signed transaction",
+            "parameters": [{"name": "mode", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["async", "sync", "commit"],
+                                       "default": "sync"},
+                            "description": "async: return at once; sync: after the mempool "
+                                           "check; commit: after the block commits"}],
+            "requestBody": {"required": True, "content": {
+                "application/msgpack": {"schema": {"type": "string", "format": "binary"},
+                                        "description": "the canonical signed tx bytes"},
+                "application/json": {"schema": {
+                    "type": "object", "required": ["tx"],
+                    "properties": {"tx": {"type": "string", "contentEncoding": "base64"}}}},
+            }},
+            "responses": _resp("accepted (or committed)",
+                               {"$ref": "#/components/schemas/TxResult"}, (400, 413, 415, 503)),
+        }},
+        "/txs/{hash}": {"get": {
+            "summary": "A committed (or pending) transaction with its receipt",
+            "parameters": [_path_param("hash", "64 hex")],
+            "responses": _resp("the transaction", {"type": "object"}, (400, 404)),
+        }},
+        "/blocks/latest": {"get": {
+            "summary": "The latest committed block",
+            "parameters": [{"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "msgpack"]}}],
+            "responses": _resp("header, transactions, certificate", {"type": "object"}, (404,)),
+        }},
+        "/blocks/{height}": {"get": {
+            "summary": "A committed block: header, transactions, evidence, last_commit, and "
+                       "the certificate that committed it. format=msgpack returns the "
+                       "canonical block bytes.",
+            "parameters": [_path_param("height", "1, 2, …", {"type": "integer", "minimum": 1}),
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "msgpack"]}}],
+            "responses": _resp("the block", {"type": "object"}, (400, 404)),
+        }},
+        "/certificates/{height}": {"get": {
+            "summary": "The commit certificate of block {height}",
+            "parameters": [_path_param("height", "1, 2, …", {"type": "integer", "minimum": 1}),
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "msgpack"]}}],
+            "responses": _resp("the certificate", {"type": "object"}, (400, 404)),
+        }},
+        "/status": {"get": {
+            "summary": "chain id, node id, height, latest block hash, state root, "
+                       "catching_up, peers",
+            "responses": _resp("status", {"type": "object"}),
+        }},
+        "/healthz": {"get": {"summary": "liveness", "responses": _resp("ok", {"type": "object"},
+                                                                        (503,))}},
+        "/validators": {"get": {"summary": "the validator set",
+                                "responses": _resp("validators", {"type": "object"})}},
+        "/genesis": {"get": {"summary": "the genesis document this node runs (an auditor "
+                                        "should bring its own)",
+                             "responses": _resp("genesis", {"type": "object"})}},
+        "/accounts/{pub_key}": {"get": {
+            "summary": "An account's nonce: next_nonce is the nonce to sign with",
+            "parameters": [_path_param("pub_key", "64 hex")],
+            "responses": _resp("account", {"type": "object"}, (400,)),
+        }},
+        "/members/{id}": {"get": {
+            "summary": "A member record", "parameters": [_path_param("id", "member id"), _PROOF],
+            "responses": _resp("member", _RECORD, (400, 404)),
+        }},
+        "/members/{id}/shares/{period}": {"get": {
+            "summary": "A member's share of one settlement period with its derivation",
+            "parameters": [_path_param("id", "member id"),
+                           _path_param("period", "period number", {"type": "integer"})],
+            "responses": _resp("share", {"type": "object"}, (400, 404)),
+        }},
+        "/claims/{id}": {"get": {
+            "summary": "A claim record", "parameters": [_path_param("id", "claim id"), _PROOF],
+            "responses": _resp("claim", _RECORD, (400, 404)),
+        }},
+        "/periods/{n}": {"get": {
+            "summary": "A settlement period record (P, F, S, M, share, operator-covered, "
+                       "claim ids)",
+            "parameters": [_path_param("n", "period number", {"type": "integer"}), _PROOF],
+            "responses": _resp("period", _RECORD, (400, 404)),
+        }},
+        "/events": {"get": {
+            "summary": "Server-sent events: `block` (height, hash, txs) and `tx` (hash, "
+                       "height, code) as JSON data lines",
+            "responses": {"200": {"description": "text/event-stream"}},
+        }},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "text/plain exposition"}}}},
+        "/openapi.json": {"get": {"summary": "this document",
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    },
+}
