@@ -1,0 +1,31 @@
+"""A bounded LRU set of message hashes, so gossip is handled and relayed once per node."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class SeenCache:
+    """At most ``capacity`` hashes; the least recently seen is forgotten first."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        if capacity < 1:
+            raise ValueError("seen-cache capacity must be positive")
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+
+    def add(self, digest: bytes) -> bool:
+        """Record ``digest``; True if it was new, False if already seen (and refresh it)."""
+        if digest in self._items:
+            self._items.move_to_end(digest)
+            return False
+        self._items[digest] = None
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return True
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
