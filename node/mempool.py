@@ -85,10 +85,10 @@ class TxRejected(Exception):
 class MempoolConfig:
     """Limits. Every one bounds memory: nothing in the pool grows without a cap."""
 
-    max_txs: int = 10_000
+    max_txs: int = 20_000
     max_bytes: int = 64 * 1024 * 1024
     max_tx_bytes: int = MAX_TX_SIZE
-    max_per_sender: int = 256
+    max_per_sender: int = 128
     # How many nonces may be missing between a sender's contiguous run and a new tx.
     max_nonce_gap: int = 16
     seen_cache_size: int = 100_000
