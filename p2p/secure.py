@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from p2p.errors import HandshakeError, SecureChannelError
+from p2p.errors import HandshakeRefused, SecureChannelError
 
 KEY_INFO = b"mutual-ledger/p2p/v1/keys"
 TAG_SIZE = 16
@@ -72,7 +72,7 @@ class Ephemeral:
         try:
             return self._key.exchange(X25519PublicKey.from_public_bytes(peer_public))
         except ValueError as exc:  # wrong length or a low-order point (all-zero secret)
-            raise HandshakeError("bad_hello", f"unusable ephemeral key: {exc}") from exc
+            raise HandshakeRefused("bad_hello", f"unusable ephemeral key: {exc}") from exc
 
 
 def derive_ciphers(shared: bytes, transcript: bytes, dialer: bool) -> tuple[CipherState,
