@@ -98,7 +98,7 @@ class RecoveryReport:
     path: Path
     was_corrupt: bool
     records_kept: int  # frames kept, data records and height markers together
-    bytes_kept: int
+    bytes_kept: int  # size of the WAL after recovery
     bytes_dropped: int
     backup_path: Path | None  # the untouched copy of the damaged file
     first_bad_offset: int | None

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -222,6 +223,28 @@ def test_unsynced_appends_are_synced_on_close(tmp_path: Path, monkeypatch) -> No
     assert len(calls) == 1
     w2.close()  # nothing unsynced: no second fsync
     assert len(calls) == 1
+
+
+def test_concurrent_appends_from_threads_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "wal"
+    with WAL.open(path) as w:
+
+        def writer(t: int) -> None:
+            for i in range(150):
+                w.append(f"t{t}-{i}-".encode() * (1 + i % 40), sync=i % 50 == 0)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=30)
+        assert not any(th.is_alive() for th in threads)
+    with WAL.open(path) as w:
+        records = w.records_since_last_marker()
+    assert len(records) == 600
+    for t in range(4):
+        mine = [r for r in records if r.startswith(f"t{t}-".encode())]
+        assert mine == [f"t{t}-{i}-".encode() * (1 + i % 40) for i in range(150)]
 
 
 # --- locking -----------------------------------------------------------------------------
