@@ -364,7 +364,6 @@ class WAL:
         self._path = path
         self._fd: int | None = fd
         self._size = scan.valid_size
-        self._frames = scan.frames
         self._last_height = scan.last_height
         self._pending = scan.pending
         self._dirty = False  # appended without sync since the last fsync
@@ -489,7 +488,6 @@ class WAL:
             old_fd, self._fd = self._fd, new_fd
             os.close(old_fd)
             self._size = sum(len(c) for c in chunks)
-            self._frames = len(chunks) - 1
             self._dirty = False
             try:
                 _sync_dir(self._path.parent)
@@ -514,7 +512,6 @@ class WAL:
             self._roll_back(exc)
             raise
         self._size += len(frame)
-        self._frames += 1
         self._dirty = True
         if sync:
             try:

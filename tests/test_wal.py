@@ -446,7 +446,7 @@ def test_recover_missing_file(tmp_path: Path) -> None:
         recover(tmp_path / "wal")
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     records=st.lists(st.binary(max_size=40), min_size=1, max_size=6),
     position=st.integers(min_value=0),
