@@ -93,14 +93,14 @@ class WALCorruptError(WALError):
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What ``recover`` did to a WAL file."""
+    """What ``recover`` did to a WAL file (plain JSON-friendly values for the CLI)."""
 
-    path: Path
+    path: str
     was_corrupt: bool
     records_kept: int  # frames kept, data records and height markers together
     bytes_kept: int  # size of the WAL after recovery
     bytes_dropped: int
-    backup_path: Path | None  # the untouched copy of the damaged file
+    backup_path: str | None  # the untouched copy of the damaged file
     first_bad_offset: int | None
     first_bad_record: int | None
     reason: str | None
@@ -625,7 +625,7 @@ def recover(path: Path | str) -> RecoveryReport:
         damage = scan.damage
         if damage is None:
             return RecoveryReport(
-                path, False, scan.frames, scan.valid_size, 0, None, None, None, None, False,
+                str(path), False, scan.frames, scan.valid_size, 0, None, None, None, None, False,
                 scan.last_height,
             )
         if damage.record_index is None and not damage.torn_tail:
@@ -642,7 +642,8 @@ def recover(path: Path | str) -> RecoveryReport:
         os.replace(tmp, path)
         _sync_dir(path.parent)
         return RecoveryReport(
-            path, True, scan.frames, max(kept, HEADER_SIZE), total - kept, backup, damage.offset,
+            str(path), True, scan.frames, max(kept, HEADER_SIZE), total - kept, str(backup),
+            damage.offset,
             damage.record_index, damage.reason, damage.torn_tail, scan.last_height,
         )
     finally:

@@ -3,6 +3,7 @@ crash-safety and a real SIGKILL crash of a process appending with fsync."""
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -339,8 +340,9 @@ def test_corruption_is_reported_then_recovered(tmp_path: Path, name: str) -> Non
     assert report.bytes_kept == bad_offset
     assert report.bytes_dropped == len(data) - bad_offset
     assert report.torn_tail is torn
-    assert report.backup_path == tmp_path / "wal.corrupt-1"
-    assert report.backup_path.read_bytes() == bytes(data)
+    assert report.backup_path == str(tmp_path / "wal.corrupt-1")
+    assert Path(report.backup_path).read_bytes() == bytes(data)
+    assert json.loads(json.dumps(report.__dict__))["records_kept"] == bad_index
     assert "recovered" in report.summary()
     with WAL.open(path, create=False) as w:
         assert w.records_since_last_marker() == RECORDS[:bad_index]
@@ -402,7 +404,8 @@ def test_damaged_header(tmp_path: Path, content: bytes, reason: str, recoverable
     if recoverable:
         report = recover(path)
         assert report.records_kept == 0 and report.bytes_dropped == len(content)
-        assert report.backup_path is not None and report.backup_path.read_bytes() == content
+        assert report.backup_path is not None
+        assert Path(report.backup_path).read_bytes() == content
         assert path.read_bytes() == HEADER
     else:
         # not a WAL this node understands: recovery must not overwrite it
@@ -435,10 +438,10 @@ def test_recover_never_overwrites_an_earlier_backup(tmp_path: Path) -> None:
     with path.open("ab") as f:
         f.write(b"\x02\x02")
     second = recover(path)
-    assert first.backup_path == tmp_path / "wal.corrupt-1"
-    assert second.backup_path == tmp_path / "wal.corrupt-2"
-    assert first.backup_path.read_bytes().endswith(b"\x01")
-    assert second.backup_path.read_bytes().endswith(b"\x02\x02")
+    assert first.backup_path == str(tmp_path / "wal.corrupt-1")
+    assert second.backup_path == str(tmp_path / "wal.corrupt-2")
+    assert Path(first.backup_path).read_bytes().endswith(b"\x01")
+    assert Path(second.backup_path).read_bytes().endswith(b"\x02\x02")
 
 
 def test_recover_missing_file(tmp_path: Path) -> None:
@@ -793,7 +796,7 @@ def _open_after_crash(path: Path) -> tuple[WAL, bool]:
         # only an interrupted final append is acceptable after a process crash
         assert err.torn_tail, str(err)
         report = recover(path)
-        assert report.backup_path is not None and report.backup_path.exists()
+        assert report.backup_path is not None and Path(report.backup_path).exists()
         assert report.bytes_dropped > 0
         return WAL.open(path), True
 
