@@ -440,11 +440,10 @@ class Network:
         existing = self._peers.get(peer.id)
         if existing is not None and not existing.closed:
             if not self._new_connection_wins(existing, peer):
-                self.metrics.disconnects["duplicate"] += 1
                 peer.close("duplicate", "already connected", bye=True)
                 return existing
+            self._peers[peer.id] = peer  # first, so closing the old fires no disconnect
             existing.close("duplicate", "replaced by a newer connection", bye=True)
-            self._peers[peer.id] = peer
             self._spawn(self._run_peer(peer))
             return peer
         if self._stopping or len(self._peers) >= self.config.max_peers:
@@ -472,13 +471,18 @@ class Network:
         try:
             await peer.run()
         finally:
-            self.metrics.disconnects[peer.close_reason or "unknown"] += 1
-            if self._peers.get(peer.id) is peer:
-                del self._peers[peer.id]
-                self.metrics.peers = len(self._peers)
-                log.info("p2p: disconnected %r: %s %s", peer, peer.close_reason,
-                         peer.close_message)
-                self._fire(self._on_disconnect, peer.id)
+            peer.close("shutdown", "node is stopping")  # no-op when already closed
+
+    def _peer_closed(self, peer: Peer) -> None:
+        """Called by ``Peer.close``: forget the connection at once, so ``peers()`` and
+        ``broadcast`` never see a closed peer."""
+        self.metrics.disconnects[peer.close_reason or "unknown"] += 1
+        if self._peers.get(peer.id) is peer:
+            del self._peers[peer.id]
+            self.metrics.peers = len(self._peers)
+            log.info("p2p: disconnected %r: %s %s", peer, peer.close_reason,
+                     peer.close_message)
+            self._fire(self._on_disconnect, peer.id)
 
     def _start_dialer(self, addr: tuple[str, int]) -> None:
         if addr not in self._dialers or self._dialers[addr].done():

@@ -96,6 +96,7 @@ class Peer:
         self._wake.set()
         # transport.close() still flushes what is buffered (the bye) before closing
         self._writer.close()
+        self.net._peer_closed(self)
 
     async def run(self) -> None:
         """Run until closed; always leaves the socket closed and the tasks finished."""

@@ -1,7 +1,7 @@
 """Peer scores and temporary bans, keyed by node key, with an injected clock.
 
 A score starts at 0, loses points for each offence and drifts back toward 0 at
-``recovery_per_s`` points a second, so an honest peer with a rare glitch recovers while a
+``recovery_per_s`` points a second (whole points), so an honest peer with a rare glitch recovers while a
 peer that keeps misbehaving reaches ``-threshold`` and is banned for ``ban_seconds``.
 Bans last across reconnections; the score is reset when a ban starts.
 """
@@ -34,7 +34,8 @@ class PeerScores:
         if key not in self._scores:
             return 0.0
         value, at = self._scores[key]
-        return min(0.0, value + (self.clock() - at) * self.recovery_per_s)
+        # whole points only, so offences in quick succession add up exactly
+        return min(0.0, value + int((self.clock() - at) * self.recovery_per_s))
 
     def penalise(self, key: bytes, points: int) -> bool:
         """Subtract ``points``; True if the peer reached the threshold and is now banned."""
