@@ -1,0 +1,308 @@
+"""The application the node drives: genesis, mempool checks, blocks, and queries.
+
+Lifecycle per block: ``begin_block`` (runs scheduled work due by the block time), then
+``deliver_tx`` for each transaction in order, then ``end_block``; the node then commits the
+state (and reads its root). Every transaction is all-or-nothing: a rejected one comes back
+as a ``Receipt`` with a stable code from ``contracts.errors`` and leaves the state exactly
+as it was - including the sender's nonce (blocks should not carry invalid transactions;
+if one does, it is inert). Signatures are checked by the caller, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain.genesis import Genesis
+from chain.tx import Transaction, to_jsonable
+from contracts import errors, records
+from contracts.errors import RuleError
+from contracts.memstate import Overlay
+from contracts.params import Params
+from contracts.records import State
+from contracts.rules import HANDLERS, schedule
+from contracts.rules.context import Ctx, Event
+from contracts.rules.settlement import (
+    member_billed,
+    member_charge,
+    member_group,
+)
+from contracts.txtypes import ASSESSOR, MEMBER, REGISTRAR, check_body
+
+__all__ = ["Application", "Event", "Receipt", "State", "member_key", "claim_key",
+           "period_key"]
+
+SEED_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The outcome of a transaction: ``code`` is "ok" or a stable error code."""
+
+    code: str
+    reason: str = ""
+    events: tuple[Event, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == errors.OK
+
+    def to_map(self) -> dict[str, Any]:
+        return {"code": self.code, "reason": self.reason,
+                "events": [e.to_map() for e in self.events]}
+
+
+def member_key(member_id: str | bytes) -> bytes:
+    return records.member_key(_pk(member_id))
+
+
+def claim_key(claim_id: int | str) -> bytes:
+    return records.claim_key(int(claim_id))
+
+
+def period_key(n: int) -> bytes:
+    return records.period_key(int(n))
+
+
+def _pk(member_id: str | bytes) -> bytes:
+    if isinstance(member_id, bytes):
+        raw = member_id
+    else:
+        try:
+            raw = bytes.fromhex(member_id)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"member id {member_id!r} is not hex") from exc
+    if len(raw) != 32:
+        raise ValueError("member id must be a 32-byte public key")
+    return raw
+
+
+class Application:
+    """The pooling rules over a key-value ``State``."""
+
+    def __init__(self, genesis: Genesis, state: State) -> None:
+        self.genesis = genesis
+        self.params = Params.from_dict(genesis.params)
+        self.schedule = self.params.make_schedule(genesis.genesis_time_ms)
+        self.state = state
+        self._block: tuple[int, int, bytes] | None = None
+
+    # genesis -------------------------------------------------------------------------
+
+    def init_chain(self) -> None:
+        """Write the genesis records into an empty state (a no-op if this genesis is
+        already there; an error if the state holds another chain)."""
+        existing = records.load(self.state, records.GENESIS_KEY)
+        if existing is not None:
+            if existing["genesis_hash"] != self.genesis.hash:
+                raise ValueError("state belongs to another genesis")
+            return
+        if self.state.get(records.META_KEY) is not None:
+            raise ValueError("state is not empty")
+        g = self.genesis
+        records.store(self.state, records.GENESIS_KEY, {
+            "chain_id": g.chain_id, "genesis_hash": g.hash, "genesis_time_ms": g.genesis_time_ms,
+        })
+        records.store(self.state, records.PARAMS_KEY, self.params.to_dict())
+        roles: dict[bytes, list[str]] = {}
+        for pk in g.registrars:
+            roles.setdefault(pk, []).append(REGISTRAR)
+        for pk in g.assessors:
+            roles.setdefault(pk, []).append(ASSESSOR)
+        roles.setdefault(g.operator, []).append("operator")
+        for pk in sorted(roles):
+            records.store(self.state, records.role_key(pk), {"roles": sorted(set(roles[pk]))})
+            records.store(self.state, records.account_key(pk), {"nonce": 0})
+        meta = records.new_meta()
+        meta["time_ms"] = g.genesis_time_ms
+        records.store(self.state, records.META_KEY, meta)
+
+    # transactions --------------------------------------------------------------------
+
+    def next_nonce(self, sender: bytes) -> int:
+        acct = records.load(self.state, records.account_key(sender))
+        return 1 if acct is None else acct["nonce"] + 1
+
+    def _roles(self, state: State, sender: bytes) -> set[str]:
+        rec = records.load(state, records.role_key(sender))
+        return set(rec["roles"]) if rec else set()
+
+    def _admit(self, state: State, tx: Transaction) -> None:
+        """The stateless-ish checks shared by check_tx and deliver_tx."""
+        if tx.chain_id != self.genesis.chain_id:
+            raise RuleError(errors.WRONG_CHAIN_ID,
+                            f"chain id {tx.chain_id!r} is not {self.genesis.chain_id!r}")
+        t = check_body(tx.type, tx.body)
+        if t.role == MEMBER:
+            ok = state.get(records.member_key(tx.sender)) is not None
+        else:
+            ok = t.role in self._roles(state, tx.sender)
+        if not ok:
+            raise RuleError(errors.NOT_PERMITTED, f"{tx.type} needs the {t.role} role")
+        acct = records.load(state, records.account_key(tx.sender))
+        expected = 1 if acct is None else acct["nonce"] + 1
+        if tx.nonce != expected:
+            raise RuleError(errors.BAD_NONCE, f"nonce {tx.nonce}, expected {expected}")
+
+    def check_tx(self, tx: Transaction) -> Receipt:
+        """Mempool check against the committed state: chain id, type, body, role, nonce.
+        Writes nothing."""
+        try:
+            self._admit(self.state, tx)
+        except RuleError as exc:
+            return Receipt(exc.code, exc.reason)
+        return Receipt(errors.OK)
+
+    def _ctx(self, state: State) -> Ctx:
+        if self._block is None:
+            raise RuntimeError("no block in progress (call begin_block first)")
+        height, time_ms, seed = self._block
+        return Ctx(state, self.params, self.schedule, time_ms, height, seed)
+
+    def begin_block(self, height: int, time_ms: int, seed: bytes) -> list[Event]:
+        """Start a block and run every scheduled job due by ``time_ms``.
+
+        ``seed`` (32 bytes) must be fixed before this block's transactions are known; the
+        node passes the hash of the parent's commit certificate. Panels for disputes
+        opened in earlier blocks are drawn with it.
+        """
+        if not isinstance(seed, bytes) or len(seed) != SEED_SIZE:
+            raise ValueError("seed must be 32 bytes")
+        meta = records.load(self.state, records.META_KEY)
+        if meta is None:
+            raise RuntimeError("state is not initialised (run init_chain)")
+        if height <= meta["height"]:
+            raise ValueError(f"height {height} does not follow {meta['height']}")
+        if time_ms < meta["time_ms"]:
+            raise ValueError(f"block time {time_ms} is before {meta['time_ms']}")
+        self._block = (height, time_ms, seed)
+        overlay = Overlay(self.state)
+        ctx = self._ctx(overlay)
+        ctx.meta["height"] = height
+        ctx.meta["time_ms"] = time_ms
+        schedule.run_due(ctx)
+        ctx.save_meta()
+        overlay.commit()
+        return ctx.events
+
+    def deliver_tx(self, tx: Transaction) -> Receipt:
+        """Apply ``tx`` (signature already verified) atomically; rejected => no change."""
+        overlay = Overlay(self.state)
+        ctx = self._ctx(overlay)
+        try:
+            self._admit(overlay, tx)
+            HANDLERS[tx.type](ctx, tx.sender, tx.body)
+        except RuleError as exc:
+            return Receipt(exc.code, exc.reason)
+        acct_key = records.account_key(tx.sender)
+        acct = records.load(overlay, acct_key) or {"nonce": 0}
+        acct["nonce"] = tx.nonce
+        records.store(overlay, acct_key, acct)
+        ctx.save_meta()
+        overlay.commit()
+        return Receipt(errors.OK, "", tuple(ctx.events))
+
+    def end_block(self) -> list[Event]:
+        """Finish the block. All scheduled work runs in begin_block, so this only closes
+        the block context and reports the pool figures subscribers watch."""
+        if self._block is None:
+            raise RuntimeError("no block in progress")
+        height = self._block[0]
+        self._block = None
+        meta = records.load(self.state, records.META_KEY)
+        return [Event("block_end", {"height": height, "active_members": meta["active"],
+                                    "juror_pool": meta["pool"], "surplus": meta["surplus"]})]
+
+    # queries -------------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, Any]:
+        meta = records.load(self.state, records.META_KEY)
+        if meta is None:
+            raise RuntimeError("state is not initialised (run init_chain)")
+        return meta
+
+    def get_member(self, member_id: str) -> dict[str, Any] | None:
+        """The member record plus figures computed on read (billed, arrears, refund)."""
+        try:
+            pk = _pk(member_id)
+        except ValueError:
+            return None
+        m = records.load(self.state, records.member_key(pk))
+        if m is None:
+            return None
+        last_settled = self._meta()["next_settlement"] - 1
+        billed = member_billed(self.state, self.schedule, m, last_settled)
+        arrears = sum(a for _, a in m["arrears"])
+        out = to_jsonable(m)
+        out.update(id=pk.hex(), billed_fen=billed, arrears_fen=arrears,
+                   in_arrears=bool(m["arrears"]),
+                   refundable_fen=billed - arrears if m["refund"] else 0)
+        return out
+
+    def get_claim(self, claim_id: int | str) -> dict[str, Any] | None:
+        try:
+            cid = int(claim_id)
+        except (TypeError, ValueError):
+            return None
+        if cid < 1 or cid >= 1 << 64:
+            return None
+        c = records.load(self.state, records.claim_key(cid))
+        return None if c is None else to_jsonable(c)
+
+    def get_period(self, n: int) -> dict[str, Any] | None:
+        if not isinstance(n, int) or n < 1 or n >= 1 << 64:
+            return None
+        rec = records.load(self.state, records.period_key(n))
+        if rec is None:
+            return {"n": n, "status": "scheduled", "notice_ms": self.schedule.notice_ms(n),
+                    "settlement_ms": self.schedule.settlement_ms(n),
+                    "year": self.schedule.year(n)} if n >= self._meta()["next_notice"] else None
+        return to_jsonable(rec)
+
+    def get_account(self, pubkey: bytes) -> dict[str, Any]:
+        acct = records.load(self.state, records.account_key(pubkey))
+        nonce = 0 if acct is None else acct["nonce"]
+        return {
+            "pubkey": pubkey.hex(), "nonce": nonce, "next_nonce": nonce + 1,
+            "roles": sorted(self._roles(self.state, pubkey)),
+            "member": self.state.get(records.member_key(pubkey)) is not None,
+        }
+
+    def member_share(self, member_id: str, period: int) -> dict[str, Any] | None:
+        """How a member's charge for a settled period derives from the period record
+        (what ``verify-share`` prints); None for an unknown member or unsettled period."""
+        try:
+            pk = _pk(member_id)
+        except ValueError:
+            return None
+        m = records.load(self.state, records.member_key(pk))
+        rec = records.load(self.state, records.period_key(period)) if period >= 1 else None
+        if m is None or rec is None or rec["status"] != "settled":
+            return None
+        charge = member_charge(self.state, self.schedule, m, period)
+        shares = m["cohort"] <= period and (m["exit_period"] is None
+                                            or period <= m["exit_period"])
+        grp = member_group(self.schedule, rec, m["cohort"]) if shares else None
+        return {
+            "member": pk.hex(), "period": period, "shares": shares,
+            "cohort": m["cohort"], "exit_period": m["exit_period"],
+            "P": rec["P"], "F": rec["F"], "fee_bps": self.params.fee_bps, "S": rec["S"],
+            "need": rec["need"], "M": rec["M"], "cases": rec["cases"],
+            "share_raw": rec["share_raw"], "case_cap": rec["case_cap"],
+            "share": rec["share"], "annual_cap": rec["annual_cap"],
+            "group": None if grp is None else grp["cohort"],
+            "ytd_before": None if grp is None else grp["ytd_before"],
+            "charge": charge, "ytd_after": None if grp is None else grp["ytd"],
+            "operator_covered": rec["operator_covered"],
+            "surplus_new": rec["surplus_new"], "claims": rec["claims"],
+            "formula": "charge = min(min(ceil((P+F-S)/M), case_cap), annual_cap - ytd_before)",
+        }
+
+    def member_key(self, member_id: str | bytes) -> bytes:
+        return member_key(member_id)
+
+    def claim_key(self, claim_id: int | str) -> bytes:
+        return claim_key(claim_id)
+
+    def period_key(self, n: int) -> bytes:
+        return period_key(n)

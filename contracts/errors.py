@@ -1,0 +1,101 @@
+"""Stable error codes for rejected transactions (documented in docs/transactions.md).
+
+A rule that refuses a transaction raises ``RuleError(code, reason)``; the application turns
+it into a ``Receipt`` with that code and changes no state. Codes are part of the public
+interface (clients match on them), so never rename one: add a new code instead.
+"""
+
+from __future__ import annotations
+
+OK = "ok"
+
+# envelope and permission (checked by check_tx and again by deliver_tx)
+WRONG_CHAIN_ID = "wrong_chain_id"
+UNKNOWN_TYPE = "unknown_type"
+BAD_BODY = "bad_body"
+NOT_PERMITTED = "not_permitted"
+BAD_NONCE = "bad_nonce"
+
+# membership
+UNKNOWN_MEMBER = "unknown_member"
+MEMBER_EXISTS = "member_exists"
+MEMBER_NOT_ACTIVE = "member_not_active"
+IDENTITY_IN_USE = "identity_in_use"
+IDENTITY_BARRED = "identity_barred"
+OUTSIDE_AGE_WINDOW = "outside_age_window"
+CREDIT_TOO_LOW = "credit_too_low"
+
+# claims
+UNKNOWN_DISEASE = "unknown_disease"
+BAD_DATE = "bad_date"
+OUTSIDE_COVER_AGE = "outside_cover_age"
+CLAIM_PENDING = "claim_pending"
+UNKNOWN_CLAIM = "unknown_claim"
+WRONG_CLAIM_STATE = "wrong_claim_state"
+NOT_CLAIMANT = "not_claimant"
+OWN_CLAIM = "own_claim"
+WINDOW_CLOSED = "window_closed"
+ALREADY_OBJECTED = "already_objected"
+
+# jury
+JURY_NOT_OPEN = "jury_not_open"
+NOT_A_JUROR = "not_a_juror"
+NOT_ON_PANEL = "not_on_panel"
+ALREADY_VOTED = "already_voted"
+ALREADY_JUROR = "already_juror"
+JUROR_INELIGIBLE = "juror_ineligible"
+
+# arrears
+PERIOD_NOT_SETTLED = "period_not_settled"
+NOTHING_OWED = "nothing_owed"
+ALREADY_IN_ARREARS = "already_in_arrears"
+NOT_IN_ARREARS = "not_in_arrears"
+
+#: every code with a one-line meaning; docs/transactions.md lists the same table and a test
+#: checks they agree.
+ALL_CODES: dict[str, str] = {
+    OK: "the transaction was applied",
+    WRONG_CHAIN_ID: "the transaction names another chain",
+    UNKNOWN_TYPE: "no such transaction type",
+    BAD_BODY: "the body does not match the type's schema (missing, extra or mistyped field)",
+    NOT_PERMITTED: "the sender does not hold the role this type requires",
+    BAD_NONCE: "the nonce is not exactly the sender's next nonce",
+    UNKNOWN_MEMBER: "no member with that key",
+    MEMBER_EXISTS: "a member record already exists for that key (use a new key to rejoin)",
+    MEMBER_NOT_ACTIVE: "the member has left, was removed, was barred or was paid out",
+    IDENTITY_IN_USE: "the identity already has a live membership",
+    IDENTITY_BARRED: "the identity was barred by the waiting-period rule and may never rejoin",
+    OUTSIDE_AGE_WINDOW: "age on the join date is outside the join window",
+    CREDIT_TOO_LOW: "the credit attestation is below the threshold",
+    UNKNOWN_DISEASE: "the disease code is not on the covered list",
+    BAD_DATE: "a date is malformed, in the future, or before the member joined",
+    OUTSIDE_COVER_AGE: "age at diagnosis is beyond every payout band",
+    CLAIM_PENDING: "the member already has an open claim",
+    UNKNOWN_CLAIM: "no claim with that id",
+    WRONG_CLAIM_STATE: "the claim is not in a state that allows this action",
+    NOT_CLAIMANT: "only the claimant may do this",
+    OWN_CLAIM: "a claimant may not object to or judge their own claim",
+    WINDOW_CLOSED: "the time window for this action has closed",
+    ALREADY_OBJECTED: "this member already objected to this claim",
+    JURY_NOT_OPEN: "the claim has no jury open for voting (not drawn yet, or closed)",
+    NOT_A_JUROR: "the sender is not an eligible juror",
+    NOT_ON_PANEL: "the sender was not drawn for this claim's panel",
+    ALREADY_VOTED: "this juror already voted on this claim",
+    ALREADY_JUROR: "the member is already an approved juror",
+    JUROR_INELIGIBLE: "the member does not meet the juror age, tenure or arrears conditions",
+    PERIOD_NOT_SETTLED: "the period has not been settled yet",
+    NOTHING_OWED: "the member owed nothing for that period",
+    ALREADY_IN_ARREARS: "arrears for that member and period are already recorded",
+    NOT_IN_ARREARS: "no open arrears for that member and period",
+}
+
+
+class RuleError(Exception):
+    """A transaction broke a rule: ``code`` is stable, ``reason`` is for humans."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        if code not in ALL_CODES or code == OK:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason

@@ -1,0 +1,80 @@
+"""What a rule runs with: the state, the params, the block's time, and the events it emits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts import records
+from contracts.calendar import Schedule
+from contracts.errors import RuleError
+from contracts.params import Params
+from contracts.records import State
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, for receipts and subscribers. ``attrs`` holds text, ints,
+    bools, lists of those, or None; keys and ids are lowercase hex text."""
+
+    type: str
+    attrs: dict[str, Any]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"type": self.type, "attrs": dict(self.attrs)}
+
+
+@dataclass
+class Ctx:
+    state: State
+    params: Params
+    schedule: Schedule
+    time_ms: int
+    height: int
+    seed: bytes = b""
+    events: list[Event] = field(default_factory=list)
+    _meta: dict[str, Any] | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            m = records.load(self.state, records.META_KEY)
+            if m is None:
+                raise RuntimeError("state is not initialised (run init_chain)")
+            self._meta = m
+        return self._meta
+
+    def save_meta(self) -> None:
+        if self._meta is not None:
+            records.store(self.state, records.META_KEY, self._meta)
+
+    def emit(self, type_: str, **attrs: Any) -> None:
+        self.events.append(Event(type_, attrs))
+
+    # typed record access -------------------------------------------------------------
+
+    def member(self, pk: bytes) -> dict[str, Any] | None:
+        return records.load(self.state, records.member_key(pk))
+
+    def put_member(self, pk: bytes, m: dict[str, Any]) -> None:
+        records.store(self.state, records.member_key(pk), m)
+
+    def claim(self, claim_id: int) -> dict[str, Any] | None:
+        return records.load(self.state, records.claim_key(claim_id))
+
+    def put_claim(self, c: dict[str, Any]) -> None:
+        records.store(self.state, records.claim_key(c["id"]), c)
+
+    def id_list(self, key: bytes) -> list[int]:
+        rec = records.load(self.state, key)
+        return [] if rec is None else list(rec["claims"])
+
+    def append_id(self, key: bytes, claim_id: int) -> None:
+        ids = self.id_list(key)
+        ids.append(claim_id)
+        records.store(self.state, key, {"claims": ids})
+
+
+def require(cond: bool, code: str, reason: str) -> None:
+    if not cond:
+        raise RuleError(code, reason)

@@ -1,0 +1,163 @@
+"""Rule 1 (join), exits, and the juror pool.
+
+A member's id is their Ed25519 public key (32 bytes; lowercase hex in APIs). A member
+joins into *cohort* j = the first period whose notice snapshot will include them, and the
+active count of cohort j is kept so settlement never loops over members (rule 7).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts import errors, records
+from contracts.calendar import age_days, age_years, cst_date, parse_date
+from contracts.rules.context import Ctx, require
+
+
+def _cohort_add(ctx: Ctx, j: int, delta: int) -> None:
+    key = records.cohort_key(j)
+    rec = records.load(ctx.state, key) or {"active": 0}
+    rec["active"] += delta
+    if rec["active"] < 0:  # pragma: no cover - would mean a bookkeeping bug
+        raise AssertionError(f"cohort {j} count went negative")
+    if rec["active"] == 0:
+        ctx.state.delete(key)
+    else:
+        records.store(ctx.state, key, rec)
+
+
+def cohort_count(ctx: Ctx, j: int) -> int:
+    rec = records.load(ctx.state, records.cohort_key(j))
+    return 0 if rec is None else rec["active"]
+
+
+def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
+    pk = body["member"]
+    require(ctx.member(pk) is None, errors.MEMBER_EXISTS,
+            "a member record already exists for this key")
+    ident = records.load(ctx.state, records.identity_key(body["identity_hash"]))
+    if ident is not None:
+        require(ident["status"] != "barred", errors.IDENTITY_BARRED,
+                "this identity was barred by the waiting-period rule")
+        require(False, errors.IDENTITY_IN_USE, "this identity already has a live membership")
+    birth = parse_date(body["birth_date"])
+    today = cst_date(ctx.time_ms)
+    require(birth <= today, errors.BAD_DATE, "birth date is in the future")
+    p = ctx.params
+    require(age_days(birth, today) >= p.min_join_age_days
+            and age_years(birth, today) <= p.max_join_age_years,
+            errors.OUTSIDE_AGE_WINDOW,
+            f"age on {today.isoformat()} must be {p.min_join_age_days} days to "
+            f"{p.max_join_age_years} years")
+    require(body["credit_score"] >= p.credit_threshold, errors.CREDIT_TOO_LOW,
+            f"credit score {body['credit_score']} < {p.credit_threshold}")
+    meta = ctx.meta
+    cohort = meta["next_notice"]
+    ctx.put_member(pk, {
+        "pubkey": pk,
+        "identity_hash": body["identity_hash"],
+        "birth_date": body["birth_date"],
+        "health_hash": body["health_hash"],
+        "credit_score": body["credit_score"],
+        "credit_ref": body["credit_ref"],
+        "registrar": sender,
+        "joined_ms": ctx.time_ms,
+        "cohort": cohort,
+        "status": "active",
+        "ended_ms": None,
+        "exit_period": None,
+        "juror": False,
+        "exam_ref": None,
+        "pool_index": None,
+        "arrears": [],
+        "open_claim": 0,
+        "refund": False,
+    })
+    records.store(ctx.state, records.identity_key(body["identity_hash"]),
+                  {"member": pk, "status": "live"})
+    _cohort_add(ctx, cohort, 1)
+    meta["active"] += 1
+    meta["members"] += 1
+    if records.load(ctx.state, records.account_key(pk)) is None:
+        records.store(ctx.state, records.account_key(pk), {"nonce": 0})
+    ctx.emit("member_joined", member=pk.hex(), cohort=cohort, joined_ms=ctx.time_ms)
+
+
+def active_member(ctx: Ctx, pk: bytes) -> dict[str, Any]:
+    m = ctx.member(pk)
+    require(m is not None, errors.UNKNOWN_MEMBER, f"no member {pk.hex()}")
+    assert m is not None
+    require(m["status"] == "active", errors.MEMBER_NOT_ACTIVE,
+            f"member {pk.hex()} is {m['status']}")
+    return m
+
+
+def end_membership(ctx: Ctx, pk: bytes, m: dict[str, Any], status: str) -> None:
+    """End an active membership. The member still owes every period already in notice."""
+    meta = ctx.meta
+    m["status"] = status
+    m["ended_ms"] = ctx.time_ms
+    m["exit_period"] = meta["next_notice"] - 1
+    _cohort_add(ctx, m["cohort"], -1)
+    meta["active"] -= 1
+    if m["pool_index"] is not None:
+        pool_remove(ctx, pk, m)
+    ikey = records.identity_key(m["identity_hash"])
+    if status == "barred":
+        records.store(ctx.state, ikey, {"member": pk, "status": "barred"})
+    else:
+        ctx.state.delete(ikey)
+    ctx.put_member(pk, m)
+
+
+def leave(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
+    m = active_member(ctx, sender)
+    end_membership(ctx, sender, m, "left")
+    ctx.emit("member_left", member=sender.hex(), exit_period=m["exit_period"])
+
+
+# juror pool: an array in state with swap-remove, so add/remove/draw are O(1) reads each
+
+def pool_add(ctx: Ctx, pk: bytes, m: dict[str, Any]) -> None:
+    meta = ctx.meta
+    i = meta["pool"]
+    records.store(ctx.state, records.pool_key(i), {"member": pk})
+    m["pool_index"] = i
+    meta["pool"] = i + 1
+
+
+def pool_remove(ctx: Ctx, pk: bytes, m: dict[str, Any]) -> None:
+    meta = ctx.meta
+    i, last = m["pool_index"], meta["pool"] - 1
+    if i != last:
+        moved_pk = records.load(ctx.state, records.pool_key(last))["member"]
+        records.store(ctx.state, records.pool_key(i), {"member": moved_pk})
+        moved = ctx.member(moved_pk)
+        moved["pool_index"] = i
+        ctx.put_member(moved_pk, moved)
+    ctx.state.delete(records.pool_key(last))
+    meta["pool"] = last
+    m["pool_index"] = None
+
+
+def pool_member(ctx: Ctx, i: int) -> bytes:
+    return records.load(ctx.state, records.pool_key(i))["member"]
+
+
+def approve_juror(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
+    pk = body["member"]
+    m = active_member(ctx, pk)
+    require(not m["juror"], errors.ALREADY_JUROR, "already an approved juror")
+    jp = ctx.params.jury
+    age = age_years(parse_date(m["birth_date"]), cst_date(ctx.time_ms))
+    require(age >= jp.juror_min_age_years, errors.JUROR_INELIGIBLE,
+            f"age {age} < {jp.juror_min_age_years}")
+    require(ctx.time_ms - m["joined_ms"] >= jp.juror_min_membership_ms,
+            errors.JUROR_INELIGIBLE,
+            f"member for less than {jp.juror_min_membership_ms} ms")
+    require(not m["arrears"], errors.JUROR_INELIGIBLE, "member is in arrears")
+    m["juror"] = True
+    m["exam_ref"] = body["exam_ref"]
+    pool_add(ctx, pk, m)
+    ctx.put_member(pk, m)
+    ctx.emit("juror_approved", member=pk.hex(), pool_size=ctx.meta["pool"])

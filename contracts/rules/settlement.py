@@ -1,0 +1,203 @@
+"""Rules 6-7: settlement periods, the share formula, caps, and the per-cohort index.
+
+At period n's notice the sharing members M are snapshotted as counts per *group*: within
+cap year y (first period f), members whose cohort j <= f have shared every period of y so
+far and form group 0; each later cohort j (f < j <= n) is its own group. All members of a
+group have the same year-to-date total, so the annual cap is applied per group: O(periods
+per cap year), never O(members). At settlement n:
+
+    P = sum of payable claims' lump sums,  F = floor(P * fee_bps / 10000)
+    S = surplus carried in,  need = P + F - S
+    raw   = ceil(need / M)                          (0 if need <= 0 or M == 0)
+    share = min(raw, cap_per_case_fen * cases)      (per-case cap)
+    charge(g) = min(share, cap_per_year_fen - ytd_before(g))   (annual cap, per group)
+    operator_covered = M * raw - sum(members(g) * charge(g))    (+ need if M == 0)
+    new surplus = M * raw - need                    (or -need when need <= 0)
+
+so sum(members(g) * charge(g)) + operator_covered = P + F - S + new surplus, exactly.
+A member's total owed is the sum over cap years of their group's year-to-date total at the
+last period they shared in that year: O(years), computed on read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts import records
+from contracts.rules.context import Ctx
+from contracts.rules.membership import cohort_count, end_membership
+
+
+def make_payable(ctx: Ctx, c: dict[str, Any]) -> None:
+    """Queue ``c`` (caller stores it) for the next settlement that has not run yet."""
+    n = ctx.meta["next_settlement"]
+    c["status"] = "payable"
+    c["pay_period"] = n
+    ctx.append_id(records.payable_queue_key(n), c["id"])
+    ctx.emit("claim_payable", claim_id=c["id"], period=n)
+
+
+def group_of(schedule: Any, cohort: int, n: int) -> int:
+    first = schedule.first_period_of_year(schedule.year(n))
+    return cohort if cohort > first else 0
+
+
+def snapshot_groups(ctx: Ctx, n: int) -> list[dict[str, int]]:
+    """Active members per group at notice n (every active member has cohort <= n)."""
+    sch = ctx.schedule
+    first = sch.first_period_of_year(sch.year(n))
+    groups = []
+    later = 0
+    for j in range(max(first + 1, 1), n + 1):
+        count = cohort_count(ctx, j)
+        if count:
+            groups.append({"cohort": j, "members": count})
+            later += count
+    old = ctx.meta["active"] - later
+    if old:
+        groups.insert(0, {"cohort": 0, "members": old})
+    return groups
+
+
+def open_period(ctx: Ctx, n: int, noticed: list[int]) -> dict[str, Any]:
+    sch = ctx.schedule
+    groups = snapshot_groups(ctx, n)
+    rec = {
+        "n": n, "status": "noticed", "notice_ms": sch.notice_ms(n),
+        "settlement_ms": sch.settlement_ms(n), "year": sch.year(n),
+        "noticed": noticed, "members": ctx.meta["active"], "groups": groups,
+    }
+    records.store(ctx.state, records.period_key(n), rec)
+    return rec
+
+
+def compute_shares(P: int, fee_bps: int, S: int, M: int, cases: int, cap_case: int,
+                   cap_year: int, groups: list[dict[str, int]],
+                   prev_ytd: dict[int, int]) -> dict[str, Any]:
+    """The share formula as a pure function (the auditor's reference)."""
+    F = P * fee_bps // 10_000
+    need = P + F - S
+    op_extra = 0
+    if need <= 0:
+        raw, surplus = 0, -need
+    elif M == 0:
+        raw, surplus, op_extra = 0, 0, need
+    else:
+        raw = -(-need // M)
+        surplus = M * raw - need
+    share = min(raw, cap_case * cases)
+    out_groups = []
+    charged = 0
+    for g in groups:
+        before = prev_ytd.get(g["cohort"], 0)
+        charge = min(share, max(0, cap_year - before))
+        charged += g["members"] * charge
+        out_groups.append({"cohort": g["cohort"], "members": g["members"],
+                           "ytd_before": before, "charge": charge, "ytd": before + charge})
+    return {
+        "P": P, "F": F, "S": S, "need": need, "M": M, "cases": cases, "share_raw": raw,
+        "case_cap": cap_case * cases, "share": share, "annual_cap": cap_year,
+        "groups": out_groups, "collected": charged,
+        "operator_covered": M * raw - charged + op_extra, "surplus_new": surplus,
+    }
+
+
+def settle(ctx: Ctx, n: int) -> None:
+    p = ctx.params
+    sch = ctx.schedule
+    meta = ctx.meta
+    rec = records.load(ctx.state, records.period_key(n))
+    pkey = records.payable_queue_key(n)
+    ids = ctx.id_list(pkey)
+    claims = [ctx.claim(cid) for cid in ids]
+    prev_ytd: dict[int, int] = {}
+    if n > 1 and sch.year(n - 1) == sch.year(n):
+        prev = records.load(ctx.state, records.period_key(n - 1))
+        prev_ytd = {g["cohort"]: g["ytd"] for g in prev["groups"]}
+    figures = compute_shares(sum(c["amount"] for c in claims), p.fee_bps, meta["surplus"],
+                             rec["members"], len(claims), p.cap_per_case_fen,
+                             p.cap_per_year_fen, rec["groups"], prev_ytd)
+    rec.update(figures)
+    rec["status"] = "settled"
+    rec["claims"] = ids
+    rec["settled_ms"] = ctx.time_ms
+    records.store(ctx.state, records.period_key(n), rec)
+    ctx.state.delete(pkey)
+    meta["surplus"] = figures["surplus_new"]
+    meta["next_settlement"] = n + 1
+    ctx.emit("period_settled", period=n, P=figures["P"], F=figures["F"], S=figures["S"],
+             M=figures["M"], share=figures["share"],
+             operator_covered=figures["operator_covered"],
+             surplus_new=figures["surplus_new"], claims=ids)
+    for c in claims:
+        _pay(ctx, c, n)
+
+
+def _pay(ctx: Ctx, c: dict[str, Any], n: int) -> None:
+    pk = c["member"]
+    m = ctx.member(pk)
+    # Rule 8: a claim is paid minus the claimant's unpaid shares, which it then clears.
+    owed = sum(amount for _, amount in m["arrears"])
+    deduction = min(owed, c["amount"])
+    c.update(status="paid", paid_ms=ctx.time_ms, deduction=deduction,
+             net=c["amount"] - deduction)
+    ctx.put_claim(c)
+    if m["arrears"]:
+        ctx.emit("arrears_cleared_by_claim", member=pk.hex(), claim_id=c["id"],
+                 periods=[p for p, _ in m["arrears"]], amount=owed)
+        m["arrears"] = []
+    m["open_claim"] = 0
+    ctx.emit("claim_paid", claim_id=c["id"], member=pk.hex(), period=n,
+             amount=c["amount"], deduction=deduction, net=c["net"])
+    if m["status"] == "active":
+        # the lump sum is paid once: the membership ends with it
+        end_membership(ctx, pk, m, "paid_out")
+        ctx.emit("member_paid_out", member=pk.hex(), exit_period=m["exit_period"])
+    else:
+        ctx.put_member(pk, m)
+
+
+# reading a member's figures ------------------------------------------------------------
+
+def last_shared_period(m: dict[str, Any], last_settled: int) -> int:
+    end = m["exit_period"] if m["exit_period"] is not None else last_settled
+    return min(end, last_settled)
+
+
+def member_group(sch: Any, period: dict[str, Any], cohort: int) -> dict[str, int] | None:
+    g = group_of(sch, cohort, period["n"])
+    for grp in period["groups"]:
+        if grp["cohort"] == g:
+            return grp
+    return None
+
+
+def member_billed(state: records.State, sch: Any, m: dict[str, Any],
+                  last_settled: int) -> int:
+    """Total fen billed to a member through ``last_settled``: O(cap years)."""
+    j = m["cohort"]
+    through = last_shared_period(m, last_settled)
+    if through < j:
+        return 0
+    total = 0
+    y = sch.year(j)
+    while True:
+        last_in_year = min(through, sch.first_period_of_year(y + 1) - 1)
+        period = records.load(state, records.period_key(last_in_year))
+        grp = member_group(sch, period, j)
+        total += grp["ytd"]
+        if last_in_year == through:
+            return total
+        y += 1
+
+
+def member_charge(state: records.State, sch: Any, m: dict[str, Any], n: int) -> int | None:
+    """What the member was billed for settled period n (0 if not sharing), None if n is not
+    settled."""
+    period = records.load(state, records.period_key(n))
+    if period is None or period["status"] != "settled":
+        return None
+    exit_p = m["exit_period"]
+    if n < m["cohort"] or (exit_p is not None and n > exit_p):
+        return 0
+    return member_group(sch, period, m["cohort"])["charge"]

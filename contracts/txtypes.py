@@ -1,0 +1,108 @@
+"""Transaction types: who may send each, and the exact schema of its body.
+
+A body is a msgpack map whose keys are exactly the type's fields (none missing, none
+extra). Field kinds and their msgpack types:
+
+* ``bin32`` - bin, exactly 32 bytes (public keys and SHA-256 hashes)
+* ``uint``  - non-negative integer (positive fixint / uint family), at most 2**63-1
+* ``bool``  - true / false
+* ``date``  - str ``YYYY-MM-DD`` (a real calendar date)
+* ``code``  - str, a disease code ``[a-z0-9][a-z0-9_.-]{0,47}``
+
+Roles: ``registrar`` and ``assessor`` keys are listed in genesis; ``member`` means the
+sender has a member record (whether the member is active is a rule, checked later).
+docs/transactions.md documents every type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import errors
+from contracts.calendar import CalendarError, parse_date
+from contracts.errors import RuleError
+from contracts.params import CODE_RE
+
+REGISTRAR = "registrar"
+ASSESSOR = "assessor"
+MEMBER = "member"
+ROLES = (REGISTRAR, ASSESSOR, MEMBER)
+
+
+@dataclass(frozen=True)
+class TxType:
+    name: str
+    role: str
+    fields: dict[str, str]
+    doc: str
+
+
+TX_TYPES: dict[str, TxType] = {t.name: t for t in (
+    TxType("register_member", REGISTRAR, {
+        "member": "bin32", "identity_hash": "bin32", "birth_date": "date",
+        "health_hash": "bin32", "credit_score": "uint", "credit_ref": "bin32",
+    }, "admit a member key after identity, health and credit checks off chain"),
+    TxType("approve_juror", REGISTRAR, {"member": "bin32", "exam_ref": "bin32"},
+           "attest that a member passed the juror exam"),
+    TxType("file_claim", MEMBER, {
+        "disease": "code", "diagnosed_ms": "uint", "accident": "bool",
+        "evidence_hash": "bin32",
+    }, "claim the lump sum for a diagnosis"),
+    TxType("assess_claim", ASSESSOR, {"claim_id": "uint", "approve": "bool",
+                                      "report_hash": "bin32"},
+           "approve or deny a filed claim"),
+    TxType("object_claim", MEMBER, {"claim_id": "uint", "reason_hash": "bin32"},
+           "object to a claim in public notice"),
+    TxType("appeal_claim", MEMBER, {"claim_id": "uint", "reason_hash": "bin32"},
+           "the claimant takes a denied claim to a jury"),
+    TxType("jury_vote", MEMBER, {"claim_id": "uint", "pay": "bool"},
+           "a juror votes on a disputed claim"),
+    TxType("record_arrears", REGISTRAR, {"member": "bin32", "period": "uint"},
+           "record that a member's deduction for a settled period failed"),
+    TxType("record_payment", REGISTRAR, {"member": "bin32", "period": "uint"},
+           "record that a member paid the arrears of a period"),
+    TxType("leave", MEMBER, {}, "the member leaves the plan"),
+)}
+
+_UINT_MAX = (1 << 63) - 1
+
+
+def _check_field(name: str, kind: str, value: Any) -> None:
+    if kind == "bin32":
+        ok = isinstance(value, bytes) and len(value) == 32
+    elif kind == "uint":
+        ok = (isinstance(value, int) and not isinstance(value, bool)
+              and 0 <= value <= _UINT_MAX)
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "date":
+        try:
+            parse_date(value)
+            ok = True
+        except CalendarError:
+            ok = False
+    elif kind == "code":
+        ok = isinstance(value, str) and bool(CODE_RE.match(value))
+    else:  # pragma: no cover - the table above only uses the kinds listed
+        raise AssertionError(kind)
+    if not ok:
+        raise RuleError(errors.BAD_BODY, f"field {name!r} must be {kind}")
+
+
+def check_body(type_name: str, body: Any) -> TxType:
+    """Validate ``body`` against the schema of ``type_name``; return the type."""
+    t = TX_TYPES.get(type_name)
+    if t is None:
+        raise RuleError(errors.UNKNOWN_TYPE, f"unknown transaction type {type_name!r}")
+    if not isinstance(body, dict):
+        raise RuleError(errors.BAD_BODY, "body must be a map")
+    missing = set(t.fields) - set(body)
+    if missing:
+        raise RuleError(errors.BAD_BODY, f"body is missing {sorted(missing)}")
+    extra = set(body) - set(t.fields)
+    if extra:
+        raise RuleError(errors.BAD_BODY, f"body has unknown fields {sorted(extra)}")
+    for name, kind in t.fields.items():
+        _check_field(name, kind, body[name])
+    return t

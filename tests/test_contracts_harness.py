@@ -1,0 +1,157 @@
+"""A small driver for contracts tests: a genesis, fixed keys, and block-by-block delivery.
+
+Transactions are built unsigned: ``Application.deliver_tx`` trusts its caller to have
+verified signatures, and signing thousands of test transactions would only cost time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from chain.crypto import PrivateKey
+from chain.genesis import Genesis
+from chain.hashing import sha256
+from chain.tx import Transaction
+from contracts import params as params_mod
+from contracts.app import Application, Receipt
+from contracts.memstate import MemState
+
+CHAIN_ID = "mutual-test"
+REGISTRAR = PrivateKey(b"\x02" * 32)
+ASSESSOR = PrivateKey(b"\x03" * 32)
+OPERATOR = PrivateKey(b"\x04" * 32)
+VALIDATOR = PrivateKey(b"\x05" * 32)
+
+
+def member_key(i: int) -> PrivateKey:
+    return PrivateKey(sha256(b"member" + i.to_bytes(8, "big")))
+
+
+def genesis_doc(params: dict[str, Any], genesis_time: str) -> dict[str, Any]:
+    return {
+        "chain_id": CHAIN_ID,
+        "genesis_time": genesis_time,
+        "validators": [{"name": "v0", "pub_key": VALIDATOR.public_key.hex(), "power": 10}],
+        "registrars": [REGISTRAR.public_key.hex()],
+        "assessors": [ASSESSOR.public_key.hex()],
+        "operator": OPERATOR.public_key.hex(),
+        "params": params,
+    }
+
+
+def devnet_params(**overrides: Any) -> dict[str, Any]:
+    p = params_mod.profile("devnet")
+    for k, v in overrides.items():
+        if k == "jury":
+            p["jury"] = {**p["jury"], **v}
+        else:
+            p[k] = copy.deepcopy(v)
+    return p
+
+
+class Harness:
+    def __init__(self, params: dict[str, Any] | None = None,
+                 genesis_time: str = "2024-01-01T00:00:00+00:00", state: Any = None) -> None:
+        self.genesis = Genesis.from_doc(genesis_doc(params or devnet_params(), genesis_time))
+        self.state = state if state is not None else MemState()
+        self.app = Application(self.genesis, self.state)
+        self.app.init_chain()
+        self.height = 0
+        self.time = self.genesis.genesis_time_ms
+        self.events: list[Any] = []
+        self.in_block = False
+
+    @property
+    def g0(self) -> int:
+        return self.genesis.genesis_time_ms
+
+    def begin(self, time_ms: int) -> list[Any]:
+        assert not self.in_block
+        self.height += 1
+        self.time = time_ms
+        self.in_block = True
+        ev = self.app.begin_block(self.height, time_ms, sha256(self.height.to_bytes(8, "big")))
+        self.events.extend(ev)
+        return ev
+
+    def end(self) -> None:
+        self.app.end_block()
+        self.in_block = False
+
+    @contextlib.contextmanager
+    def block(self, time_ms: int) -> Iterator[Harness]:
+        self.begin(time_ms)
+        try:
+            yield self
+        finally:
+            self.end()
+
+    def tick(self, time_ms: int) -> list[Any]:
+        """An empty block at ``time_ms``."""
+        ev = self.begin(time_ms)
+        self.end()
+        return ev
+
+    def make_tx(self, key: PrivateKey, type_: str, body: dict[str, Any],
+                nonce: int | None = None) -> Transaction:
+        pk = key.public_key.raw
+        return Transaction(CHAIN_ID, type_, pk, nonce or self.app.next_nonce(pk), body)
+
+    def send(self, key: PrivateKey, type_: str, body: dict[str, Any]) -> Receipt:
+        """Deliver one transaction; opens and closes a block at the current time if none is
+        open."""
+        if not self.in_block:
+            with self.block(self.time):
+                return self.send(key, type_, body)
+        r = self.app.deliver_tx(self.make_tx(key, type_, body))
+        self.events.extend(r.events)
+        return r
+
+    def ok(self, key: PrivateKey, type_: str, body: dict[str, Any]) -> Receipt:
+        r = self.send(key, type_, body)
+        assert r.code == "ok", (type_, r.code, r.reason)
+        return r
+
+    # common transactions
+
+    def join(self, i: int, birth_date: str = "1990-05-01", credit: int = 700) -> PrivateKey:
+        k = member_key(i)
+        self.ok(REGISTRAR, "register_member", register_body(k, i, birth_date, credit))
+        return k
+
+    def claim(self, key: PrivateKey, diagnosed_ms: int, disease: str = "malignant_tumor",
+              accident: bool = False) -> Receipt:
+        return self.send(key, "file_claim", {"disease": disease, "diagnosed_ms": diagnosed_ms,
+                                             "accident": accident,
+                                             "evidence_hash": sha256(b"evidence")})
+
+    def last_claim_id(self) -> int:
+        return [e for e in self.events if e.type in ("claim_filed", "claim_rejected_waiting")
+                ][-1].attrs["claim_id"]
+
+    def assess(self, claim_id: int, approve: bool = True) -> Receipt:
+        return self.send(ASSESSOR, "assess_claim", {"claim_id": claim_id, "approve": approve,
+                                                    "report_hash": sha256(b"report")})
+
+
+def register_body(k: PrivateKey, i: int, birth_date: str = "1990-05-01",
+                  credit: int = 700) -> dict[str, Any]:
+    return {
+        "member": k.public_key.raw,
+        "identity_hash": sha256(b"identity" + i.to_bytes(8, "big")),
+        "birth_date": birth_date,
+        "health_hash": sha256(b"health"),
+        "credit_score": credit,
+        "credit_ref": sha256(b"credit"),
+    }
+
+
+def test_harness_starts_an_initialised_chain() -> None:
+    h = Harness()
+    assert h.app.next_nonce(REGISTRAR.public_key.raw) == 1
+    assert h.app.get_account(OPERATOR.public_key.raw)["roles"] == ["operator"]
+    h.tick(h.g0 + 1)
+    assert h.app.get_period(1)["status"] == "scheduled"
