@@ -88,6 +88,7 @@ class HeightVotes:
         self._senders: dict[int, set[int]] = {}
         self._sender_power: dict[int, int] = {}
         self.one_third_rounds: set[int] = set()
+        self.max_one_third_round = -1
         # rounds each validator has sent votes in, to bound what it can make us store
         self._rounds_of: dict[int, set[int]] = {}
         self._equivocated: set[tuple[int, int, VoteType]] = set()
@@ -165,6 +166,8 @@ class HeightVotes:
         self._sender_power[round] = power
         if round not in self.one_third_rounds and self.validators.exceeds_one_third(power):
             self.one_third_rounds.add(round)
+            if round > self.max_one_third_round:
+                self.max_one_third_round = round
             return True
         return False
 
