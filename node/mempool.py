@@ -93,6 +93,11 @@ class MempoolConfig:
     max_nonce_gap: int = 16
     seen_cache_size: int = 100_000
     verified_cache_size: int = 100_000
+    # Re-run the application's check on every waiting transaction after each block. When
+    # False, only senders whose committed nonce moved are re-checked: cheaper for a big
+    # pool, at the price of keeping a transaction that state changes made invalid until
+    # it fails in a block.
+    recheck_all: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_txs", "max_bytes", "max_tx_bytes", "max_per_sender",
@@ -389,14 +394,16 @@ class Mempool:
         with self._lock:
             for tx_hash in committed:
                 self._seen.put(tx_hash)
+        moved: set[bytes] = set()
         for tx_hash in committed:
             entry = self._by_hash.get(tx_hash)
             if entry is not None:
+                moved.add(entry.tx.sender)
                 self._remove(entry)
 
         dropped: list[bytes] = []
         for sender in list(self._by_sender):
-            dropped.extend(self._recheck_sender(sender))
+            dropped.extend(self._recheck_sender(sender, sender in moved))
         if dropped:
             with self._lock:
                 # Forget refused transactions so one that becomes valid later can be
@@ -405,9 +412,15 @@ class Mempool:
                     self._seen.discard(tx_hash)
         return dropped
 
-    def _recheck_sender(self, sender: bytes) -> list[bytes]:
+    def _recheck_sender(self, sender: bytes, moved: bool) -> list[bytes]:
         queue = self._by_sender[sender]
         expected = self._next_nonce(sender)
+        if not self.config.recheck_all and not moved:
+            first = queue[min(queue)]
+            # A ready lowest nonce equals the committed next nonce before this block, so
+            # if it still equals it now, this sender's committed nonce did not move.
+            if first.ready and first.tx.nonce == expected:
+                return []
         dropped: list[bytes] = []
         keep: list[_Entry] = []
         for nonce in sorted(queue):

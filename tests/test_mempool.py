@@ -435,25 +435,32 @@ def test_caches_are_bounded() -> None:
 # ---- properties ------------------------------------------------------------------------
 
 SENDERS = 3
+# nonce = the sender's next usable nonce + offset (so mostly that nonce or a small gap;
+# negative offsets hit nonce_in_use / nonce_too_low)
+ADD = st.tuples(st.just("add"), st.integers(0, SENDERS - 1), st.integers(-3, 3),
+                st.integers(0, 200))
 OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("add"), st.integers(0, SENDERS - 1), st.integers(1, 12),
-                  st.integers(0, 200)),
-        st.tuples(st.just("block"), st.integers(0, 6), st.integers(100, 2000)),
-        st.tuples(st.just("refuse"), st.integers(0, SENDERS - 1), st.integers(1, 12)),
+        ADD, ADD, ADD,
+        st.tuples(st.just("block"), st.integers(1, 8), st.integers(300, 3000)),
+        st.tuples(st.just("refuse"), st.integers(0, SENDERS - 1), st.integers(0, 3)),
+        # another node's block commits a sender's next nonce(s) with other transactions
+        st.tuples(st.just("external"), st.integers(0, SENDERS - 1), st.integers(1, 3)),
     ),
-    max_size=60,
+    min_size=25,
+    max_size=80,
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS, max_txs=st.integers(1, 12), max_bytes=st.integers(200, 3000),
-       per_sender=st.integers(1, 6), gap=st.integers(0, 3))
+@given(ops=OPS, max_txs=st.integers(3, 30), max_bytes=st.integers(600, 6000),
+       per_sender=st.integers(2, 8), gap=st.integers(0, 3), recheck_all=st.booleans())
 def test_reap_keeps_nonce_order_and_caps_always_hold(
-    ops: list[tuple], max_txs: int, max_bytes: int, per_sender: int, gap: int
+    ops: list[tuple], max_txs: int, max_bytes: int, per_sender: int, gap: int,
+    recheck_all: bool,
 ) -> None:
     config = MempoolConfig(max_txs=max_txs, max_bytes=max_bytes, max_per_sender=per_sender,
-                           max_nonce_gap=gap)
+                           max_nonce_gap=gap, recheck_all=recheck_all)
     pool, state, verifier = make_pool(config, real=False)
 
     model: dict[bytes, bytes] = {}  # what the pool should hold: hash -> bytes
@@ -464,18 +471,33 @@ def test_reap_keeps_nonce_order_and_caps_always_hold(
         assert all(pool.get(h) == d for h, d in model.items())
         everything = pool.reap(10**6, 10**9)
         assert len(everything) == pool.ready_count()
+        reaped: dict[bytes, list[int]] = {}
+        for data in everything:
+            tx = Transaction.decode(data)
+            reaped.setdefault(tx.sender, []).append(tx.nonce)
         total = 0
         for s in range(SENDERS):
             sender = bytes([s + 1]) * 32
             nonces = pool.sender_nonces(sender)
             assert len(nonces) <= per_sender
             assert all(n >= state.next_nonce(sender) for n in nonces)
+            # ready = exactly the contiguous run from the committed next nonce
+            run = []
+            while state.next_nonce(sender) + len(run) in nonces:
+                run.append(state.next_nonce(sender) + len(run))
+            assert reaped.get(sender, []) == run
             total += len(nonces)
         assert total == pool.size()
 
     for op in ops:
         if op[0] == "add":
-            _, s, nonce, pad = op
+            _, s, offset, pad = op
+            sender = bytes([s + 1]) * 32
+            waiting = set(pool.sender_nonces(sender))
+            base = state.next_nonce(sender)
+            while base in waiting:
+                base += 1
+            nonce = max(1, base + offset)
             data = fake_tx(s, nonce, pad)
             before = (pool.size(), pool.bytes())
             result = pool.add(data)
@@ -484,7 +506,13 @@ def test_reap_keeps_nonce_order_and_caps_always_hold(
             else:
                 assert (pool.size(), pool.bytes()) == before
         elif op[0] == "refuse":
-            state.refuse.add(sha256(fake_tx(op[1], op[2])))
+            sender = bytes([op[1] + 1]) * 32
+            state.refuse.add(sha256(fake_tx(op[1], state.next_nonce(sender) + op[2])))
+        elif op[0] == "external":
+            sender = bytes([op[1] + 1]) * 32
+            state.nonces[sender] = state.next_nonce(sender) + op[2]
+            for dropped in pool.update([]):
+                del model[dropped]
         else:
             _, n, nbytes = op
             block = pool.reap(n, nbytes)
@@ -517,3 +545,22 @@ def test_nonce_order_survives_committed_state_moving_backwards() -> None:
     tx2 = signed(KEYS[0], 2)
     assert pool.add(tx2).ready
     assert pool.reap(10, 1 << 20) == [tx2, tx3, tx4]
+
+
+def test_recheck_only_moved_senders_when_configured() -> None:
+    pool, state, _ = make_pool(MempoolConfig(recheck_all=False))
+    a1, a2, b1 = signed(KEYS[0], 1), signed(KEYS[0], 2), signed(KEYS[1], 1)
+    for data in (a1, a2, b1):
+        assert pool.add(data).ok
+    state.refuse.update({sha256(a2), sha256(b1)})
+    calls = state.check_calls
+    state.commit([a1])
+    # KEYS[0]'s nonce moved: a2 is re-checked and dropped; KEYS[1] did not move: kept.
+    assert pool.update([sha256(a1)]) == [sha256(a2)]
+    assert state.check_calls == calls + 1
+    assert pool.reap(10, 1 << 20) == [b1]
+    # With the default, every waiting transaction is re-checked.
+    pool_all, state_all, _ = make_pool()
+    assert pool_all.add(b1).ok
+    state_all.refuse.add(sha256(b1))
+    assert pool_all.update([]) == [sha256(b1)]
