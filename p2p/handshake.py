@@ -176,11 +176,12 @@ class Handshake:
         raise HandshakeRefused("unexpected", f"got {kind!r} while in state {self._state.value}")
 
     def _on_hello(self, payload: bytes, body: dict) -> bytes:
+        # version first: a future version may well change the other fields
+        if body.get("version") != PROTOCOL_VERSION:
+            raise HandshakeRefused("version", f"protocol version {body.get('version')!r} is "
+                                              f"not supported (we speak {PROTOCOL_VERSION})")
         if set(body) != _HELLO_FIELDS:
             raise HandshakeRefused("bad_hello", f"hello fields must be {sorted(_HELLO_FIELDS)}")
-        if body["version"] != PROTOCOL_VERSION:
-            raise HandshakeRefused("version", f"protocol version {body['version']!r} is not "
-                                              f"supported (we speak {PROTOCOL_VERSION})")
         if body["chain_id"] != self.chain_id:
             raise HandshakeRefused("wrong_chain", f"chain id {body['chain_id']!r} is not "
                                                   f"{self.chain_id!r}")

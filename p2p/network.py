@@ -228,13 +228,16 @@ class Network:
             self._server.close()
         for peer in list(self._peers.values()):
             peer.close("shutdown", "node is stopping", bye=True)
-        tasks = list(self._tasks) + list(self._dialers.values())
-        if tasks:
+        tasks = set(self._tasks) | set(self._dialers.values())
+        for _ in range(3):  # disconnect callbacks may spawn a few more tasks meanwhile
+            if not tasks:
+                break
             _, pending = await asyncio.wait(tasks, timeout=2.0)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
+            tasks = set(self._tasks)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
@@ -267,6 +270,12 @@ class Network:
         if peer is None:
             return False
         return self._enqueue(peer, spec.name, spec.priority, payload)
+
+    def forget(self, msg_type: str, body: Any) -> None:
+        """Drop a gossip message from the seen-cache, so the same bytes are handled again
+        when they next arrive (for a message a handler could not use yet)."""
+        _, payload = self._encode(msg_type, body)
+        self._seen.discard(sha256(payload))
 
     def peers(self) -> list[bytes]:
         """Ids (node public keys) of the connected peers."""

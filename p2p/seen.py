@@ -24,6 +24,9 @@ class SeenCache:
             self._items.popitem(last=False)
         return True
 
+    def discard(self, digest: bytes) -> None:
+        self._items.pop(digest, None)
+
     def __contains__(self, digest: object) -> bool:
         return digest in self._items
 

@@ -464,3 +464,20 @@ async def test_allow_list_change_and_graceful_stop(nets: Nets) -> None:
         a.on("ping", lambda pid, body: None)
     with pytest.raises(ValueError):
         await b.broadcast("pong", 1)
+
+
+async def test_forget_lets_the_same_gossip_be_handled_again(nets: Nets) -> None:
+    a = await nets.start(0)
+    b = await nets.start(1)
+    got: list[bytes] = []
+    b.on("vote", lambda pid, body: got.append(body["h"]))
+    await b.connect(*a.listen_address)
+    await until(lambda: a.peers() == [IDS[1]], "connected")
+    await a.send(IDS[1], "vote", {"h": b"1"})
+    await a.send(IDS[1], "vote", {"h": b"1"})
+    await a.send(IDS[1], "vote", {"h": b"2"})
+    await until(lambda: got == [b"1", b"2"], "duplicate suppressed")
+    b.forget("vote", {"h": b"1"})
+    await a.send(IDS[1], "vote", {"h": b"1"})
+    await until(lambda: got == [b"1", b"2", b"1"], "handled again after forget")
+    assert b.metrics.duplicates == 1
