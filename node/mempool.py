@@ -28,6 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from chain.hashing import sha256
 from chain.tx import MAX_TX_SIZE, Transaction, TxError
@@ -44,7 +45,9 @@ NONCE_GAP_TOO_LARGE = "nonce_gap_too_large"
 MEMPOOL_FULL = "mempool_full"
 SENDER_FULL = "sender_full"
 
-Checker = Callable[[Transaction], tuple[str, str]]
+# ``check(tx)`` returns ``(code, reason)`` or any object with ``code`` and ``reason``
+# attributes (such as ``contracts.app.Receipt``).
+Checker = Callable[[Transaction], Any]
 NextNonce = Callable[[bytes], int]
 Verifier = Callable[[Transaction], bool]
 
@@ -98,6 +101,11 @@ class MempoolConfig:
     # pool, at the price of keeping a transaction that state changes made invalid until
     # it fails in a block.
     recheck_all: bool = True
+    # The code the checker gives a nonce that is not committed state's next one. For a
+    # transaction queued behind its sender's earlier ones that verdict is expected, and the
+    # mempool orders nonces itself, so it is ignored there. The checker must judge the nonce
+    # after everything else (contracts' check_tx does), or later checks would be skipped.
+    checker_nonce_code: str | None = "bad_nonce"
 
     def __post_init__(self) -> None:
         for name in ("max_txs", "max_bytes", "max_tx_bytes", "max_per_sender",
@@ -149,9 +157,11 @@ class _Entry:
 class Mempool:
     """Transactions waiting for a block; see the module docstring for the rules.
 
-    ``check(tx) -> (code, reason)`` is the application's check against committed state and
-    must return ``"ok"`` to accept; it must not judge the nonce (the mempool orders nonces,
-    so a sender's second pending transaction is not "wrong nonce" against committed state).
+    ``check(tx) -> (code, reason)`` (or an object with ``code`` and ``reason``, such as
+    ``contracts.app.Application.check_tx``'s receipt) is the application's check against
+    committed state and must return ``"ok"`` to accept. The mempool orders nonces itself:
+    the checker's ``config.checker_nonce_code`` verdict is ignored for a transaction queued
+    behind its sender's earlier ones, so the checker must judge the nonce last.
     ``next_nonce(sender) -> int`` is the sender's next nonce in committed state (1 for a new
     sender). ``verify(tx) -> bool`` checks the signature; tests inject a counting fake.
     """
@@ -317,7 +327,7 @@ class Mempool:
             return AddResult(MEMPOOL_FULL,
                              f"mempool is full ({len(self._by_hash)} transactions, "
                              f"{self._bytes} bytes)", tx_hash)
-        code, reason = self._check(tx)
+        code, reason = self._run_check(tx, expected)
         if code != OK:
             return AddResult(code, reason, tx_hash)
 
@@ -333,6 +343,16 @@ class Mempool:
         if entry.ready:
             return AddResult(OK, "ready", tx_hash, ready=True)
         return AddResult(OK, f"waiting for nonce {tip + 1}", tx_hash)
+
+    def _run_check(self, tx: Transaction, expected: int) -> tuple[str, str]:
+        result = self._check(tx)
+        if isinstance(result, tuple):
+            code, reason = result
+        else:
+            code, reason = result.code, result.reason
+        if code == self.config.checker_nonce_code and tx.nonce > expected:
+            return OK, ""
+        return code, reason
 
     def _settle(self, queue: dict[int, _Entry], expected: int) -> int:
         """Make the sender's ready set exactly its contiguous run from ``expected``, and keep
@@ -425,7 +445,7 @@ class Mempool:
         keep: list[_Entry] = []
         for nonce in sorted(queue):
             entry = queue[nonce]
-            if nonce < expected or self._check(entry.tx)[0] != OK:
+            if nonce < expected or self._run_check(entry.tx, expected)[0] != OK:
                 dropped.append(entry.hash)
                 self._remove(entry)
             else:

@@ -564,3 +564,56 @@ def test_recheck_only_moved_senders_when_configured() -> None:
     assert pool_all.add(b1).ok
     state_all.refuse.add(sha256(b1))
     assert pool_all.update([]) == [sha256(b1)]
+
+
+# ---- with the real application's check_tx ---------------------------------------------
+
+
+def test_checker_nonce_verdict_is_ignored_for_queued_transactions() -> None:
+    state = Committed()
+
+    def strict(tx: Transaction) -> tuple[str, str]:
+        # like contracts' check_tx: judges the nonce against committed state, last
+        if tx.nonce != state.next_nonce(tx.sender):
+            return "bad_nonce", "not the next nonce"
+        return "ok", ""
+
+    pool = Mempool(CHAIN, strict, state.next_nonce)
+    assert pool.add(signed(KEYS[0], 1)).ready
+    assert pool.add(signed(KEYS[0], 2)).ready
+    assert pool.add(signed(KEYS[0], 4)).ok  # waiting for 3
+    assert pool.update([]) == []  # re-check keeps the queued ones too
+    assert pool.size() == 3
+    off = Mempool(CHAIN, strict, state.next_nonce, MempoolConfig(checker_nonce_code=None))
+    assert off.add(signed(KEYS[0], 1)).ok
+    assert off.add(signed(KEYS[0], 2)).code == "bad_nonce"
+
+
+def test_with_the_application_check_tx() -> None:
+    from tests.test_contracts_harness import (
+        CHAIN_ID,
+        REGISTRAR,
+        Harness,
+        member_key,
+        register_body,
+    )
+
+    h = Harness()
+    pool = Mempool(CHAIN_ID, h.app.check_tx, h.app.next_nonce)
+    reg = REGISTRAR.public_key.raw
+    txs = [Transaction.create(REGISTRAR, CHAIN_ID, "register_member", n,
+                              register_body(member_key(n), n)).encode() for n in (1, 2, 3)]
+    for data in reversed(txs):
+        assert pool.add(data).ok
+    # A member key may not register members: the application's code comes through.
+    intruder = Transaction.create(member_key(9), CHAIN_ID, "register_member", 1,
+                                  register_body(member_key(10), 10)).encode()
+    assert pool.add(intruder).code == "not_permitted"
+    block = pool.reap(10, 1 << 20)
+    assert block == txs
+    with h.block(h.g0 + 1000):
+        receipts = [h.app.deliver_tx(Transaction.decode(d)) for d in block]
+    assert [r.code for r in receipts] == ["ok"] * 3
+    assert h.app.next_nonce(reg) == 4
+    assert pool.update([sha256(d) for d in block]) == []
+    assert pool.size() == 0 and pool.add(txs[0]).code == "duplicate"
