@@ -1,0 +1,205 @@
+"""Small whole-cluster runs of the state machine: agreement, certificates, liveness.
+
+A miniature in-test network (random delays, reordering, duplicates, a silent validator, a
+crash and restart), enough to show the machine decides and agrees when driven the way a
+node drives it. The Byzantine simulator with many fault families is ``consensus.sim``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from chain.crypto import PrivateKey
+from chain.hashing import sha256
+from chain.validators import Validator, ValidatorSet
+from chain.vote import VoteType
+from consensus.certificate import block_time, verify
+from consensus.events import (
+    BlockValidated,
+    BroadcastProposal,
+    BroadcastVote,
+    Commit,
+    EmitEvidence,
+    ProposalReceived,
+    Rejected,
+    RequestBlock,
+    RequestValue,
+    ScheduleTimeout,
+    SignerRefused,
+    TimeoutFired,
+    ValueReady,
+    VoteReceived,
+)
+from consensus.machine import ConsensusMachine, TimeoutConfig
+from consensus.signer import MemorySignerBackend, Signer
+
+CHAIN = "cluster-test"
+
+
+@dataclass
+class Node:
+    index: int
+    machine: ConsensusMachine
+    backend: MemorySignerBackend
+    commits: dict[int, bytes] = field(default_factory=dict)
+    certs: dict[int, object] = field(default_factory=dict)
+    crashed: bool = False
+
+
+class Cluster:
+    def __init__(self, n: int, seed: int, *, powers: list[int] | None = None,
+                 silent: set[int] = frozenset(), verify_sigs: bool = True,
+                 max_delay: int = 300, dup: float = 0.1) -> None:
+        self.rng = random.Random(seed)
+        self.keys = [PrivateKey(sha256(b"cluster-%d" % i)) for i in range(n)]
+        self.vals = ValidatorSet(Validator(k.public_key.raw, (powers or [1] * n)[i])
+                                 for i, k in enumerate(self.keys))
+        self.silent = set(silent)
+        self.verify_sigs = verify_sigs
+        self.max_delay, self.dup = max_delay, dup
+        self.timeouts = TimeoutConfig(1000, 500, 500, 250)
+        self.queue: list[tuple[int, int, int, object]] = []
+        self.seq = 0
+        self.now = 0
+        self.blocks: dict[bytes, int] = {}  # block id -> header time: every block is valid
+        self.signed: dict[tuple, bytes] = {}  # (validator, h, r, type) -> block id
+        self.evidence = 0
+        self.nodes = [self._new_node(i, MemorySignerBackend()) for i in range(n)]
+
+    def _new_node(self, i: int, backend: MemorySignerBackend) -> Node:
+        m = ConsensusMachine(CHAIN, Signer(self.keys[i], backend), self.timeouts,
+                             verify_signatures=self.verify_sigs)
+        return Node(i, m, backend)
+
+    def push(self, at: int, dest: int, event: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at, self.seq, dest, event))
+
+    def execute(self, node: Node, actions: list) -> None:
+        for a in actions:
+            c = a.__class__
+            if node.index in self.silent:
+                continue
+            if c is BroadcastVote or c is BroadcastProposal:
+                msg = a.vote if c is BroadcastVote else a.proposal
+                kind = msg.type if c is BroadcastVote else 0
+                key = (msg.validator, msg.height, msg.round, kind)
+                assert self.signed.setdefault(key, msg.block_id) == msg.block_id, \
+                    f"honest double sign {key}"
+                for dest in range(len(self.nodes)):
+                    if dest == node.index:
+                        continue
+                    ev = (VoteReceived(msg) if c is BroadcastVote else
+                          ProposalReceived(msg, True, self.blocks[msg.block_id]))
+                    for _ in range(2 if self.rng.random() < self.dup else 1):
+                        self.push(self.now + self.rng.randint(1, self.max_delay), dest, ev)
+            elif c is ScheduleTimeout:
+                self.push(self.now + a.duration_ms, node.index,
+                          TimeoutFired(a.height, a.round, a.step))
+            elif c is RequestValue:
+                bid = sha256(b"%d/%d/%d" % (node.index, a.height, a.round))
+                self.blocks[bid] = self.now
+                self.push(self.now + 5, node.index, ValueReady(a.height, a.round, bid, self.now))
+            elif c is Commit:
+                h = a.height
+                assert h not in node.commits
+                node.commits[h] = a.block_id
+                node.certs[h] = a.certificate
+                ok, why = verify(a.certificate, a.block_id, self.vals, CHAIN, height=h)
+                assert ok, why
+                self.push(self.now + 10, node.index, ("next", h + 1))
+                # lagging peers catch up from the commit votes, as block sync would
+                for v in a.certificate.votes():
+                    for dest in range(len(self.nodes)):
+                        self.push(self.now + self.rng.randint(1, self.max_delay), dest,
+                                  VoteReceived(v))
+            elif c is EmitEvidence:
+                self.evidence += 1
+            elif c is RequestBlock:
+                if a.block_id in self.blocks:
+                    self.push(self.now + 5, node.index,
+                              BlockValidated(a.height, a.block_id, True, self.blocks[a.block_id]))
+            elif c is SignerRefused:
+                raise AssertionError(f"signer refused: {a}")
+            else:
+                assert c is Rejected
+
+    def run(self, heights: int, budget: int = 20000, crash: tuple[int, int] | None = None
+            ) -> None:
+        for node in self.nodes:
+            self.execute(node, node.machine.start_height(1, self.vals, 0))
+        if crash is not None:
+            self.push(crash[1], crash[0], ("crash",))
+        live = [n for n in self.nodes if n.index not in self.silent]
+        steps = 0
+        while self.queue and steps < budget:
+            if all(len(n.commits) >= heights for n in live):
+                return
+            steps += 1
+            self.now, _, dest, event = heapq.heappop(self.queue)
+            node = self.nodes[dest]
+            if isinstance(event, tuple):
+                if event[0] == "crash":
+                    # restart from the signer storage at the height after its last commit
+                    fresh = self._new_node(dest, node.backend)
+                    fresh.commits, fresh.certs = node.commits, node.certs
+                    self.nodes[dest] = node = fresh
+                    h = max(node.commits, default=0) + 1
+                    self.execute(node, node.machine.start_height(h, self.vals, self.now))
+                elif event[1] == node.machine.height + 1 and node.machine.decision:
+                    self.execute(node, node.machine.start_height(event[1], self.vals, self.now))
+                continue
+            self.execute(node, node.machine.handle(event, self.now))
+        raise AssertionError(f"no liveness: {[len(n.commits) for n in live]} after {steps}")
+
+    def check_agreement(self) -> None:
+        by_height: dict[int, bytes] = {}
+        for n in self.nodes:
+            for h, b in n.commits.items():
+                assert by_height.setdefault(h, b) == b, f"disagreement at height {h}"
+                assert b in self.blocks  # validity: only proposed blocks are committed
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_delays_and_duplicates_agree_and_commit(seed: int) -> None:
+    c = Cluster(4, seed, verify_sigs=seed < 3)
+    c.run(heights=4)
+    c.check_agreement()
+    assert c.evidence == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_silent_validator_of_four(seed: int) -> None:
+    c = Cluster(4, seed, silent={seed % 4}, verify_sigs=False)
+    c.run(heights=4)
+    c.check_agreement()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_crash_and_restart_never_double_signs(seed: int) -> None:
+    c = Cluster(4, seed, verify_sigs=False, max_delay=600)
+    c.run(heights=4, crash=(seed % 4, 300 + 137 * seed))
+    c.check_agreement()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_weighted_seven_validators(seed: int) -> None:
+    c = Cluster(7, seed, powers=[5, 1, 1, 2, 3, 1, 1], verify_sigs=False)
+    c.run(heights=3)
+    c.check_agreement()
+
+
+def test_block_times_strictly_increase() -> None:
+    c = Cluster(4, 99, verify_sigs=True)
+    c.run(heights=5)
+    node = c.nodes[0]
+    times = [block_time(node.certs[h], c.vals) for h in sorted(node.certs)]
+    assert times == sorted(set(times))
+    # each certificate's precommits for a block are stamped after that block's time
+    for h, cert in node.certs.items():
+        assert all(s.timestamp > c.blocks[cert.block_id] for s in cert.sigs), h
+    assert all(v.type == VoteType.PRECOMMIT for v in node.certs[1].votes())
