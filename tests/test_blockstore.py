@@ -512,3 +512,38 @@ def test_sigkill_mid_save_leaves_whole_heights_only(tmp_path: Path) -> None:
         assert store.tx(sha256(tx_bytes(f"{top + 1}-0"))) is None
     finally:
         kv.close()
+
+
+def test_with_the_real_state_tree(tmp_path: Path) -> None:
+    from contracts.tree import StateTree
+
+    kv = LevelKV(tmp_path / "db")
+    try:
+        store = BlockStore(kv)
+        tree = StateTree(kv.prefixed(PREFIXES["state"]))
+        chain = ChainBuilder()
+        chain.root = tree.root()
+        store.init_genesis(GENESIS_HASH, tree.root(), GENESIS_TIME)
+        for h in range(1, 4):
+            for i in range(50):
+                tree.set(b"key-%d-%d" % (h, i), b"value-%d" % h)
+            batch = kv.batch()
+            root = tree.commit(batch)
+            block, cert, receipts, _ = chain.next([tx_bytes(f"s{h}")])
+            store.save_block(block, cert, receipts, root, batch)
+            chain.accept(block, cert, root)
+        roots = [store.state_root_after(h) for h in range(4)]
+    finally:
+        kv.close()
+    kv = LevelKV(tmp_path / "db")
+    try:
+        store = BlockStore(kv)
+        state_view = kv.prefixed(PREFIXES["state"])
+        tip = store.tip()
+        assert tip is not None and StateTree.stored_root(state_view) == roots[3] == tip.state_root
+        reopened = StateTree(state_view, root=roots[3])
+        assert reopened.get(b"key-2-7") == b"value-2"
+        older = StateTree(state_view, root=roots[1])  # every committed root stays readable
+        assert older.get(b"key-1-0") == b"value-1" and older.get(b"key-3-0") is None
+    finally:
+        kv.close()
