@@ -427,7 +427,9 @@ class BlockStore:
     ) -> Iterator[tuple[int, bytes]]:
         """``(height, block bytes)`` for heights in ``[start, stop)``, ascending."""
         start = max(start, 1)
-        stop_key = None if stop is None else height_key(max(min(stop, MAX_HEIGHT), start))
+        if start > MAX_HEIGHT or (stop is not None and stop <= start):
+            return
+        stop_key = None if stop is None else height_key(min(stop, MAX_HEIGHT))
         for key, value in self._blocks.iterate(start=height_key(start), stop=stop_key):
             yield _U64.unpack(key)[0], value
 

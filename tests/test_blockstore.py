@@ -175,7 +175,8 @@ def test_save_and_read_everything(backend: Backend) -> None:
     assert [b.height for b in store.iter_blocks()] == [1, 2, 3]
     assert [h for h, _ in store.iter_block_bytes(2)] == [2, 3]
     assert [h for h, _ in store.iter_block_bytes(1, 3)] == [1, 2]
-    assert list(store.iter_block_bytes(3, 2)) == []
+    assert list(store.iter_block_bytes(3, 2)) == [] == list(store.iter_block_bytes(1 << 64))
+    assert [b.height for b in store.iter_blocks(-5, 1 << 70)] == [1, 2, 3]
 
 
 def test_unknown_things_are_none(backend: Backend) -> None:
