@@ -37,6 +37,7 @@ from p2p.errors import (
     HandshakeRefused,
     InvalidMessage,
     MessageError,
+    P2PError,
 )
 from p2p.frame import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, encode_frame, parse_header
 from p2p.handshake import HANDSHAKE_MAX_FRAME, Handshake, encode_reject
@@ -189,13 +190,20 @@ class Network:
         return self._allowed
 
     async def start(self) -> None:
-        """Listen (if configured) and start dialling the persistent peers."""
+        """Listen (if configured) and start dialling the persistent peers.
+
+        Raises ``P2PError`` with a readable message if the address cannot be bound."""
         if self._started:
             raise RuntimeError("network already started")
         self._started = True
         if self._listen is not None:
-            self._server = await asyncio.start_server(
-                self._handle_inbound, self._listen[0], self._listen[1])
+            try:
+                self._server = await asyncio.start_server(
+                    self._handle_inbound, self._listen[0], self._listen[1])
+            except OSError as exc:
+                self._started = False
+                raise P2PError(f"cannot listen for peers on {self._listen[0]}:"
+                               f"{self._listen[1]}: {exc.strerror or exc}") from exc
             sock = self._server.sockets[0].getsockname()
             self.listen_address = (sock[0], sock[1])
             log.info("p2p: listening on %s:%d as %s", sock[0], sock[1], self.node_id.hex()[:12])

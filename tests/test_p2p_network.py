@@ -377,8 +377,8 @@ async def test_consensus_messages_overtake_queued_gossip(nets: Nets) -> None:
 # ------------------------------------------------------- keepalive, duplicates, restart
 
 async def test_keepalive_measures_rtt_and_drops_silent_peers(nets: Nets) -> None:
-    a = await nets.start(0, ping_interval=0.05, ping_timeout=0.2)
-    b = await nets.start(1, ping_interval=0.05, ping_timeout=0.2)
+    a = await nets.start(0, ping_interval=0.05, ping_timeout=0.5)
+    b = await nets.start(1, ping_interval=0.05, ping_timeout=0.5)
     await b.connect(*a.listen_address)
     await until(lambda: all(i.rtt is not None for i in a.peer_info() + b.peer_info())
                 and a.peer_info() and b.peer_info(), "rtt measured")
@@ -481,3 +481,12 @@ async def test_forget_lets_the_same_gossip_be_handled_again(nets: Nets) -> None:
     await a.send(IDS[1], "vote", {"h": b"1"})
     await until(lambda: got == [b"1", b"2", b"1"], "handled again after forget")
     assert b.metrics.duplicates == 1
+
+
+async def test_listen_on_a_busy_port_is_a_clear_error(nets: Nets) -> None:
+    from p2p import P2PError
+
+    a = await nets.start(0)
+    b = Network(CHAIN, KEYS[1], listen=a.listen_address, allowed=ALLOWED)
+    with pytest.raises(P2PError, match="cannot listen"):
+        await b.start()
