@@ -87,6 +87,11 @@ class Batch:
             return True, self._ops[full]
         return False, None
 
+    def sink(self) -> tuple[dict[bytes, bytes | None], bytes]:
+        """(operations dict, absolute prefix): for hot loops that stage many writes.
+        ``ops[prefix + key] = value`` (or ``None`` to delete) is what ``put`` does."""
+        return self._ops, self._prefix
+
     def clear(self) -> None:
         """Drop every operation (in every view of this batch)."""
         self._ops.clear()

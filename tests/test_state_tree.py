@@ -1,0 +1,453 @@
+"""The authenticated state tree: roots against an independent reference, proofs, savepoints,
+persistence through both KV backends, and the fixed proof vector in tests/vectors/.
+
+Regenerate the vector file (only if the format changes on purpose) with
+``python -m tests.test_state_tree --write-vectors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.kv import MemoryKV
+from contracts.proof import EMPTY, Proof, ProofError, verify_proof
+from contracts.tree import StateError, StateTree
+from node.kvstore import LevelKV
+
+VECTORS = Path(__file__).parent / "vectors" / "state_proof.json"
+
+
+def H(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def ref_root(items: dict[bytes, bytes]) -> bytes:
+    """Reference root, computed from scratch straight from the definition in docs/state.md."""
+
+    def bit_of(h: bytes, i: int) -> int:
+        return (h[i // 8] >> (7 - i % 8)) & 1
+
+    def build(depth: int, leaves: list[tuple[bytes, bytes]]) -> bytes:
+        if not leaves:
+            return bytes(32)
+        if len(leaves) == 1:
+            return leaves[0][1]
+        left = [x for x in leaves if not bit_of(x[0], depth)]
+        right = [x for x in leaves if bit_of(x[0], depth)]
+        return H(b"\x01" + build(depth + 1, left) + build(depth + 1, right))
+
+    leaves = [(H(k), H(b"\x00" + H(k) + H(v))) for k, v in items.items()]
+    return build(0, leaves)
+
+
+def commit(tree: StateTree, kv) -> bytes:
+    batch = kv.batch()
+    root = tree.commit(batch)
+    kv.write(batch)
+    return root
+
+
+def fresh(items: dict[bytes, bytes]) -> StateTree:
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    for k, v in items.items():
+        tree.set(k, v)
+    commit(tree, kv)
+    return tree
+
+
+# -- roots and reads --------------------------------------------------------------------
+
+
+def test_empty_tree() -> None:
+    tree = StateTree(MemoryKV())
+    assert tree.root() == EMPTY == ref_root({})
+    assert tree.get(b"k") is None
+    proof = tree.prove(b"k")
+    assert proof.depth == 0 and proof.leaf is None
+    assert verify_proof(EMPTY, b"k", None, proof)
+    assert not verify_proof(EMPTY, b"k", b"v", proof)
+
+
+def test_single_key_root_is_its_leaf() -> None:
+    tree = fresh({b"k": b"v"})
+    assert tree.root() == H(b"\x00" + H(b"k") + H(b"v")) == ref_root({b"k": b"v"})
+    assert verify_proof(tree.root(), b"k", b"v", tree.prove(b"k"))
+    assert verify_proof(tree.root(), b"other", None, tree.prove(b"other"))
+
+
+def test_root_independent_of_insertion_order_and_batching() -> None:
+    items = {b"key%d" % i: b"value%d" % i for i in range(300)}
+    a = fresh(items)
+    kv = MemoryKV()
+    b = StateTree(kv)
+    for i, (k, v) in enumerate(reversed(list(items.items()))):
+        b.set(k, v)
+        if i % 37 == 0:
+            commit(b, kv)
+    commit(b, kv)
+    assert a.root() == b.root() == ref_root(items)
+
+
+def test_uncommitted_writes_are_visible_but_not_in_root() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    tree.set(b"a", b"1")
+    assert tree.get(b"a") == b"1"
+    assert tree.get_committed(b"a") is None
+    assert tree.root() == EMPTY
+    assert tree.dirty == 1
+    tree.discard()
+    assert tree.get(b"a") is None
+    assert commit(tree, kv) == EMPTY
+
+
+def test_delete_collapses_back_to_same_root() -> None:
+    base = {b"m%d" % i: b"x" * (i % 5) for i in range(64)}
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    for k, v in base.items():
+        tree.set(k, v)
+    r0 = commit(tree, kv)
+    for i in range(200):
+        tree.set(b"extra%d" % i, b"e")
+    commit(tree, kv)
+    for i in range(200):
+        tree.delete(b"extra%d" % i)
+    assert commit(tree, kv) == r0
+    for k in list(base):
+        tree.delete(k)
+    assert commit(tree, kv) == EMPTY
+
+
+def test_reopen_latest_and_historical_roots() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    tree.set(b"a", b"1")
+    tree.set(b"b", b"2")
+    r1 = commit(tree, kv)
+    tree.set(b"a", b"changed")
+    tree.delete(b"b")
+    tree.set(b"c", b"3")
+    r2 = commit(tree, kv)
+    assert StateTree.stored_root(kv) == r2
+    latest = StateTree(kv, r2)
+    old = StateTree(kv, r1)
+    assert [latest.get(k) for k in (b"a", b"b", b"c")] == [b"changed", None, b"3"]
+    assert [old.get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", None]
+    assert verify_proof(r1, b"b", b"2", old.prove(b"b"))
+    assert verify_proof(r2, b"b", None, latest.prove(b"b"))
+    # writing on top of a historical root works and leaves the latest flat copy alone
+    old.set(b"d", b"4")
+    batch = kv.batch()
+    r3 = old.commit(batch)
+    kv.write(batch)
+    assert r3 == ref_root({b"a": b"1", b"b": b"2", b"d": b"4"})
+    assert StateTree(kv, r2).get(b"a") == b"changed"
+    assert StateTree(kv, r3).get(b"d") == b"4"
+
+
+def test_unknown_root_is_refused() -> None:
+    with pytest.raises(StateError):
+        StateTree(MemoryKV(), H(b"nothing"))
+    with pytest.raises(StateError):
+        StateTree(MemoryKV(), b"short")
+
+
+def test_bad_types_are_refused_and_change_nothing() -> None:
+    tree = StateTree(MemoryKV())
+    for bad in ("text", 3, None):
+        with pytest.raises(StateError):
+            tree.set(bad, b"v")  # type: ignore[arg-type]
+        with pytest.raises(StateError):
+            tree.set(b"k", bad)  # type: ignore[arg-type]
+        with pytest.raises(StateError):
+            tree.delete(bad)  # type: ignore[arg-type]
+        with pytest.raises(StateError):
+            tree.prove(bad)  # type: ignore[arg-type]
+    with pytest.raises(StateError):
+        tree.get("text")  # type: ignore[arg-type]
+    assert tree.dirty == 0
+
+
+def test_reads_see_a_committed_but_unwritten_batch() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv, node_cache=16, value_cache=16)
+    for i in range(100):
+        tree.set(b"k%d" % i, b"v%d" % i)
+    batch = kv.batch()
+    root = tree.commit(batch)
+    assert tree.get(b"k5") == b"v5"
+    assert verify_proof(root, b"k7", b"v7", tree.prove(b"k7"))
+    tree.set(b"k100", b"v100")
+    with pytest.raises(StateError):
+        tree.commit(kv.batch())  # the first batch must be written first
+    assert tree.root() == root and tree.get(b"k100") == b"v100"
+    kv.write(batch)
+    batch2 = kv.batch()
+    tree.commit(batch2)
+    kv.write(batch2)
+    reopened = StateTree(kv, tree.root())
+    assert reopened.get(b"k100") == b"v100" and reopened.get(b"k3") == b"v3"
+
+
+# -- savepoints -------------------------------------------------------------------------
+
+
+def test_savepoint_rollback_and_release_nest() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    tree.set(b"a", b"0")
+    commit(tree, kv)
+    tree.set(b"b", b"block")
+    outer = tree.checkpoint()
+    tree.set(b"a", b"1")
+    inner = tree.checkpoint()
+    tree.set(b"a", b"2")
+    tree.delete(b"b")
+    tree.set(b"c", b"new")
+    tree.rollback(inner)
+    assert (tree.get(b"a"), tree.get(b"b"), tree.get(b"c")) == (b"1", b"block", None)
+    inner = tree.checkpoint()
+    tree.set(b"c", b"kept")
+    tree.release(inner)
+    assert tree.get(b"c") == b"kept"
+    tree.rollback(outer)  # undoes the released inner savepoint too
+    assert (tree.get(b"a"), tree.get(b"b"), tree.get(b"c")) == (b"0", b"block", None)
+    with pytest.raises(StateError):
+        tree.rollback(outer)
+    with tree.savepoint():
+        tree.set(b"d", b"ok")
+    with pytest.raises(RuntimeError), tree.savepoint():
+        tree.set(b"e", b"lost")
+        raise RuntimeError("tx failed")
+    assert tree.get(b"d") == b"ok" and tree.get(b"e") is None
+    assert commit(tree, kv) == ref_root({b"a": b"0", b"b": b"block", b"d": b"ok"})
+
+
+def test_commit_refused_inside_savepoint() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    tree.checkpoint()
+    tree.set(b"a", b"1")
+    with pytest.raises(StateError):
+        tree.commit(kv.batch())
+    assert tree.root() == EMPTY
+
+
+# -- proofs -----------------------------------------------------------------------------
+
+
+def test_proofs_for_every_key_and_absent_keys() -> None:
+    items = {b"k%d" % i: b"v%d" % i for i in range(500)}
+    tree = fresh(items)
+    root = tree.root()
+    for k, v in list(items.items())[:100]:
+        proof = Proof.decode(tree.prove(k).encode())
+        assert verify_proof(root, k, v, proof)
+        assert not verify_proof(root, k, v + b"x", proof)
+        assert not verify_proof(root, k, None, proof)
+        assert not verify_proof(H(b"other root"), k, v, proof)
+    kinds = set()
+    for i in range(100):
+        k = b"absent%d" % i
+        proof = Proof.decode(tree.prove(k).encode())
+        kinds.add(proof.leaf is None)
+        assert verify_proof(root, k, None, proof)
+        assert not verify_proof(root, k, b"", proof)
+    assert kinds == {True, False}  # both kinds of non-inclusion were exercised
+
+
+def test_a_proof_does_not_transfer_to_another_key() -> None:
+    items = {b"k%d" % i: b"v" for i in range(50)}
+    tree = fresh(items)
+    proof = tree.prove(b"k1")
+    assert not verify_proof(tree.root(), b"k2", b"v", proof)
+    # a leaf that ends another key's path is no evidence of this key's absence elsewhere
+    assert not verify_proof(tree.root(), b"k2", None, proof)
+
+
+def test_tampered_proofs_fail() -> None:
+    tree = fresh({b"k%d" % i: b"v%d" % i for i in range(64)})
+    root = tree.root()
+    proof = tree.prove(b"k9")
+    sibs = list(proof.siblings)
+    for i in range(len(sibs)):
+        bad = sibs.copy()
+        bad[i] = H(bad[i])
+        assert not verify_proof(root, b"k9", b"v9", Proof(tuple(bad), proof.leaf))
+    assert not verify_proof(root, b"k9", b"v9", Proof(proof.siblings[1:], proof.leaf))
+    assert not verify_proof(root, b"k9", b"v9", Proof(proof.siblings + (EMPTY,), proof.leaf))
+    assert not verify_proof(root, b"k9", b"v9", Proof(proof.siblings, None))
+    assert not verify_proof(b"short", b"k9", b"v9", proof)
+    with pytest.raises(ProofError):
+        verify_proof(root, "k9", b"v9", proof)  # type: ignore[arg-type]
+
+
+def test_proof_decode_rejects_malformed() -> None:
+    tree = fresh({b"k%d" % i: b"v" for i in range(40)})
+    good = tree.prove(b"k3").encode()
+    assert Proof.decode(good).encode() == good
+    from chain import encoding
+
+    obj = encoding.decode(good)
+    cases = [
+        b"",
+        b"\xc1",
+        good + b"\x00",
+        encoding.encode({**obj, "depth": obj["depth"] + 1}),
+        encoding.encode({**obj, "bitmap": obj["bitmap"] + b"\x00"}),
+        encoding.encode({**obj, "siblings": obj["siblings"][:-1]}),
+        encoding.encode({**obj, "siblings": [EMPTY] + obj["siblings"][1:]}),
+        encoding.encode({**obj, "leaf": [b"x" * 31, obj["leaf"][1]]}),
+        encoding.encode({**obj, "leaf": b"\x00" * 64}),
+        encoding.encode({**obj, "extra": 1}),
+        encoding.encode([1, 2]),
+    ]
+    for data in cases:
+        with pytest.raises(ProofError):
+            Proof.decode(data)
+    # bits beyond depth
+    depth = obj["depth"]
+    if depth % 8:
+        bm = bytearray(obj["bitmap"])
+        bm[-1] |= 1
+        with pytest.raises(ProofError):
+            Proof.decode(encoding.encode({**obj, "bitmap": bytes(bm)}))
+
+
+# -- property tests against a dict model, on both backends -------------------------------
+
+_keys = st.binary(min_size=0, max_size=3)
+_op = st.tuples(_keys, st.one_of(st.none(), st.binary(max_size=4)), st.booleans())
+
+
+@settings(max_examples=120, deadline=None)
+@given(ops=st.lists(_op, max_size=60), probes=st.lists(_keys, max_size=8))
+def test_matches_model(ops, probes) -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv, node_cache=32, value_cache=16)
+    model: dict[bytes, bytes] = {}
+    for key, value, do_commit in ops:
+        if value is None:
+            tree.delete(key)
+            model.pop(key, None)
+        else:
+            tree.set(key, value)
+            model[key] = value
+        assert tree.get(key) == model.get(key)
+        if do_commit:
+            assert commit(tree, kv) == ref_root(model)
+    root = commit(tree, kv)
+    assert root == ref_root(model)
+    reopened = StateTree(kv, root)
+    for key in list(model)[:10] + probes:
+        value = model.get(key)
+        assert reopened.get(key) == value
+        assert verify_proof(root, key, value, Proof.decode(reopened.prove(key).encode()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=st.lists(_op, min_size=1, max_size=40))
+def test_leveldb_backend_gives_same_roots(tmp_path_factory, ops) -> None:
+    db = LevelKV(tmp_path_factory.mktemp("state"))
+    try:
+        state = db.prefixed(b"state/")
+        tree = StateTree(state)
+        mem_kv = MemoryKV()
+        mem = StateTree(mem_kv)
+        for key, value, do_commit in ops:
+            for t in (tree, mem):
+                if value is None:
+                    t.delete(key)
+                else:
+                    t.set(key, value)
+            if do_commit:
+                batch = db.batch()  # the node's batch: spans prefixes
+                batch.prefixed(b"blocks/").put(b"1", b"block")
+                assert tree.commit(batch) == commit(mem, mem_kv)
+                db.write(batch, sync=True)
+        batch = db.batch()
+        root = tree.commit(batch)
+        db.write(batch)
+        assert root == commit(mem, mem_kv)
+        again = StateTree(db.prefixed(b"state/"), root)
+        for key, _, _ in ops:
+            assert again.get(key) == mem.get(key)
+    finally:
+        db.close()
+
+
+# -- the fixed vector -------------------------------------------------------------------
+
+
+def build_vectors() -> dict:
+    """A small tree and proofs of each kind, all derived from fixed inputs."""
+    items = {b"member/%04d" % i: b"record-%d" % (i * i) for i in range(1, 13)}
+    tree = fresh(items)
+    root = tree.root()
+
+    def case(key: bytes, value: bytes | None, note: str) -> dict:
+        proof = tree.prove(key)
+        assert verify_proof(root, key, value, proof)
+        return {
+            "note": note,
+            "key": key.hex(),
+            "value": None if value is None else value.hex(),
+            "proof": proof.encode().hex(),
+            "valid": True,
+        }
+
+    cases = [
+        case(b"member/0001", items[b"member/0001"], "inclusion"),
+        case(b"member/0007", items[b"member/0007"], "inclusion"),
+    ]
+    found = {}
+    for i in range(1000):
+        key = b"absent/%d" % i
+        kind = "empty" if tree.prove(key).leaf is None else "leaf"
+        found.setdefault(kind, key)
+        if len(found) == 2:
+            break
+    cases.append(case(found["empty"], None, "non-inclusion: path ends at an empty subtree"))
+    cases.append(case(found["leaf"], None, "non-inclusion: path ends at another key's leaf"))
+    wrong = dict(cases[0], note="wrong value for an inclusion proof", valid=False)
+    wrong["value"] = b"forged".hex()
+    cases.append(wrong)
+    absent = dict(cases[1], note="inclusion proof presented as non-inclusion", valid=False)
+    absent["value"] = None
+    cases.append(absent)
+    return {
+        "description": "state tree proofs (docs/state.md); root over the listed items",
+        "items": {k.hex(): v.hex() for k, v in items.items()},
+        "root": root.hex(),
+        "cases": cases,
+    }
+
+
+def test_vector_file_matches_and_verifies() -> None:
+    stored = json.loads(VECTORS.read_text())
+    assert stored == build_vectors()
+    items = {bytes.fromhex(k): bytes.fromhex(v) for k, v in stored["items"].items()}
+    root = bytes.fromhex(stored["root"])
+    assert ref_root(items) == root
+    for c in stored["cases"]:
+        value = None if c["value"] is None else bytes.fromhex(c["value"])
+        proof = Proof.decode(bytes.fromhex(c["proof"]))
+        assert verify_proof(root, bytes.fromhex(c["key"]), value, proof) is c["valid"]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-vectors"]:
+        VECTORS.parent.mkdir(exist_ok=True)
+        VECTORS.write_text(json.dumps(build_vectors(), indent=2) + "\n")
+        print(f"wrote {VECTORS}")
+    else:
+        sys.exit("usage: python -m tests.test_state_tree --write-vectors")
