@@ -1,0 +1,123 @@
+"""Rule 1 (join), leaving, and juror approval."""
+
+from __future__ import annotations
+
+import pytest
+
+from chain.hashing import sha256
+from tests.test_contracts_harness import REGISTRAR, Harness, member_key, register_body
+
+# genesis 2024-01-01T00:00Z is 08:00 on 2024-01-01 in Beijing
+
+
+def join(h: Harness, i: int, **kw) -> str:
+    return h.send(REGISTRAR, "register_member", register_body(member_key(i), i, **kw)).code
+
+
+def test_join_records_member_identity_cohort_and_account() -> None:
+    h = Harness()
+    h.tick(h.g0 + 1)
+    k = h.join(1)
+    m = h.app.get_member(k.public_key.hex())
+    assert m["status"] == "active" and m["cohort"] == 1 and m["billed_fen"] == 0
+    assert h.app.get_account(k.public_key.raw) == {
+        "pubkey": k.public_key.hex(), "nonce": 0, "next_nonce": 1, "roles": [], "member": True}
+    assert h.app.get_account(REGISTRAR.public_key.raw)["nonce"] == 1
+
+
+@pytest.mark.parametrize("birth, code", [
+    ("2023-12-03", "outside_age_window"),  # 29 days old on 2024-01-01
+    ("2023-12-02", "ok"),                  # 30 days
+    ("1964-01-02", "ok"),                  # 59 years, turns 60 tomorrow
+    ("1964-01-01", "outside_age_window"),  # 60 today
+    ("2023-12-04", "outside_age_window"),  # 28 days
+    ("2025-01-01", "bad_date"),
+])
+def test_age_window_on_the_cst_join_date(birth: str, code: str) -> None:
+    h = Harness()
+    assert join(h, 1, birth_date=birth) == code
+
+
+def test_credit_threshold() -> None:
+    h = Harness()
+    assert join(h, 1, credit=649) == "credit_too_low"
+    assert join(h, 1, credit=650) == "ok"
+
+
+def test_one_live_membership_per_identity_and_rejoin_after_leaving() -> None:
+    h = Harness()
+    assert join(h, 1) == "ok"
+    assert join(h, 1) == "member_exists"
+    other = register_body(member_key(2), 1)   # same identity, new key
+    assert h.send(REGISTRAR, "register_member", other).code == "identity_in_use"
+    h.ok(member_key(1), "leave", {})
+    assert h.app.get_member(member_key(1).public_key.hex())["status"] == "left"
+    assert h.send(member_key(1), "leave", {}).code == "member_not_active"
+    assert h.send(REGISTRAR, "register_member", other).code == "ok"
+    assert join(h, 1) == "member_exists"       # a key is never reused
+
+
+def test_barred_identity_can_never_rejoin() -> None:
+    h = Harness()
+    k = h.join(1)
+    h.tick(h.g0 + 5_000)
+    assert h.claim(k, h.g0 + 4_000).code == "ok"          # inside the 30 s waiting period
+    m = h.app.get_member(k.public_key.hex())
+    assert m["status"] == "barred" and m["refund"] is True
+    other = register_body(member_key(2), 1)
+    assert h.send(REGISTRAR, "register_member", other).code == "identity_barred"
+
+
+def test_leave_and_cohort_counts() -> None:
+    h = Harness()
+    g = h.g0
+    with h.block(g + 1000):
+        for i in range(3):
+            h.join(i)
+    h.tick(g + 21_000)                       # notice 1 snapshots 3 members
+    assert h.app.get_period(1)["members"] == 3
+    h.ok(member_key(0), "leave", {})
+    assert h.app.get_member(member_key(0).public_key.hex())["exit_period"] == 1
+    h.join(5)                                # cohort 2
+    assert h.app.get_member(member_key(5).public_key.hex())["cohort"] == 2
+    h.ok(member_key(5), "leave", {})         # left before sharing anything
+    assert h.app.get_member(member_key(5).public_key.hex())["exit_period"] == 1
+    h.tick(g + 81_000)
+    assert h.app.get_period(2)["members"] == 2
+
+
+def test_juror_approval_conditions() -> None:
+    h = Harness()
+    g = h.g0
+    h.tick(g + 1000)
+    k = h.join(1)
+    young = h.join(2, birth_date="2010-01-01")
+    body = {"member": k.public_key.raw, "exam_ref": sha256(b"exam")}
+    assert h.send(REGISTRAR, "approve_juror", body).code == "juror_ineligible"  # tenure
+    h.tick(g + 11_000)
+    assert h.send(REGISTRAR, "approve_juror", body).code == "ok"
+    assert h.send(REGISTRAR, "approve_juror", body).code == "already_juror"
+    assert h.send(REGISTRAR, "approve_juror",
+                  {"member": young.public_key.raw, "exam_ref": sha256(b"e")}
+                  ).code == "juror_ineligible"                                  # age 14
+    assert h.send(REGISTRAR, "approve_juror",
+                  {"member": member_key(9).public_key.raw, "exam_ref": sha256(b"e")}
+                  ).code == "unknown_member"
+    assert h.app.get_member(k.public_key.hex())["pool_index"] == 0
+    h.ok(k, "leave", {})
+    assert h.app.get_member(k.public_key.hex())["pool_index"] is None
+
+
+def test_pool_swap_remove_keeps_indexes_consistent() -> None:
+    h = Harness()
+    g = h.g0
+    h.tick(g + 1000)
+    keys = [h.join(i) for i in range(5)]
+    h.tick(g + 11_000)
+    for k in keys:
+        h.ok(REGISTRAR, "approve_juror", {"member": k.public_key.raw, "exam_ref": sha256(b"e")})
+    h.ok(keys[1], "leave", {})
+    h.ok(keys[0], "leave", {})
+    live = [k for k in keys[2:]]
+    idx = sorted(h.app.get_member(k.public_key.hex())["pool_index"] for k in live)
+    assert idx == [0, 1, 2]
