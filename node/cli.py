@@ -194,9 +194,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tx(args: argparse.Namespace) -> int:
-    from contracts.txtypes import body_from_json
     from node.client import Account
     from node.keys import read_key
+    from node.txjson import body_from_json
 
     body: dict[str, Any] = {}
     if args.body:

@@ -1,0 +1,419 @@
+"""The consensus driver: runs the sans-I/O ``ConsensusMachine`` inside the node.
+
+One task consumes a bounded inbox (peer messages, timer firings, synced blocks), feeds the
+machine and executes its actions in order, so the machine, the executor and the stores
+are only ever touched by one coroutine at a time.
+
+Crash safety: the signer persists before releasing any signature, and every own proposal
+or vote is appended to the WAL with fsync before it is sent. Every received proposal and
+vote of the current height is appended too (no fsync), so after a restart the driver
+replays the WAL into a fresh machine and carries on at the same height and round with
+the same tallies; the signer returns the stored signature for identical bytes and
+refuses anything else, so a restarted validator never signs two values for one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chain import encoding
+from chain.block import Block
+from chain.certificate import CommitCertificate, verify_certificate
+from chain.tx import Transaction
+from chain.vote import MessageError, Proposal, Vote
+from consensus.events import (
+    MISBEHAVIOUR,
+    BlockValidated,
+    BroadcastProposal,
+    BroadcastVote,
+    Commit,
+    EmitEvidence,
+    ProposalReceived,
+    Rejected,
+    RequestBlock,
+    RequestValue,
+    ScheduleTimeout,
+    SignerRefused,
+    TimeoutFired,
+    ValueReady,
+    VoteReceived,
+)
+from consensus.machine import ConsensusMachine, TimeoutConfig
+from consensus.signer import PersistError, Signer
+from node.executor import BlockInvalid
+from node.logs import event
+from node.wal import WAL
+
+if TYPE_CHECKING:  # pragma: no cover
+    from node.node import Node
+
+log = logging.getLogger("node.consensus")
+
+INBOX_SIZE = 10_000
+REBROADCAST_S = 1.5
+MAX_PENDING_BLOCKS = 64
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FatalError(Exception):
+    """The driver cannot go on safely (e.g. the signer cannot persist); the node stops."""
+
+
+@dataclass
+class _Item:
+    kind: str  # proposal | vote | timeout | block | synced | start | evidence | call
+    payload: Any
+    peer: bytes | None = None
+
+
+class ConsensusDriver:
+    def __init__(self, node: Node, signer: Signer | None, wal: WAL) -> None:
+        self.node = node
+        self.genesis = node.genesis
+        self.chain_id = node.genesis.chain_id
+        self.validators = node.genesis.validators
+        self.signer = signer
+        self.wal = wal
+        self.machine = ConsensusMachine(self.chain_id, signer,
+                                        TimeoutConfig.from_params(self.genesis.consensus))
+        self.inbox: asyncio.Queue[_Item] = asyncio.Queue(INBOX_SIZE)
+        # blocks proposed at the current or next height, by id, with their decoded txs
+        self.blocks: dict[bytes, Block] = {}
+        self.block_txs: dict[bytes, list[Transaction]] = {}
+        self.own_messages: list[tuple[str, Any]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._task: asyncio.Task | None = None
+        self._rebroadcast: asyncio.Task | None = None
+        self._replaying = False
+        self.last_commit_at: float | None = None
+        self.stopped_reason: str | None = None
+        self._waiting_next_height = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        height = self.node.executor.height + 1
+        self._begin_height(height, replay=True)
+        self._task = asyncio.create_task(self._run(), name="consensus")
+        self._rebroadcast = asyncio.create_task(self._rebroadcast_loop(), name="rebroadcast")
+
+    async def stop(self) -> None:
+        for task in (self._rebroadcast, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+
+    @property
+    def task(self) -> asyncio.Task | None:
+        return self._task
+
+    def _begin_height(self, height: int, replay: bool = False) -> None:
+        """Start consensus on ``height``; on the first start replay the WAL first."""
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+        self._waiting_next_height = False
+        self.own_messages = []
+        self.blocks = {k: b for k, b in self.blocks.items() if b.height >= height}
+        self.block_txs = {k: v for k, v in self.block_txs.items() if k in self.blocks}
+        actions = self.machine.start_height(height, self.validators, now_ms())
+        records = self.wal.replay(height) if replay else []
+        self._execute(actions, None)
+        if records:
+            self._replaying = True
+            try:
+                for rec in records:
+                    self._replay_record(rec)
+            finally:
+                self._replaying = False
+            event(log, "replayed consensus WAL", height=height, records=len(records),
+                  round=self.machine.round)
+        # blocks that arrived early for this height can be judged now
+        for block_id, block in list(self.blocks.items()):
+            if block.height == height and block_id not in self.block_txs:
+                self._judge(block_id, block, None)
+        self.node.metrics.round.set(self.machine.round)
+
+    def _replay_record(self, data: bytes) -> None:
+        try:
+            rec = encoding.decode(data, max_size=16 * 1024 * 1024)
+            kind = rec["k"]
+            if kind in ("p", "own_p"):
+                self._on_proposal(Proposal.from_map(rec["proposal"]), rec["block"], None)
+            elif kind in ("v", "own_v"):
+                self._feed(VoteReceived(Vote.from_map(rec["vote"])), None)
+        except (encoding.EncodingError, KeyError, TypeError, MessageError) as exc:
+            raise FatalError(f"WAL record does not decode ({exc}); run mutual recover-wal") \
+                from None
+
+    # ------------------------------------------------------------------ inputs
+
+    def submit(self, kind: str, payload: Any, peer: bytes | None = None) -> bool:
+        """Queue an input; False if the inbox is full (the message is dropped)."""
+        try:
+            self.inbox.put_nowait(_Item(kind, payload, peer))
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.inbox.get()
+            try:
+                self._dispatch(item)
+            except FatalError:
+                raise
+            except PersistError as exc:
+                raise FatalError(f"signer cannot persist its state: {exc}") from exc
+            except Exception:  # a bug in one input must not stop consensus
+                log.exception("error handling consensus input %s", item.kind)
+
+    def _dispatch(self, item: _Item) -> None:
+        if item.kind == "proposal":
+            proposal, block_bytes = item.payload
+            self._on_proposal(proposal, block_bytes, item.peer)
+        elif item.kind == "vote":
+            vote = item.payload
+            if self._wal_input({"k": "v", "vote": vote.to_map()}, vote.height):
+                self._feed(VoteReceived(vote), item.peer, relay=("vote", vote.to_map()))
+        elif item.kind == "timeout":
+            self._feed(item.payload, None)
+        elif item.kind == "block":  # a block fetched for a RequestBlock
+            self._on_fetched_block(item.payload, item.peer)
+        elif item.kind == "synced":
+            block, cert = item.payload
+            self._on_synced(block, cert, item.peer)
+        elif item.kind == "next_height":
+            if item.payload == self.machine.height and self._waiting_next_height:
+                self._begin_height(item.payload + 1)
+        elif item.kind == "call":
+            item.payload()
+
+    def _wal_input(self, record: dict[str, Any], height: int) -> bool:
+        """Log an input of the current height before it is handled (no fsync needed:
+        losing it only loses a message peers re-send)."""
+        if height == self.machine.height and not self._replaying:
+            self.wal.append(encoding.encode(record), sync=False)
+        return True
+
+    def _on_proposal(self, proposal: Proposal, block_bytes: bytes, peer: bytes | None) -> None:
+        try:
+            block = Block.decode(block_bytes)
+        except MessageError as exc:
+            self._misbehaved(peer, f"proposal block does not decode: {exc}")
+            return
+        if block.block_id() != proposal.block_id:
+            self._misbehaved(peer, "proposal names another block id")
+            return
+        if proposal.height < self.machine.height:
+            return  # stale
+        if proposal.height > self.machine.height + 1:
+            return  # too far ahead; block sync will bring us there
+        if len(self.blocks) >= MAX_PENDING_BLOCKS and proposal.block_id not in self.blocks:
+            return
+        self.blocks[proposal.block_id] = block
+        if proposal.height == self.machine.height:
+            self._wal_input({"k": "p", "proposal": proposal.to_map(), "block": block_bytes},
+                            proposal.height)
+            valid, block_time = self._judge_block(proposal.block_id, block)
+            self._feed(ProposalReceived(proposal, valid, block_time), peer,
+                       relay=("proposal", {"proposal": proposal.to_map(),
+                                           "block": block_bytes}))
+        else:
+            self._feed(ProposalReceived(proposal), peer)
+
+    def _judge_block(self, block_id: bytes, block: Block) -> tuple[bool, int]:
+        if block_id in self.block_txs:
+            return True, block.header.time
+        try:
+            self.block_txs[block_id] = self.node.executor.validate(block)
+            return True, block.header.time
+        except BlockInvalid as exc:
+            event(log, "invalid block proposed", logging.WARNING, height=block.height,
+                  block_id=block_id.hex(), reason=str(exc))
+            return False, block.header.time
+
+    def _judge(self, block_id: bytes, block: Block, peer: bytes | None) -> None:
+        valid, block_time = self._judge_block(block_id, block)
+        self._feed(BlockValidated(block.height, block_id, valid, block_time), peer)
+
+    def _on_fetched_block(self, block_bytes: bytes, peer: bytes | None) -> None:
+        try:
+            block = Block.decode(block_bytes)
+        except MessageError:
+            self._misbehaved(peer, "fetched block does not decode")
+            return
+        block_id = block.block_id()
+        if block.height != self.machine.height or block_id in self.block_txs:
+            return
+        self.blocks[block_id] = block
+        self._judge(block_id, block, peer)
+
+    def _on_synced(self, block: Block, cert: CommitCertificate, peer: bytes | None) -> None:
+        """A committed block from block sync (its certificate already verified)."""
+        executor = self.node.executor
+        if block.height != executor.height + 1:
+            return
+        try:
+            txs = executor.validate(block)
+        except BlockInvalid as exc:
+            self._misbehaved(peer, f"synced block {block.height} invalid: {exc}")
+            return
+        self._commit(block, cert, txs, synced=True)
+        self._begin_height(block.height + 1)
+
+    def _feed(self, ev: Any, peer: bytes | None, relay: tuple[str, Any] | None = None) -> None:
+        actions = self.machine.handle(ev, now_ms())
+        rejected = self._execute(actions, peer)
+        if relay is not None and not rejected and not self._replaying:
+            self.node.gossip(relay[0], relay[1], exclude=peer)
+
+    # ------------------------------------------------------------------ actions
+
+    def _execute(self, actions: list[Any], peer: bytes | None) -> bool:
+        """Carry out actions in order; return True if the input was rejected."""
+        rejected = False
+        for a in actions:
+            cls = a.__class__
+            if cls is BroadcastVote:
+                vote_map = a.vote.to_map()
+                self._send_own("vote", vote_map, {"k": "own_v", "vote": vote_map})
+            elif cls is BroadcastProposal:
+                block = self.blocks.get(a.proposal.block_id)
+                if block is None:
+                    log.error("no block for own proposal %s", a.proposal.block_id.hex())
+                    continue
+                body = {"proposal": a.proposal.to_map(), "block": block.encode()}
+                self._send_own("proposal", body, {"k": "own_p", **body})
+            elif cls is ScheduleTimeout:
+                self._schedule(a)
+            elif cls is RequestValue:
+                self._propose(a)
+            elif cls is RequestBlock:
+                if not self._replaying:
+                    self.node.request_block_by_id(a.height, a.block_id)
+            elif cls is Commit:
+                self._on_commit(a)
+            elif cls is EmitEvidence:
+                self.node.add_evidence(a.evidence, gossip=not self._replaying)
+            elif cls is Rejected:
+                rejected = True
+                if a.kind in MISBEHAVIOUR:
+                    self._misbehaved(peer, f"{a.kind}: {a.reason}")
+            elif cls is SignerRefused:
+                event(log, "signer refused", logging.WARNING, height=a.height, round=a.round,
+                      step=int(a.step), reason=a.reason)
+        self.node.metrics.round.set(self.machine.round)
+        return rejected
+
+    def _send_own(self, msg_type: str, body: Any, record: dict[str, Any]) -> None:
+        if not self._replaying:
+            # fsynced before it leaves: a restart replays it and never signs anew
+            self.wal.append(encoding.encode(record), sync=True)
+        self.own_messages.append((msg_type, body))
+        self.node.gossip(msg_type, body)
+
+    def _schedule(self, a: ScheduleTimeout) -> None:
+        loop = asyncio.get_running_loop()
+        ev = TimeoutFired(a.height, a.round, a.step)
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self._timers.discard(handle)  # type: ignore[arg-type]
+            self.submit("timeout", ev)
+
+        handle = loop.call_later(a.duration_ms / 1000, fire)
+        self._timers.add(handle)
+
+    def _propose(self, a: RequestValue) -> None:
+        executor = self.node.executor
+        if a.height != executor.height + 1:
+            return
+        limits = self.genesis.consensus
+        last_commit = (executor.store.certificate(a.height - 1) if a.height > 1 else None)
+        if a.height > 1 and last_commit is None:
+            log.error("cannot propose: no certificate stored for height %d", a.height - 1)
+            return
+        txs = self.node.mempool.reap(limits["max_block_txs"], limits["max_block_bytes"])
+        evidence = self.node.pending_evidence(a.height)
+        index = self.machine.validator_index or 0
+        header = executor.header_for(txs, evidence, last_commit, index)
+        block = Block(header, tuple(txs), tuple(evidence), last_commit)
+        block_id = block.block_id()
+        try:
+            self.block_txs[block_id] = executor.validate(block)
+        except BlockInvalid as exc:
+            # a tx that became invalid between reap and now: propose an empty block instead
+            event(log, "own block invalid; proposing without transactions", logging.WARNING,
+                  reason=str(exc))
+            header = executor.header_for([], [], last_commit, index)
+            block = Block(header, (), (), last_commit)
+            block_id = block.block_id()
+            self.block_txs[block_id] = []
+        self.blocks[block_id] = block
+        self._execute(self.machine.handle(
+            ValueReady(a.height, a.round, block_id, header.time), now_ms()), None)
+
+    def _on_commit(self, a: Commit) -> None:
+        block = self.blocks.get(a.block_id)
+        if block is None:
+            raise FatalError(f"decided block {a.block_id.hex()} at height {a.height} is unknown")
+        if a.height <= self.node.executor.height:
+            return  # already stored (block sync won the race)
+        txs = self.block_txs.get(a.block_id)
+        if txs is None:
+            txs = self.node.executor.validate(block)
+        self._commit(block, a.certificate, txs)
+        self._waiting_next_height = True
+        delay = self.genesis.consensus["timeout_commit_ms"] / 1000
+        loop = asyncio.get_running_loop()
+        height = a.height
+        handle = loop.call_later(delay, lambda: self.submit("next_height", height))
+        self._timers.add(handle)
+
+    def _commit(self, block: Block, cert: CommitCertificate, txs: list[Transaction],
+                synced: bool = False) -> None:
+        started = time.perf_counter()
+        applied = self.node.executor.apply(block, cert, txs)
+        self.wal.end_height(block.height)
+        if self.wal.size > 4 * 1024 * 1024:
+            self.wal.rotate()
+        self.node.after_commit(block, cert, applied, time.perf_counter() - started, synced)
+
+    def _misbehaved(self, peer: bytes | None, reason: str) -> None:
+        if peer is not None and not self._replaying:
+            self.node.report_peer(peer, reason)
+
+    # ------------------------------------------------------------------ rebroadcast
+
+    async def _rebroadcast_loop(self) -> None:
+        """Re-send this node's messages of the current height now and then, so a peer that
+        restarted or was partitioned gets them again (peers drop ones they have seen)."""
+        while True:
+            await asyncio.sleep(REBROADCAST_S)
+            for msg_type, body in list(self.own_messages)[-4:]:
+                self.node.gossip(msg_type, body)
+            proposal = self.machine.proposal(self.machine.round)
+            if proposal is not None and proposal.block_id in self.blocks:
+                self.node.gossip("proposal", {
+                    "proposal": proposal.to_map(),
+                    "block": self.blocks[proposal.block_id].encode()})
+
+
+def verify_synced(cert: CommitCertificate, block: Block, chain_id: str,
+                  validators: Any) -> tuple[bool, str]:
+    """Check a synced block's certificate: +2/3 of the power precommitted this block."""
+    return verify_certificate(cert, chain_id, validators, block.height, block.block_id())
+

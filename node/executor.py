@@ -1,0 +1,228 @@
+"""The block executor: validates blocks against the chain so far and applies them.
+
+``validate`` is the one definition of a valid next block used by consensus (a proposal),
+block sync (a fetched block) and the auditor's replay. ``apply`` runs a committed block
+through ``contracts`` and writes the block, its certificate, its receipts and the state
+changes in one synced batch (``BlockStore.save_block``), so a crash leaves either the
+whole block or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chain import encoding
+from chain.block import Block, BlockHeader, evidence_hash, txs_hash
+from chain.certificate import CommitCertificate, verify_certificate, weighted_median_time
+from chain.evidence import DuplicateVoteEvidence
+from chain.genesis import Genesis
+from chain.hashing import sha256
+from chain.tx import Transaction, TxError
+from chain.vote import MessageError
+from contracts.app import Application, Receipt
+from contracts.kv import KV
+from contracts.tree import StateTree
+from node.blockstore import PREFIXES, BlockStore
+
+log = logging.getLogger("node.executor")
+
+SignatureCheck = Callable[[bytes, Transaction], bool]
+
+
+class BlockInvalid(Exception):
+    """A block is not a valid next block; the message says exactly why."""
+
+
+def _default_sig_check(tx_hash: bytes, tx: Transaction) -> bool:
+    return tx.verify_signature()
+
+
+def receipt_bytes(receipt: Receipt) -> bytes:
+    return encoding.encode(receipt.to_map())
+
+
+@dataclass(frozen=True)
+class Applied:
+    height: int
+    block_id: bytes
+    state_root: bytes
+    receipts: tuple[Receipt, ...]
+    tx_hashes: tuple[bytes, ...]
+    begin_events: tuple
+    end_events: tuple
+
+
+class Executor:
+    """Owns the application state of one node (or one auditor replay)."""
+
+    def __init__(self, genesis: Genesis, kv: KV, store: BlockStore,
+                 sig_check: SignatureCheck = _default_sig_check) -> None:
+        self.genesis = genesis
+        self.kv = kv
+        self.store = store
+        self.sig_check = sig_check
+        self.state_kv = kv.prefixed(PREFIXES["state"])
+        self.validators = genesis.validators
+        self._validators_hash = genesis.validators.hash()
+        stored_genesis = store.genesis_hash()
+        if stored_genesis is None:
+            tree = StateTree(self.state_kv)
+            app = Application(genesis, tree)
+            app.init_chain()
+            batch = kv.batch()
+            root = tree.commit(self.state_kv.within(batch))
+            store.init_genesis(genesis.hash, root, genesis.genesis_time_ms, batch)
+        else:
+            store.init_genesis(genesis.hash, store.state_root_after(0) or b"\x00" * 32,
+                               genesis.genesis_time_ms)  # raises WrongDatabase on mismatch
+        self.height = store.latest_height
+        root = store.state_root_after(self.height)
+        if root is None:
+            raise BlockInvalid(f"block store has no state root for height {self.height}")
+        self.tree = StateTree(self.state_kv, root)
+        self.app = Application(genesis, self.tree)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def state_root(self) -> bytes:
+        """The state root after the latest committed block (goes into the next header)."""
+        return self.tree.root()
+
+    def last_block_id(self) -> bytes | None:
+        tip = self.store.tip()
+        return None if tip is None else tip.block_id
+
+    def last_block_time(self) -> int:
+        tip = self.store.tip()
+        return self.genesis.genesis_time_ms if tip is None or tip.height == 0 else tip.time
+
+    def view_at(self, root: bytes) -> tuple[Application, StateTree]:
+        """A read-only application over the state with ``root`` (for proofs)."""
+        tree = StateTree(self.state_kv, root)
+        return Application(self.genesis, tree), tree
+
+    # ------------------------------------------------------------------ building
+
+    def header_for(self, txs: list[bytes], evidence: list[DuplicateVoteEvidence],
+                   last_commit: CommitCertificate | None, proposer: int) -> BlockHeader:
+        """The header of the next block with these contents."""
+        height = self.height + 1
+        if height == 1:
+            time_ms = self.genesis.genesis_time_ms
+            last_commit_hash = None
+        else:
+            if last_commit is None:
+                raise BlockInvalid("a block after the first needs its parent's certificate")
+            time_ms = weighted_median_time(last_commit, self.validators)
+            last_commit_hash = last_commit.hash()
+        return BlockHeader(
+            chain_id=self.genesis.chain_id, height=height, time=time_ms,
+            last_block_id=self.last_block_id(), last_commit_hash=last_commit_hash,
+            txs_hash=txs_hash(txs), evidence_hash=evidence_hash(evidence),
+            state_root=self.state_root, validators_hash=self._validators_hash,
+            proposer=proposer,
+        )
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, block: Block) -> list[Transaction]:
+        """Check that ``block`` is a valid next block; return its decoded transactions."""
+        h = block.header
+        expected = self.height + 1
+        if h.height != expected:
+            raise BlockInvalid(f"block height {h.height}, expected {expected}")
+        if h.chain_id != self.genesis.chain_id:
+            raise BlockInvalid(f"chain id {h.chain_id!r} is not {self.genesis.chain_id!r}")
+        try:
+            block.check_structure()
+        except MessageError as exc:
+            raise BlockInvalid(str(exc)) from None
+        if h.last_block_id != self.last_block_id():
+            raise BlockInvalid("last_block_id is not the id of the latest committed block")
+        if h.height == 1:
+            if h.time != self.genesis.genesis_time_ms:
+                raise BlockInvalid("block 1's time must be the genesis time")
+        else:
+            assert block.last_commit is not None  # check_structure guarantees it
+            ok, why = verify_certificate(block.last_commit, self.genesis.chain_id,
+                                         self.validators, h.height - 1, h.last_block_id)
+            if not ok:
+                raise BlockInvalid(f"last_commit: {why}")
+            median = weighted_median_time(block.last_commit, self.validators)
+            if h.time != median:
+                raise BlockInvalid(f"time {h.time} is not the parent certificate's median "
+                                   f"time {median}")
+            if h.time <= self.last_block_time():
+                raise BlockInvalid("block time does not advance")
+        if h.state_root != self.state_root:
+            raise BlockInvalid(f"state_root {h.state_root.hex()} is not this node's "
+                               f"{self.state_root.hex()}")
+        if h.validators_hash != self._validators_hash:
+            raise BlockInvalid("validators_hash does not match the validator set")
+        if not 0 <= h.proposer < len(self.validators):
+            raise BlockInvalid(f"proposer index {h.proposer} is not a validator")
+        limits = self.genesis.consensus
+        if len(block.txs) > limits["max_block_txs"]:
+            raise BlockInvalid(f"{len(block.txs)} transactions exceed max_block_txs")
+        if sum(len(t) for t in block.txs) > limits["max_block_bytes"]:
+            raise BlockInvalid("transactions exceed max_block_bytes")
+        txs: list[Transaction] = []
+        seen: set[bytes] = set()
+        for i, data in enumerate(block.txs):
+            tx_hash = sha256(data)
+            if tx_hash in seen:
+                raise BlockInvalid(f"transaction {i} appears twice")
+            seen.add(tx_hash)
+            try:
+                tx = Transaction.decode(data)
+            except TxError as exc:
+                raise BlockInvalid(f"transaction {i}: {exc.message}") from None
+            if tx.chain_id != self.genesis.chain_id:
+                raise BlockInvalid(f"transaction {i} is for chain {tx.chain_id!r}")
+            if not self.sig_check(tx_hash, tx):
+                raise BlockInvalid(f"transaction {i} has an invalid signature")
+            if self.store.tx(tx_hash) is not None:
+                raise BlockInvalid(f"transaction {i} ({tx_hash.hex()}) is already committed")
+            txs.append(tx)
+        ev_seen: set[bytes] = set()
+        for i, ev in enumerate(block.evidence):
+            ok, why = ev.verify(self.genesis.chain_id, self.validators)
+            if not ok:
+                raise BlockInvalid(f"evidence {i}: {why}")
+            if ev.height >= h.height:
+                raise BlockInvalid(f"evidence {i} is for a future height")
+            ev_hash = ev.hash()
+            if ev_hash in ev_seen or self.store.evidence_height(ev_hash) is not None:
+                raise BlockInvalid(f"evidence {i} is already on chain")
+            ev_seen.add(ev_hash)
+        return txs
+
+    # ------------------------------------------------------------------ execution
+
+    def apply(self, block: Block, certificate: CommitCertificate,
+              txs: list[Transaction] | None = None) -> Applied:
+        """Execute a validated, committed block and persist it atomically."""
+        if txs is None:
+            txs = self.validate(block)
+        h = block.header
+        seed = (sha256(block.last_commit.encode()) if block.last_commit is not None
+                else self.genesis.hash)
+        try:
+            begin = self.app.begin_block(h.height, h.time, seed)
+            receipts = [self.app.deliver_tx(tx) for tx in txs]
+            end = self.app.end_block()
+            batch = self.kv.batch()
+            root = self.tree.commit(self.state_kv.within(batch))
+            self.store.save_block(block, certificate, [receipt_bytes(r) for r in receipts],
+                                  root, batch)
+        except BaseException:
+            # nothing reached disk: reopen the state at the stored root so memory matches
+            self.tree = StateTree(self.state_kv, self.store.state_root_after(self.height))
+            self.app = Application(self.genesis, self.tree)
+            raise
+        self.height = h.height
+        return Applied(h.height, block.block_id(), root, tuple(receipts),
+                       tuple(sha256(t) for t in block.txs), tuple(begin), tuple(end))

@@ -1,0 +1,540 @@
+"""The validator node: storage, executor, mempool, peers, consensus, sync and the API.
+
+``Node.run`` starts a small set of supervised services (p2p, consensus driver, block
+sync, API) and stops them all, in reverse order, when any of them fails or a stop is
+requested; the database is closed last. The methods below ``# API facade`` are what the
+HTTP API reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from chain import encoding
+from chain.block import Block
+from chain.certificate import CommitCertificate
+from chain.crypto import PrivateKey
+from chain.evidence import DuplicateVoteEvidence
+from chain.genesis import Genesis
+from chain.hashing import sha256
+from chain.tx import Transaction, to_jsonable
+from chain.vote import MessageError, Proposal, Vote
+from consensus.signer import Signer
+from node.api import Api
+from node.blockstore import PREFIXES, BlockStore
+from node.config import Config, parse_hostport
+from node.driver import ConsensusDriver, FatalError
+from node.eventhub import EventHub
+from node.executor import Applied, Executor
+from node.kvstore import open_kv
+from node.logs import event
+from node.mempool import Mempool, MempoolConfig, TxRejected
+from node.metrics import Metrics
+from node.signer_file import FileSignerBackend
+from node.sync import BlockSync
+from node.wal import WAL
+from p2p.errors import InvalidMessage
+from p2p.network import Network, NetworkConfig, allowed_from_genesis
+
+log = logging.getLogger("node")
+
+MAX_PENDING_EVIDENCE = 100
+EVIDENCE_PER_BLOCK = 10
+
+
+class NodeError(Exception):
+    """The node cannot start or must stop; the message is for the operator."""
+
+
+class Node:
+    def __init__(self, config: Config, genesis: Genesis, node_key: PrivateKey,
+                 validator_key: PrivateKey | None) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.node_key = node_key
+        self.validator_key = validator_key
+        self.metrics = Metrics()
+        self.events = EventHub()
+        self.started_at = time.monotonic()
+        self._stop = asyncio.Event()
+        self.stop_reason: str | None = None
+        self._commit_waiters: dict[bytes, list[asyncio.Future]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self.evidence: dict[bytes, DuplicateVoteEvidence] = {}
+        self._recent_blocks: deque[float] = deque(maxlen=2)
+        self.kv = None
+        self._api_runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open_storage(self) -> None:
+        data_dir = self.config.path(self.config.node.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.kv = open_kv(data_dir / "db")
+        except Exception as exc:  # plyvel raises IOError subclasses for a held lock
+            raise NodeError(f"cannot open database {data_dir / 'db'}: {exc} "
+                            "(is another node running on this home?)") from None
+        self.store = BlockStore(self.kv)
+        self.executor = Executor(self.genesis, self.kv, self.store, self._sig_check)
+        mc = self.config.mempool
+        self.mempool = Mempool(
+            self.genesis.chain_id,
+            check=lambda tx: self.executor.app.check_tx(tx),
+            next_nonce=lambda sender: self.executor.app.next_nonce(sender),
+            config=MempoolConfig(max_txs=mc.max_txs, max_bytes=mc.max_bytes,
+                                 max_per_sender=mc.max_per_sender),
+        )
+        self._evidence_kv = self.kv.prefixed(PREFIXES["evidence"])
+        for _, raw in self._evidence_kv.iterate():
+            with contextlib.suppress(MessageError, encoding.EncodingError):
+                ev = DuplicateVoteEvidence.from_map(encoding.decode(raw))
+                self.evidence[ev.hash()] = ev
+        self.wal = WAL.open(data_dir / "consensus.wal",
+                            recovery_hint=f"mutual recover-wal --home {self.config.home}")
+        if self.wal.created:
+            self.wal.end_height(self.executor.height)
+        signer = None
+        if self.validator_key is not None:
+            if self.genesis.validators.index_of(self.validator_key.public_key.raw) is None:
+                event(log, "validator key is not in genesis: running as a full node",
+                      logging.WARNING, pub_key=self.validator_key.public_key.hex())
+            else:
+                signer = Signer(self.validator_key,
+                                FileSignerBackend(data_dir / "signer_state.json"))
+        self.signer = signer
+        self.metrics.height.set(self.executor.height)
+
+    async def start(self) -> None:
+        self.open_storage()
+        p2p = self.config.p2p
+        allowed = allowed_from_genesis(self.genesis) | {bytes.fromhex(k) for k in p2p.allowed_keys}
+        self.network = Network(
+            self.genesis.chain_id, self.node_key,
+            listen=parse_hostport(p2p.listen, "[p2p] listen"),
+            allowed=allowed,
+            persistent_peers=[parse_hostport(p, "[p2p] persistent_peers")
+                              for p in p2p.persistent_peers],
+            config=NetworkConfig(max_frame_size=p2p.max_frame_bytes, max_peers=p2p.max_peers,
+                                 queue_max_messages=p2p.send_queue),
+        )
+        self.driver = ConsensusDriver(self, self.signer, self.wal)
+        self.sync = BlockSync(self)
+        net = self.network
+        net.on("tx", self._on_tx)
+        net.on("txs", self._on_txs)
+        net.on("proposal", self._on_proposal)
+        net.on("vote", self._on_vote)
+        net.on("evidence", self._on_evidence)
+        net.on("status", self.sync.on_status)
+        net.on("block_request", self.sync.on_block_request)
+        net.on("block_response", self.sync.on_block_response)
+        net.on_connect(self._on_connect)
+        net.on_disconnect(self.sync.forget_peer)
+        try:
+            await net.start()
+        except Exception as exc:
+            raise NodeError(f"cannot start p2p on {p2p.listen}: {exc}") from None
+        await self.driver.start()
+        await self.sync.start()
+        api = Api(self, self.config.api.max_body_bytes)
+        self._api_runner = web.AppRunner(api.app, access_log=None)
+        await self._api_runner.setup()
+        host, port = parse_hostport(self.config.api.listen, "[api] listen")
+        site = web.TCPSite(self._api_runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise NodeError(f"cannot listen for the API on {host}:{port}: {exc.strerror}") \
+                from None
+        event(log, "node started", chain_id=self.genesis.chain_id, height=self.height,
+              node_id=self.node_key.public_key.hex(), api=self.config.api.listen,
+              p2p=p2p.listen, validator=self.validator_index)
+
+    async def run(self) -> None:
+        """Start, then wait until a stop is requested or a service fails."""
+        try:
+            await self.start()
+            services = [t for t in (self.driver.task, self.sync.task) if t is not None]
+            stop_wait = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([stop_wait, *services],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            for task in done:
+                if task is stop_wait or task.cancelled():
+                    continue
+                exc = task.exception()
+                self.stop_reason = (f"service {task.get_name()} failed: {exc}" if exc
+                                    else f"service {task.get_name()} ended")
+        finally:
+            await self.shutdown()
+        if self.stop_reason:
+            raise NodeError(self.stop_reason)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Stop services in reverse order of start, then close the database."""
+        if self._api_runner is not None:
+            self.events.close()
+            await self._api_runner.cleanup()
+            self._api_runner = None
+        for name in ("sync", "driver"):
+            svc = getattr(self, name, None)
+            if svc is not None:
+                await svc.stop()
+        if getattr(self, "network", None) is not None:
+            await self.network.stop()
+        for futs in self._commit_waiters.values():
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if getattr(self, "wal", None) is not None and not self.wal.closed:
+            self.wal.close()
+        if self.kv is not None:
+            self.kv.close()
+            self.kv = None
+        event(log, "node stopped", reason=self.stop_reason or "requested")
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def height(self) -> int:
+        return self.executor.height
+
+    @property
+    def validator_index(self) -> int | None:
+        if self.signer is None:
+            return None
+        return self.genesis.validators.index_of(self.signer.public_key)
+
+    def _sig_check(self, tx_hash: bytes, tx: Transaction) -> bool:
+        return self.mempool.check_signature(tx)
+
+    def gossip(self, msg_type: str, body: Any, exclude: bytes | None = None) -> None:
+        asyncio.get_running_loop().create_task(self._broadcast(msg_type, body, exclude))
+
+    async def broadcast(self, msg_type: str, body: Any) -> None:
+        await self._broadcast(msg_type, body, None)
+
+    async def _broadcast(self, msg_type: str, body: Any, exclude: bytes | None) -> None:
+        try:
+            await self.network.broadcast(msg_type, body, exclude=exclude)
+        except Exception as exc:  # an oversize message is our bug; never crash gossip
+            log.warning("broadcast of %s failed: %s", msg_type, exc)
+
+    def report_peer(self, peer: bytes, reason: str) -> None:
+        event(log, "peer misbehaved", logging.WARNING, peer=peer.hex()[:16], reason=reason)
+        self.network.report(peer, reason)
+
+    def request_block_by_id(self, height: int, block_id: bytes) -> None:
+        self.gossip("block_request", {"height": height, "block_id": block_id})
+
+    def proposed_block(self, block_id: bytes) -> Block | None:
+        return self.driver.blocks.get(block_id)
+
+    async def _on_connect(self, peer: bytes) -> None:
+        await self.network.send(peer, "status", {"height": self.height})
+
+    # ------------------------------------------------------------------ p2p handlers
+
+    async def _on_tx(self, peer: bytes, body: Any) -> None:
+        await self._admit(body, peer, relay=True)
+
+    async def _on_txs(self, peer: bytes, body: Any) -> None:
+        for data in body:
+            await self._admit(data, peer, relay=False)
+
+    async def _on_proposal(self, peer: bytes, body: Any) -> None:
+        if set(body) != {"proposal", "block"} or not isinstance(body["block"], bytes):
+            raise InvalidMessage("proposal needs proposal and block")
+        try:
+            proposal = Proposal.from_map(body["proposal"])
+        except MessageError as exc:
+            raise InvalidMessage(f"bad proposal: {exc}") from None
+        if proposal.height > self.height + 1:
+            self.network.forget("proposal", body)  # usable once we catch up
+        self.driver.submit("proposal", (proposal, body["block"]), peer)
+
+    async def _on_vote(self, peer: bytes, body: Any) -> None:
+        try:
+            vote = Vote.from_map(body)
+        except MessageError as exc:
+            raise InvalidMessage(f"bad vote: {exc}") from None
+        if vote.height > self.height + 1:
+            self.network.forget("vote", body)
+        self.driver.submit("vote", vote, peer)
+
+    async def _on_evidence(self, peer: bytes, body: Any) -> None:
+        try:
+            ev = DuplicateVoteEvidence.from_map(body)
+        except MessageError as exc:
+            raise InvalidMessage(f"bad evidence: {exc}") from None
+        ok, why = ev.verify(self.genesis.chain_id, self.genesis.validators)
+        if not ok:
+            raise InvalidMessage(f"invalid evidence: {why}")
+        self.add_evidence(ev, gossip=True, exclude=peer)
+
+    # ------------------------------------------------------------------ evidence pool
+
+    def add_evidence(self, ev: DuplicateVoteEvidence, gossip: bool,
+                     exclude: bytes | None = None) -> None:
+        h = ev.hash()
+        if h in self.evidence or self.store.evidence_height(h) is not None:
+            return
+        if len(self.evidence) >= MAX_PENDING_EVIDENCE:
+            return
+        self.evidence[h] = ev
+        batch = self._evidence_kv.batch()
+        batch.put(h, ev.encode())
+        self.kv.write(batch, sync=True)
+        self.metrics.evidence.inc()
+        event(log, "equivocation evidence", logging.WARNING, height=ev.height,
+              validator=ev.validator, hash=h.hex())
+        if gossip:
+            self.gossip("evidence", ev.to_map(), exclude=exclude)
+
+    def pending_evidence(self, height: int) -> list[DuplicateVoteEvidence]:
+        return [ev for ev in self.evidence.values() if ev.height < height][:EVIDENCE_PER_BLOCK]
+
+    # ------------------------------------------------------------------ mempool entry
+
+    async def _admit(self, data: Any, peer: bytes | None, relay: bool) -> dict[str, Any]:
+        if not isinstance(data, bytes):
+            raise InvalidMessage("tx must be bytes")
+        loop = asyncio.get_running_loop()
+        try:
+            tx = await loop.run_in_executor(self._pool, self.mempool.precheck, data)
+        except TxRejected as exc:
+            if peer is not None and exc.code in ("bad_signature", "bad_encoding"):
+                raise InvalidMessage(f"gossiped tx refused: {exc.code}") from None
+            return self._result(exc.result())
+        res = self.mempool.add_checked(tx)
+        if res.ok and relay:
+            self.gossip("tx", data, exclude=peer)
+        if not res.ok:
+            self.metrics.txs_rejected.labels(res.code).inc()
+        return self._result(res)
+
+    @staticmethod
+    def _result(res: Any) -> dict[str, Any]:
+        return {"hash": res.tx_hash.hex() if res.tx_hash else None, "code": res.code,
+                "reason": res.reason}
+
+    # ------------------------------------------------------------------ commit hook
+
+    def after_commit(self, block: Block, cert: CommitCertificate, applied: Applied,
+                     seconds: float, synced: bool) -> None:
+        now = time.monotonic()
+        self.driver.last_commit_at = now
+        if self._recent_blocks:
+            self.metrics.block_interval.observe(now - self._recent_blocks[-1])
+        self._recent_blocks.append(now)
+        self.metrics.height.set(block.height)
+        self.metrics.block_txs.observe(len(block.txs))
+        self.metrics.txs_committed.inc(len(block.txs))
+        self.metrics.commit_seconds.observe(seconds)
+        signed = {s.validator for s in cert.sigs}
+        for i, v in enumerate(self.genesis.validators.validators):
+            if i not in signed:
+                self.metrics.missed_votes.labels(v.name or str(i)).inc()
+        app = self.executor.app
+        self.mempool.update(applied.tx_hashes, app.next_nonce, app.check_tx)
+        if block.evidence:
+            batch = self._evidence_kv.batch()
+            for ev in block.evidence:
+                h = ev.hash()
+                self.evidence.pop(h, None)
+                batch.delete(h)
+            self.kv.write(batch, sync=False)
+        for index, (tx_hash, receipt) in enumerate(zip(applied.tx_hashes, applied.receipts,
+                                                       strict=True)):
+            result = {"hash": tx_hash.hex(), "height": block.height, "index": index,
+                      "code": receipt.code, "reason": receipt.reason,
+                      "events": [e.to_map() for e in receipt.events]}
+            for fut in self._commit_waiters.pop(tx_hash, []):
+                if not fut.done():
+                    fut.set_result(result)
+            self.events.publish({"type": "tx", "hash": tx_hash.hex(), "height": block.height,
+                                 "index": index, "code": receipt.code})
+        self.events.publish({"type": "block", "height": block.height,
+                             "block_id": applied.block_id.hex(), "txs": len(block.txs),
+                             "time": block.header.time})
+        self.sync.drain()
+        event(log, "committed block", height=block.height, txs=len(block.txs),
+              round=cert.round, block_id=applied.block_id.hex()[:16],
+              ms=round(seconds * 1000, 1), synced=synced)
+
+    # ------------------------------------------------------------------ API facade
+
+    async def submit_tx(self, data: bytes, mode: str) -> dict[str, Any]:
+        if mode == "async":
+            tx_hash = sha256(data)
+            task = asyncio.get_running_loop().create_task(self._admit(data, None, True))
+            task.add_done_callback(lambda t: t.exception())
+            return {"hash": tx_hash.hex(), "code": "ok", "reason": "queued"}
+        fut: asyncio.Future | None = None
+        if mode == "commit":
+            fut = asyncio.get_running_loop().create_future()
+            self._commit_waiters.setdefault(sha256(data), []).append(fut)
+        result = await self._admit(data, None, relay=True)
+        if fut is None:
+            return result
+        if result["code"] != "ok":
+            self._drop_waiter(sha256(data), fut)
+            return result
+        try:
+            return await asyncio.wait_for(fut, self.config.api.commit_timeout_s)
+        except TimeoutError:
+            self._drop_waiter(sha256(data), fut)
+            return {**result, "code": "timeout",
+                    "reason": "not committed within the commit timeout (it may still be)"}
+
+    def _drop_waiter(self, tx_hash: bytes, fut: asyncio.Future) -> None:
+        futs = self._commit_waiters.get(tx_hash, [])
+        if fut in futs:
+            futs.remove(fut)
+        if not futs:
+            self._commit_waiters.pop(tx_hash, None)
+
+    def status(self) -> dict[str, Any]:
+        tip = self.store.tip()
+        return {
+            "chain_id": self.genesis.chain_id,
+            "node_id": self.node_key.public_key.hex(),
+            "moniker": self.config.node.moniker,
+            "height": self.height,
+            "latest_block_id": tip.block_id.hex() if tip and tip.block_id else None,
+            "latest_block_time": tip.time if tip else None,
+            "state_root": self.executor.state_root.hex(),
+            "catching_up": self.sync.catching_up,
+            "peers": [p.hex() for p in self.network.peers()],
+            "validator_index": self.validator_index,
+            "consensus": {"height": self.driver.machine.height,
+                          "round": self.driver.machine.round,
+                          "step": int(self.driver.machine.step)},
+            "mempool_txs": self.mempool.size(),
+            "genesis_hash": self.genesis.hash.hex(),
+        }
+
+    def health(self) -> tuple[bool, str]:
+        if self.stop_reason:
+            return False, self.stop_reason
+        if self.driver.task is not None and self.driver.task.done():
+            return False, "consensus stopped"
+        return True, "ok"
+
+    def refresh_metrics(self) -> None:
+        self.metrics.mempool_size.set(self.mempool.size())
+        self.metrics.mempool_bytes.set(self.mempool.bytes())
+        self.metrics.peers.set(len(self.network.peers()))
+        self.metrics.catching_up.set(1 if self.sync.catching_up else 0)
+
+    def validators_json(self) -> dict[str, Any]:
+        vs = self.genesis.validators
+        return {"validators": [{"index": i, "name": v.name, "pub_key": v.pub_key.hex(),
+                                "power": v.power} for i, v in enumerate(vs.validators)],
+                "total_power": vs.total_power, "hash": vs.hash().hex()}
+
+    def account(self, pub: bytes) -> dict[str, Any]:
+        return self.executor.app.get_account(pub)
+
+    def get_tx(self, tx_hash: bytes) -> dict[str, Any] | None:
+        rec = self.store.tx(tx_hash)
+        if rec is None:
+            if self.mempool.has(tx_hash):
+                return {"hash": tx_hash.hex(), "pending": True}
+            return None
+        tx = Transaction.decode(rec.tx)
+        return {"hash": tx_hash.hex(), "height": rec.height, "index": rec.index,
+                "tx": tx.to_json(), "receipt": to_jsonable(encoding.decode(rec.receipt))}
+
+    def get_block_bytes(self, height: int) -> bytes | None:
+        return self.store.block_bytes(height)
+
+    def get_certificate(self, height: int) -> CommitCertificate | None:
+        return self.store.certificate(height)
+
+    def get_block_json(self, height: int) -> dict[str, Any] | None:
+        block = self.store.block(height)
+        if block is None:
+            return None
+        receipts = self.store.receipts(height)
+        txs = []
+        for i, data in enumerate(block.txs):
+            tx = Transaction.decode(data).to_json()
+            if i < len(receipts):
+                r = encoding.decode(receipts[i])
+                tx["code"], tx["reason"] = r.get("code"), r.get("reason")
+            txs.append(tx)
+        cert = self.store.certificate(height)
+        return {
+            "block_id": block.block_id().hex(),
+            "header": to_jsonable(block.header.to_map()),
+            "txs": txs,
+            "evidence": [to_jsonable(e.to_map()) for e in block.evidence],
+            "last_commit": None if block.last_commit is None
+            else to_jsonable(block.last_commit.to_map()),
+            "certificate": None if cert is None else to_jsonable(cert.to_map()),
+        }
+
+    def query_record(self, kind: str, ident: str, proof: bool) -> dict[str, Any] | None:
+        """A member, claim or period record; with ``proof``, bundled with a Merkle proof
+        against the state root in the latest committed header and that header's
+        certificate."""
+        if not proof:
+            return self._lookup(self.executor.app, kind, ident)
+        height = self.height
+        block = self.store.block(height) if height else None
+        cert = self.store.certificate(height) if height else None
+        if block is None or cert is None:
+            return None
+        app, tree = self.executor.view_at(block.header.state_root)
+        record = self._lookup(app, kind, ident)
+        key = self._key(app, kind, ident)
+        if key is None:
+            return None
+        value = tree.get(key)
+        return {
+            "record": record, "key": key.hex(), "value": None if value is None else value.hex(),
+            "proof": tree.prove(key).encode().hex(),
+            "state_root": block.header.state_root.hex(), "height": height,
+            "header": block.header.encode().hex(), "certificate": cert.encode().hex(),
+        }
+
+    @staticmethod
+    def _lookup(app: Any, kind: str, ident: str) -> dict[str, Any] | None:
+        if kind == "member":
+            return app.get_member(ident)
+        if kind == "claim":
+            return app.get_claim(ident)
+        if kind == "period":
+            return app.get_period(int(ident)) if ident.isdigit() else None
+        raise ValueError(f"unknown record kind {kind}")
+
+    @staticmethod
+    def _key(app: Any, kind: str, ident: str) -> bytes | None:
+        try:
+            if kind == "member":
+                return app.member_key(ident)
+            if kind == "claim":
+                return app.claim_key(int(ident))
+            return app.period_key(int(ident))
+        except (ValueError, TypeError):
+            return None
+
+    def member_share(self, member_id: str, period: int) -> dict[str, Any] | None:
+        return self.executor.app.member_share(member_id, period)
+
+
+__all__ = ["Node", "NodeError", "FatalError"]

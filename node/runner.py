@@ -1,0 +1,49 @@
+"""``mutual start``: load config, genesis and keys, run the node until SIGTERM/SIGINT.
+
+Exit codes: 0 after a clean stop, 1 when the node failed (the reason is one log line and
+one line on stderr), 2 for bad configuration, genesis or key files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from chain.genesis import Genesis, GenesisError
+from node import config as cfg
+from node import logs
+from node.keys import KeyFileError, read_key
+from node.node import Node, NodeError
+from node.wal import WALCorruptError, WALError
+
+
+def run_node(home: Path) -> int:
+    try:
+        config = cfg.load(home)
+        genesis = Genesis.load(config.path(config.node.genesis_file))
+        node_key = read_key(config.path(config.node.node_key_file))
+        vkey_file = config.node.validator_key_file
+        validator_key = read_key(config.path(vkey_file)) if vkey_file else None
+    except (cfg.ConfigError, GenesisError, KeyFileError) as exc:
+        print(f"mutual: error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log.level, config.log.format, config.node.moniker)
+    node = Node(config, genesis, node_key, validator_key)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.request_stop)
+        await node.run()
+
+    try:
+        asyncio.run(main())
+    except WALCorruptError as exc:
+        print(f"mutual: error: the consensus WAL is damaged: {exc}", file=sys.stderr)
+        return 1
+    except (NodeError, WALError) as exc:
+        print(f"mutual: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
