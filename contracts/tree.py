@@ -39,6 +39,7 @@ META_ROOT_KEY = b"m"
 
 DEFAULT_NODE_CACHE = 250_000
 DEFAULT_VALUE_CACHE = 100_000
+MAX_UNWRITTEN = 2
 
 _MISS = object()
 _EMPTY_KIND, _LEAF_KIND, _INNER_KIND, _UNKNOWN = 0, 1, 2, 3
@@ -68,7 +69,8 @@ class StateTree:
         self._root = root
         self._pending: dict[bytes, bytes | None] = {}
         self._undo: list[dict[bytes, object]] = []
-        self._staged: Batch | None = None
+        # batches staged by recent commits that may not be written yet: (batch, root)
+        self._staged: list[tuple[Batch, bytes]] = []
         self._nodes: dict[bytes, bytes] = {}
         self._values: dict[bytes, bytes | None] = {}
         self._node_cap = max(node_cache, 16)
@@ -205,23 +207,21 @@ class StateTree:
         """Hash the dirty paths, stage the new nodes (and the flat values) into ``batch``,
         and return the new root, which ``root()`` reports from now on.
 
-        ``batch`` may come from any view of the tree's store. The caller writes it, at the
-        latest before the next ``commit`` (until then the tree reads through it)."""
+        ``batch`` may come from any view of the tree's store. The caller writes the batches
+        in commit order; until a batch is written the tree reads through it, and at most
+        ``MAX_UNWRITTEN`` commits may be outstanding (so a writer thread can persist one
+        block while the next is executed)."""
         if self._undo:
             raise StateError("cannot commit with an open savepoint")
-        if (
-            self._staged is not None
-            and self._root != EMPTY
-            and self._kv.get(NODE_PREFIX + self._root) is None
-        ):
-            raise StateError("the previous commit's batch has not been written")
         staged = self._kv.within(batch)
         pending = self._pending
         if not pending:
             return self._root
+        self._forget_written()
+        if len(self._staged) >= MAX_UNWRITTEN:
+            raise StateError(f"{len(self._staged)} committed batches are not written yet")
         ops, base = staged.sink()
         node_prefix = base + NODE_PREFIX
-        self._staged = staged
         self._ops = ops
         self._node_prefix = node_prefix
 
@@ -259,7 +259,21 @@ class StateTree:
             _evict(nodes)
         self._pending = {}
         self._root, self._root_kind, self._root_kh = new_root, kind, kh
+        self._staged.append((staged, new_root))
         return new_root
+
+    def _forget_written(self) -> None:
+        """Stop reading through batches that are on disk (batches are written in order,
+        so if the newest one is, all are)."""
+        if not self._staged:
+            return
+        root = self._staged[-1][1]
+        if root == EMPTY:
+            written = not self._flat or self._kv.get(META_ROOT_KEY) == EMPTY
+        else:
+            written = self._kv.get(NODE_PREFIX + root) is not None
+        if written:
+            self._staged.clear()
 
     def _update(
         self, h: bytes, kind: int, lkh: bytes | None, depth: int, lo: int, hi: int
@@ -350,8 +364,23 @@ class StateTree:
                 ((first[byte] & (0xFF00 >> (depth & 7)) & 0xFF) | mask,)
             )
             mid = bisect_left(live, threshold, lo, hi, key=_first)
-        left, lkind, lkh = self._build(depth + 1, live, lo, mid)
-        right, rkind, rkh = self._build(depth + 1, live, mid, hi)
+        # one-leaf and empty halves are common at the bottom: no call for them
+        n = mid - lo
+        if n == 1:
+            lkh, left = live[lo]
+            lkind = _LEAF_KIND
+        elif n == 0:
+            left, lkind, lkh = EMPTY, _EMPTY_KIND, None
+        else:
+            left, lkind, lkh = self._build(depth + 1, live, lo, mid)
+        n = hi - mid
+        if n == 1:
+            rkh, right = live[mid]
+            rkind = _LEAF_KIND
+        elif n == 0:
+            right, rkind, rkh = EMPTY, _EMPTY_KIND, None
+        else:
+            right, rkind, rkh = self._build(depth + 1, live, mid, hi)
         return self._inner(left, lkind, lkh, right, rkind, rkh), _INNER_KIND, None
 
     def _inner(
@@ -384,10 +413,13 @@ class StateTree:
         rec = self._nodes.get(h)
         if rec is not None:
             return rec
-        if self._staged is not None:
-            rec = self._staged.staged(NODE_PREFIX + h)[1]
-        if rec is None:
-            rec = self._kv.get(NODE_PREFIX + h)
+        key = NODE_PREFIX + h
+        for batch, _ in reversed(self._staged):
+            rec = batch.staged(key)[1]
+            if rec is not None:
+                break
+        else:
+            rec = self._kv.get(key)
         if rec is None:
             raise StateError(f"state node {h.hex()} is missing (unknown root or damaged store)")
         if rec[0] == 1:  # leaf records carry values: read them through, do not cache
@@ -423,8 +455,9 @@ class StateTree:
         return siblings, self._load(h)
 
     def _read_committed(self, key: bytes) -> bytes | None:
-        if self._staged is not None:
-            found, value = self._staged.staged(VALUE_PREFIX + key)
+        vkey = VALUE_PREFIX + key
+        for batch, _ in reversed(self._staged):
+            found, value = batch.staged(vkey)
             if found:
                 return value
         if self._flat:
