@@ -31,7 +31,7 @@ from chain import encoding
 from chain.certificate import CommitCertificate
 from chain.genesis import DEFAULT_CONSENSUS
 from chain.validators import ValidatorSet
-from chain.vote import MessageError, Proposal, Vote, VoteType
+from chain.vote import MAX_ROUND, MessageError, Proposal, Vote, VoteType
 from consensus.events import (
     Action,
     BlockValidated,
@@ -500,6 +500,8 @@ class ConsensusMachine:
             self._step = Step.PRECOMMIT
         else:
             # [L65-67] OnTimeoutPrecommit: next round, whatever our step
+            if self._round >= MAX_ROUND:  # votes cannot name a later round
+                return _reject(out, RejectKind.STALE, f"round limit {MAX_ROUND} reached")
             self._start_round(self._round + 1, out)
         self._run_rules(out)
         return None

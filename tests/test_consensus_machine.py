@@ -291,3 +291,13 @@ def test_timeouts_grow_with_the_round() -> None:
     assert t.duration(Step.PROPOSE, 5) == 3500
     assert t.duration(Step.PRECOMMIT, 2) == t.precommit_ms + 200
     assert TimeoutConfig.from_params({}) == TimeoutConfig()
+
+
+def test_rounds_stop_at_the_largest_round_a_vote_can_name() -> None:
+    from chain.vote import MAX_ROUND
+    m = machine(me=1)
+    for v in (2, 3):
+        m.handle(VoteReceived(vote(VoteType.PRECOMMIT, v, None, r=MAX_ROUND)), 1100)
+    assert m.round == MAX_ROUND
+    out = m.handle(TimeoutFired(1, MAX_ROUND, Step.PRECOMMIT), 1200)
+    assert kinds(out) == [RejectKind.STALE] and m.round == MAX_ROUND
