@@ -1,0 +1,618 @@
+"""One simulated cluster: validators running ``ConsensusMachine`` over the in-memory network.
+
+The cluster is the *driver* of every machine (what ``node/`` is in production):
+
+* blocks are opaque ids; on ``RequestValue`` the cluster builds one
+  (``sha256("sim-block" ‖ seed ‖ height ‖ round ‖ validator ‖ counter)``), registers it as
+  valid for that height with the BFT time of the builder's last certificate, and answers
+  ``ValueReady``; proposals are delivered with the registry's verdict inline, and a
+  ``RequestBlock`` is answered with ``BlockValidated`` (a block is valid iff it was built
+  valid *for that height*);
+* ``Commit`` is stored in the endpoint's block store (which survives crashes) and the next
+  height starts after ``timeout_commit_ms`` of simulated time;
+* gossip: when an endpoint has not committed since its last gossip tick it re-sends every
+  message it signed at its current height and asks its peers for the certificate of that
+  height (``CatchUp``); an endpoint that receives a message two or more heights ahead (or
+  one ahead while undecided) asks that peer directly. A peer that has the certificate
+  answers with its precommits, which the lagging machine counts like any votes (the
+  paper's L49 "commit from precommits" path, with the block fetched by ``RequestBlock``).
+
+Endpoints are validators ``0..n-1`` plus one extra endpoint per Twin (same validator
+index and key, its own signer). Everything observed is recorded in a ``RunRecord`` for
+``consensus.sim.checks``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chain.certificate import CommitCertificate, weighted_median_time
+from chain.crypto import PrivateKey
+from chain.evidence import DuplicateVoteEvidence
+from chain.genesis import DEFAULT_CONSENSUS
+from chain.hashing import sha256
+from chain.validators import Validator, ValidatorSet
+from chain.vote import Proposal, Vote
+from consensus.events import (
+    BlockValidated,
+    BroadcastProposal,
+    BroadcastVote,
+    Commit,
+    EmitEvidence,
+    ProposalReceived,
+    Rejected,
+    RequestBlock,
+    RequestValue,
+    ScheduleTimeout,
+    SignerRefused,
+    TimeoutFired,
+    ValueReady,
+    VoteReceived,
+)
+from consensus.machine import ConsensusMachine, TimeoutConfig
+from consensus.signer import MemorySignerBackend, Signer
+from consensus.sim.byzantine import FAKE_SIG, Adversary
+from consensus.sim.faults import HONEST, Scenario
+from consensus.sim.network import (
+    DELIVER,
+    FAULT,
+    GOSSIP,
+    START_HEIGHT,
+    SYNCHRONOUS,
+    TIMER,
+    Network,
+    Scheduler,
+)
+from consensus.sim.verify import CHAIN_ID, certificate_ok
+
+TIMEOUT_COMMIT_MS = DEFAULT_CONSENSUS["timeout_commit_ms"]
+GOSSIP_MS = 700
+LIVENESS_MS = 30_000
+PER_HEIGHT_MS = 1_000
+MAX_EVENTS = 3_000_000
+
+_KEYS: dict[int, PrivateKey] = {}
+_SETS: dict[int, ValidatorSet] = {}
+
+
+def validator_key(i: int) -> PrivateKey:
+    """The simulator's fixed key of validator ``i`` (the same in every scenario)."""
+    key = _KEYS.get(i)
+    if key is None:
+        key = _KEYS[i] = PrivateKey(sha256(b"sim-validator-key" + i.to_bytes(4, "big")))
+    return key
+
+
+def validator_set(n: int) -> ValidatorSet:
+    """Equal-power validators 0..n-1 with the simulator's keys."""
+    vs = _SETS.get(n)
+    if vs is None:
+        vs = _SETS[n] = ValidatorSet(
+            Validator(validator_key(i).public_key.raw, 1, f"v{i}") for i in range(n))
+    return vs
+
+
+class FakeKey:
+    """A signing key whose signatures are 64 zero bytes (for runs with signatures off)."""
+
+    __slots__ = ("public_key",)
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.public_key = key.public_key
+
+    def sign_raw(self, message: bytes) -> bytes:
+        return FAKE_SIG
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Simulator gossip: "I am at ``height``; send me its certificate if you have it"."""
+
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateReply:
+    """Simulator gossip: the certificate of a decided height, answering a ``CatchUp``."""
+
+    height: int
+    block_id: bytes
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    height: int
+    round: int
+    builder: int
+    valid: bool
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    height: int
+    round: int
+    block_id: bytes
+    certificate: CommitCertificate
+    time_ms: int  # simulated time of the commit
+    synced: bool = False  # taken from a peer's certificate (block sync), not decided here
+
+
+@dataclass
+class RunRecord:
+    """What happened in one run, for the invariant checks."""
+
+    scenario: Scenario
+    signatures: bool
+    validators: ValidatorSet
+    endpoints: list[int]  # endpoint -> validator index
+    honest: set[int]  # endpoints of honest validators (no-double-sign, liveness)
+    honest_code: set[int]  # endpoints running the unmodified machine (agreement, evidence)
+    commits: list[dict[int, CommitRecord]]  # per endpoint
+    blocks: dict[bytes, BlockInfo]
+    proposed: set[tuple[int, bytes]]  # (height, block id) of every proposal sent
+    # (validator, height, round, step) -> distinct signed contents, honest endpoints only
+    honest_signed: dict[tuple[int, int, int, int], set[tuple]]
+    evidence: list[tuple[int, DuplicateVoteEvidence]]  # (endpoint, evidence)
+    # (endpoint, (validator, height, round, type)) of conflicting votes an endpoint processed
+    conflicts_seen: set[tuple[int, tuple[int, int, int, int]]]
+    equivocators: set[int]  # validators that signed two different votes for one step
+    signer_refusals: list[tuple[int, SignerRefused]]
+    heal_at: int
+    end_time: int
+    events: int
+    timed_out: bool
+    trace: deque[tuple]
+    recovery_ms: int = -1  # time from heal until every honest endpoint committed again
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Endpoint:
+    """One running copy of a validator (or a Twin copy)."""
+
+    __slots__ = ("ep", "validator", "role", "key", "backend", "machine", "height",
+                 "commits", "sent", "asked", "tick_height", "first_vote", "incarnation",
+                 "adversary", "persisted", "up", "last_commit_time", "top")
+
+    def __init__(self, ep: int, validator: int, role: str, key: PrivateKey) -> None:
+        self.ep = ep
+        self.validator = validator
+        self.role = role
+        self.key = key
+        self.backend = MemorySignerBackend()
+        self.machine: ConsensusMachine | None = None
+        self.height = 0
+        self.commits: dict[int, CommitRecord] = {}
+        self.sent: list[Vote | Proposal] = []  # signed at the current height (for gossip)
+        self.asked: set[tuple[int, int]] = set()  # (peer, height) catch-ups requested
+        self.tick_height = -1
+        # (validator, height, round, type) -> first block id this incarnation processed
+        self.first_vote: dict[tuple[int, int, int, int], bytes | None] = {}
+        self.incarnation = 0
+        self.adversary: Adversary | None = None
+        self.persisted = None
+        self.up = False
+        self.last_commit_time = -1
+        self.top = 0  # highest committed height
+
+
+class Cluster:
+    """Runs one ``Scenario`` to completion and returns its ``RunRecord``."""
+
+    def __init__(self, scenario: Scenario, signatures: bool = True, trace_limit: int = 400,
+                 gossip: bool = True, liveness_ms: int = LIVENESS_MS,
+                 timeouts: TimeoutConfig | None = None,
+                 timeout_commit_ms: int = TIMEOUT_COMMIT_MS,
+                 core_clock: Callable[[], float] | None = None) -> None:
+        """``core_clock``, if given (bench only), times every call into the machine so the
+        cost of the consensus logic can be told apart from the simulator's own."""
+        self.sc = scenario
+        self.core_clock = core_clock
+        self.core_seconds = 0.0
+        self.signatures = signatures
+        self.rng = random.Random(f"sim:{scenario.seed}:{scenario.family}:{scenario.n}")
+        self.sched = Scheduler()
+        self.vset = validator_set(scenario.n)
+        self.timeouts = timeouts or TimeoutConfig()
+        self.timeout_commit_ms = timeout_commit_ms
+        self.gossip = gossip
+        self.liveness_ms = liveness_ms
+        self.tracing = trace_limit > 0
+        self.trace: deque[tuple] = deque(maxlen=max(trace_limit, 1))
+        self.block_counter = 0
+        self.blocks: dict[bytes, BlockInfo] = {}
+        self.proposed: set[tuple[int, bytes]] = set()
+        self.honest_signed: dict[tuple[int, int, int, int], set[tuple]] = {}
+        self.evidence: list[tuple[int, DuplicateVoteEvidence]] = []
+        self.conflicts_seen: set[tuple[int, tuple[int, int, int, int]]] = set()
+        self.signed_by: dict[tuple[int, int, int, int], bytes | None] = {}
+        self.equivocators: set[int] = set()
+        self.refusals: list[tuple[int, SignerRefused]] = []
+        self.events = 0
+        self.synced = 0
+
+        self.eps: list[Endpoint] = []
+        for i, role in enumerate(scenario.roles):
+            self.eps.append(Endpoint(i, i, role, validator_key(i)))
+        for i, role in enumerate(scenario.roles):
+            if role == "twins":
+                self.eps.append(Endpoint(len(self.eps), i, role, validator_key(i)))
+        for e in self.eps:
+            if e.role in ("equivocate", "double_vote"):
+                e.adversary = Adversary(e.role, e.key, CHAIN_ID, signatures, self.rng,
+                                        self._new_block)
+        self.all_eps = list(range(len(self.eps)))
+        self.net = Network(self.rng, self.sched, len(self.eps), scenario.conditions)
+        self.honest = {e.ep for e in self.eps if e.role == HONEST}
+        self.honest_code = {e.ep for e in self.eps if e.role != "silent"}
+
+    # ------------------------------------------------------------------ blocks
+
+    def _new_block(self, height: int, round_: int, valid: bool, builder: int = -1,
+                   time_ms: int = 0) -> bytes:
+        self.block_counter += 1
+        block_id = sha256(b"sim-block:%d:%d:%d:%d:%d" % (
+            self.sc.seed, height, round_, builder, self.block_counter))
+        self.blocks[block_id] = BlockInfo(height, round_, builder, valid, time_ms)
+        return block_id
+
+    def _verdict(self, height: int, block_id: bytes) -> tuple[bool, int] | None:
+        info = self.blocks.get(block_id)
+        if info is None:
+            return None
+        return info.valid and info.height == height, info.time_ms
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _machine(self, e: Endpoint) -> ConsensusMachine:
+        key = e.key if self.signatures else FakeKey(e.key)
+        return ConsensusMachine(CHAIN_ID, Signer(key, e.backend), self.timeouts,
+                                verify_signatures=self.signatures)
+
+    def _boot(self, e: Endpoint, mode: str = "fresh") -> None:
+        e.up = True
+        e.incarnation += 1
+        e.first_vote = {}
+        e.sent = []
+        e.asked = set()
+        e.tick_height = -1
+        if mode == "wipe":
+            e.backend = MemorySignerBackend()
+        e.machine = self._machine(e)
+        height = e.top + 1
+        resume = e.persisted if mode == "wal" else None
+        self._start_height(e, height, resume)
+        if self.gossip:
+            self.sched.at(self.sched.now + GOSSIP_MS + self.rng.randint(0, 100), GOSSIP,
+                          e.ep, self.net.epoch[e.ep], None)
+
+    def _start_height(self, e: Endpoint, height: int, resume=None) -> None:
+        e.height = height
+        e.sent = []
+        if self.tracing:
+            self.trace.append((self.sched.now, e.ep, "start", height))
+        clock = self.core_clock
+        if clock is None:
+            actions = e.machine.start_height(height, self.vset, self.sched.now, resume)
+        else:
+            t0 = clock()
+            actions = e.machine.start_height(height, self.vset, self.sched.now, resume)
+            self.core_seconds += clock() - t0
+        self._execute(e, actions)
+
+    def _crash(self, ep: int) -> None:
+        e = self.eps[ep]
+        if not e.up:
+            return
+        self.net.crash(ep)
+        e.persisted = e.machine.round_state()  # what a WAL synced every step would hold
+        e.machine = None
+        e.up = False
+        if self.tracing:
+            self.trace.append((self.sched.now, ep, "crash", None))
+
+    def _restart(self, ep: int, mode: str) -> None:
+        e = self.eps[ep]
+        if e.up:
+            return
+        self.net.restart(ep)
+        if self.tracing:
+            self.trace.append((self.sched.now, ep, "restart", mode))
+        self._boot(e, mode)
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> RunRecord:
+        sc = self.sc
+        for t, op, args in sc.events:
+            self.sched.at(t, FAULT, -1, 0, (op, args))
+        self.sched.at(sc.heal_at, FAULT, -1, 0, ("gst", ()))
+        for e in self.eps:
+            if e.role == "silent":
+                self.net.crash(e.ep)  # never up: everything sent to it is lost
+                continue
+            self._boot(e)
+        # after GST: liveness_ms to recover, plus a generous second per height to reach H
+        deadline = sc.heal_at + self.liveness_ms + PER_HEIGHT_MS * sc.heights
+        timed_out = False
+        sched = self.sched
+        eps = self.eps
+        net_epoch = self.net.epoch
+        while True:
+            entry = sched.pop()
+            if entry is None:
+                timed_out = True
+                break
+            t, _, kind, ep, epoch, data = entry
+            if t > deadline:
+                timed_out = True
+                break
+            self.events += 1
+            if self.events > MAX_EVENTS:
+                timed_out = True
+                break
+            if kind == FAULT:
+                self._fault(*data)
+                if self._finished():
+                    break
+                continue
+            if epoch != net_epoch[ep]:
+                continue  # sent to an earlier incarnation: lost in the crash
+            e = eps[ep]
+            if kind == DELIVER:
+                self._deliver(e, data[0], data[1])
+            elif kind == TIMER:
+                self._feed(e, data)
+            elif kind == START_HEIGHT:
+                if data == e.height + 1:
+                    self._start_height(e, data)
+            elif kind == GOSSIP:
+                self._gossip(e)
+                sched.at(t + GOSSIP_MS, GOSSIP, ep, epoch, None)
+            if self._committed:
+                self._committed = False
+                if self._check_done and self._finished():
+                    break
+        return self._record(timed_out)
+
+    _check_done = False
+    _committed = False
+
+    def _fault(self, op: str, args: tuple) -> None:
+        if self.tracing:
+            self.trace.append((self.sched.now, -1, op, args))
+        if op == "conditions":
+            self.net.set_conditions(args[0])
+        elif op == "partition":
+            self.net.partition(args[0])
+        elif op == "heal":
+            self.net.heal()
+        elif op == "crash":
+            self._crash(args[0])
+        elif op == "restart":
+            self._restart(args[0], args[1])
+        elif op == "gst":
+            # the global stabilisation time: links become reliable and timely for good
+            self.net.heal()
+            self.net.set_conditions(SYNCHRONOUS)
+            self._check_done = True
+
+    def _finished(self) -> bool:
+        heal, want = self.sc.heal_at, self.sc.heights
+        for ep in self.honest:
+            e = self.eps[ep]
+            if e.top < want or e.last_commit_time <= heal:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ inputs
+
+    def _deliver(self, e: Endpoint, src: int, msg) -> None:
+        cls = msg.__class__
+        if cls is Vote:
+            if msg.height > e.height + 1 or (msg.height == e.height + 1
+                                            and e.machine.decision is None):
+                self._ask(e, src)
+            if msg.height != e.height:
+                self._feed(e, VoteReceived(msg))
+                return
+            rejected = self._feed(e, VoteReceived(msg))
+            if not rejected:
+                key = (msg.validator, msg.height, msg.round, msg.type)
+                first = e.first_vote.setdefault(key, msg.block_id)
+                if first != msg.block_id:
+                    self.conflicts_seen.add((e.ep, key))
+        elif cls is Proposal:
+            if msg.height > e.height + 1:
+                self._ask(e, src)
+            verdict = self._verdict(msg.height, msg.block_id)
+            if verdict is None:
+                self._feed(e, ProposalReceived(msg))
+            else:
+                self._feed(e, ProposalReceived(msg, verdict[0], verdict[1]))
+        elif cls is CatchUp:
+            rec = e.commits.get(msg.height)
+            if rec is not None:
+                if self.tracing:
+                    self.trace.append((self.sched.now, e.ep, "catchup-reply", (src, msg.height)))
+                self.net.send(e.ep, src, CertificateReply(rec.height, rec.block_id,
+                                                          rec.certificate))
+        elif cls is CertificateReply:
+            self._sync(e, msg)
+
+    def _sync(self, e: Endpoint, msg: CertificateReply) -> None:
+        """Catch up on a height others decided: first through the machine (its L49 rule
+        fed with the certificate's precommits), else as block sync does it (verify the
+        certificate and the block, store them, move on)."""
+        if msg.height != e.height or msg.height in e.commits:
+            return
+        for vote in msg.certificate.votes():
+            self._feed(e, VoteReceived(vote))
+            if msg.height in e.commits or e.machine is None:
+                return
+        verdict = self._verdict(msg.height, msg.block_id)
+        ok, _ = certificate_ok(msg.certificate, self.vset, msg.height, msg.block_id,
+                               self.signatures)
+        if not ok or verdict is None or not verdict[0]:
+            return
+        if self.tracing:
+            self.trace.append((self.sched.now, e.ep, "block-sync", (msg.height, msg.block_id)))
+        self.synced += 1
+        self._store_commit(e, msg.height, msg.certificate.round, msg.block_id,
+                           msg.certificate, synced=True)
+
+    def _ask(self, e: Endpoint, peer: int) -> None:
+        tag = (peer, e.height)
+        if tag not in e.asked:
+            e.asked.add(tag)
+            self.net.send(e.ep, peer, CatchUp(e.height))
+
+    def _gossip(self, e: Endpoint) -> None:
+        if e.height != e.tick_height:
+            e.tick_height = e.height
+            return
+        # no commit for a whole gossip period: re-send what we signed and ask for help
+        if self.tracing:
+            self.trace.append((self.sched.now, e.ep, "gossip", e.height))
+        for msg in e.sent:
+            self._send_signed(e, msg, record=False)
+        self.net.broadcast(e.ep, CatchUp(e.height), self.all_eps)
+
+    def _feed(self, e: Endpoint, event) -> bool:
+        """Hand ``event`` to the endpoint's machine; True if it was rejected."""
+        if self.tracing:
+            self.trace.append((self.sched.now, e.ep, "in", event))
+        clock = self.core_clock
+        if clock is None:
+            return self._execute(e, e.machine.handle(event, self.sched.now))
+        t0 = clock()
+        actions = e.machine.handle(event, self.sched.now)
+        self.core_seconds += clock() - t0
+        return self._execute(e, actions)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _execute(self, e: Endpoint, actions: list) -> bool:
+        rejected = False
+        follow: list = []
+        now = self.sched.now
+        tracing = self.tracing
+        for a in actions:
+            cls = a.__class__
+            if tracing and cls is not Rejected:
+                self.trace.append((now, e.ep, "out", a))
+            if cls is BroadcastVote:
+                vote = a.vote
+                if vote.height == e.height:
+                    key = (vote.validator, vote.height, vote.round, vote.type)
+                    first = e.first_vote.setdefault(key, vote.block_id)
+                    if first != vote.block_id:
+                        self.conflicts_seen.add((e.ep, key))
+                self._send_signed(e, vote)
+            elif cls is ScheduleTimeout:
+                self.sched.at(now + a.duration_ms, TIMER, e.ep, self.net.epoch[e.ep],
+                              TimeoutFired(a.height, a.round, a.step))
+            elif cls is Rejected:
+                rejected = True
+                if tracing:
+                    self.trace.append((now, e.ep, "rejected", a))
+            elif cls is BroadcastProposal:
+                self._send_signed(e, a.proposal)
+            elif cls is RequestValue:
+                follow.append(self._build(e, a))
+            elif cls is RequestBlock:
+                verdict = self._verdict(a.height, a.block_id)
+                if verdict is not None:
+                    follow.append(BlockValidated(a.height, a.block_id, *verdict))
+            elif cls is Commit:
+                self._commit(e, a)
+            elif cls is EmitEvidence:
+                self.evidence.append((e.ep, a.evidence))
+            elif cls is SignerRefused:
+                self.refusals.append((e.ep, a))
+        for event in follow:
+            if e.machine is not None:
+                self._feed(e, event)
+        return rejected
+
+    def _build(self, e: Endpoint, a: RequestValue) -> ValueReady:
+        prev = e.commits.get(a.height - 1)
+        time_ms = weighted_median_time(prev.certificate, self.vset) if prev else 0
+        valid = e.role != "invalid"
+        block_id = self._new_block(a.height, a.round, valid, e.validator, time_ms)
+        return ValueReady(a.height, a.round, block_id, time_ms)
+
+    def _commit(self, e: Endpoint, a: Commit) -> None:
+        self._store_commit(e, a.height, a.round, a.block_id, a.certificate)
+
+    def _store_commit(self, e: Endpoint, height: int, round_: int, block_id: bytes,
+                      cert: CommitCertificate, synced: bool = False) -> None:
+        now = self.sched.now
+        e.commits[height] = CommitRecord(height, round_, block_id, cert, now, synced)
+        e.last_commit_time = now
+        if height > e.top:
+            e.top = height
+        self._committed = True
+        self.sched.at(now + self.timeout_commit_ms, START_HEIGHT, e.ep, self.net.epoch[e.ep],
+                      height + 1)
+
+    def _send_signed(self, e: Endpoint, msg: Vote | Proposal, record: bool = True) -> None:
+        """Send a message the endpoint's machine signed, through its adversary if any."""
+        peers = self.all_eps
+        sends = [(msg, peers)] if e.adversary is None else e.adversary.outgoing(msg, peers)
+        for m, dests in sends:
+            if record:
+                self._log_signed(e, m)
+            for dst in dests:
+                if dst != e.ep:
+                    self.net.send(e.ep, dst, m)
+
+    def _log_signed(self, e: Endpoint, m: Vote | Proposal) -> None:
+        if e.machine is not None and m.height == e.height and e.adversary is None:
+            e.sent.append(m)
+        if m.__class__ is Proposal:
+            step = 1
+            content: tuple = (m.block_id, m.pol_round, m.timestamp)
+            self.proposed.add((m.height, m.block_id))
+        else:
+            step = 1 + m.type
+            content = (m.block_id, m.timestamp)
+            key = (m.validator, m.height, m.round, step)
+            prior = self.signed_by.setdefault(key, m.block_id)
+            if prior != m.block_id:
+                self.equivocators.add(m.validator)
+        if e.ep in self.honest:
+            key = (m.validator, m.height, m.round, step)
+            seen = self.honest_signed.get(key)
+            if seen is None:
+                self.honest_signed[key] = {content}
+            else:
+                seen.add(content)
+
+    # ------------------------------------------------------------------ result
+
+    def _record(self, timed_out: bool) -> RunRecord:
+        heal = self.sc.heal_at
+        recovery = -1
+        if not timed_out:
+            firsts = []
+            for ep in self.honest:
+                after = [c.time_ms for c in self.eps[ep].commits.values() if c.time_ms > heal]
+                firsts.append(min(after) if after else heal)
+            recovery = max(firsts, default=heal) - heal
+        return RunRecord(
+            scenario=self.sc, signatures=self.signatures, validators=self.vset,
+            endpoints=[e.validator for e in self.eps], honest=set(self.honest),
+            honest_code=set(self.honest_code), commits=[e.commits for e in self.eps],
+            blocks=self.blocks, proposed=self.proposed, honest_signed=self.honest_signed,
+            evidence=self.evidence, conflicts_seen=self.conflicts_seen,
+            equivocators=self.equivocators, signer_refusals=self.refusals, heal_at=heal,
+            end_time=self.sched.now, events=self.events, timed_out=timed_out,
+            trace=self.trace, recovery_ms=recovery,
+            stats={"sent": self.net.sent, "dropped": self.net.dropped,
+                   "duplicated": self.net.duplicated,
+                   "synced": self.synced})

@@ -1,0 +1,46 @@
+"""Signature-aware verification of certificates and evidence for the simulator.
+
+With signatures on these are exactly ``chain.certificate.verify_certificate`` and
+``DuplicateVoteEvidence.verify``. With signatures off (the simulator's fast mode, in which
+every signature is 64 zero bytes) they perform the same checks minus Ed25519.
+"""
+
+from __future__ import annotations
+
+from chain.certificate import CommitCertificate, verify_certificate
+from chain.evidence import DuplicateVoteEvidence
+from chain.validators import ValidatorSet
+
+CHAIN_ID = "sim-chain"
+
+
+def certificate_ok(cert: CommitCertificate, validators: ValidatorSet, height: int,
+                   block_id: bytes, signatures: bool) -> tuple[bool, str]:
+    """``verify_certificate``, or its signature-free part when signatures are off."""
+    if signatures:
+        return verify_certificate(cert, CHAIN_ID, validators, height, block_id)
+    if cert.height != height or cert.block_id != block_id:
+        return False, "certificate is for another height or block"
+    seen: set[int] = set()
+    for s in cert.sigs:
+        if s.validator in seen or not 0 <= s.validator < len(validators):
+            return False, f"bad or repeated validator {s.validator}"
+        seen.add(s.validator)
+    if not validators.has_quorum(validators.power_of(list(seen))):
+        return False, "not more than 2/3 of the power"
+    return True, "ok"
+
+
+def evidence_ok(ev: DuplicateVoteEvidence, validators: ValidatorSet,
+                signatures: bool) -> tuple[bool, str]:
+    """``DuplicateVoteEvidence.verify``, or its signature-free part."""
+    if signatures:
+        return ev.verify(CHAIN_ID, validators)
+    a, b = ev.vote_a, ev.vote_b
+    if (a.height, a.round, a.type, a.validator) != (b.height, b.round, b.type, b.validator):
+        return False, "votes are not for the same height, round, type and validator"
+    if a.block_id == b.block_id:
+        return False, "votes are for the same block"
+    if a.encode() >= b.encode():
+        return False, "votes are not in canonical order"
+    return True, "ok"
