@@ -129,6 +129,8 @@ class Api:
             "mempool_full", "sender_full", "timeout") else 400)
         if mode == "commit" and result.get("height") is not None:
             status = 200  # committed: the receipt's code says whether it applied
+        if status != 200:
+            result = {"error": result["code"], "message": result["reason"], **result}
         return _json(result, status)
 
     async def get_tx(self, request: web.Request) -> web.Response:

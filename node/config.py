@@ -51,6 +51,11 @@ class MempoolSection:
 
 
 @dataclass
+class ConsensusSection:
+    empty_block_interval_ms: int = 1000
+
+
+@dataclass
 class LogSection:
     level: str = "info"
     format: str = "json"
@@ -62,6 +67,7 @@ class Config:
     api: ApiSection = field(default_factory=ApiSection)
     p2p: P2PSection = field(default_factory=P2PSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
     log: LogSection = field(default_factory=LogSection)
     home: Path = field(default=Path("."), repr=False)
 
@@ -97,6 +103,10 @@ _HELP = {
         "max_bytes": "most transaction bytes held",
         "max_per_sender": "most pending transactions per sender",
     },
+    "consensus": {
+        "empty_block_interval_ms": "with no transaction waiting, start the next height only "
+                                   "after this long (blocks are still made so the clock moves)",
+    },
     "log": {
         "level": "debug | info | warning | error",
         "format": "json (one object per line) | text",
@@ -117,7 +127,7 @@ def _toml_value(value: Any) -> str:
 def render(config: Config) -> str:
     """A complete, commented config.toml for ``config``."""
     lines = ["# mutual-ledger node configuration. Every option is listed with its default.", ""]
-    for section in ("node", "api", "p2p", "mempool", "log"):
+    for section in ("node", "api", "p2p", "mempool", "consensus", "log"):
         lines.append(f"[{section}]")
         obj = getattr(config, section)
         for f in fields(obj):

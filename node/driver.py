@@ -96,6 +96,7 @@ class ConsensusDriver:
         self.last_commit_at: float | None = None
         self.stopped_reason: str | None = None
         self._waiting_next_height = False
+        self._next_height_seen = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,6 +126,7 @@ class ConsensusDriver:
             t.cancel()
         self._timers.clear()
         self._waiting_next_height = False
+        self._next_height_seen = False
         self.own_messages = []
         self.blocks = {k: b for k, b in self.blocks.items() if b.height >= height}
         self.block_txs = {k: v for k, v in self.block_txs.items() if k in self.blocks}
@@ -186,6 +188,8 @@ class ConsensusDriver:
             self._on_proposal(proposal, block_bytes, item.peer)
         elif item.kind == "vote":
             vote = item.payload
+            if vote.height == self.machine.height + 1:
+                self._next_height_seen = True
             if self._wal_input({"k": "v", "vote": vote.to_map()}, vote.height):
                 self._feed(VoteReceived(vote), item.peer, relay=("vote", vote.to_map()))
         elif item.kind == "timeout":
@@ -197,9 +201,27 @@ class ConsensusDriver:
             self._on_synced(block, cert, item.peer)
         elif item.kind == "next_height":
             if item.payload == self.machine.height and self._waiting_next_height:
-                self._begin_height(item.payload + 1)
+                if self._ready_for_next_height():
+                    self._begin_height(item.payload + 1)
+                else:
+                    self._recheck_later(item.payload)
         elif item.kind == "call":
             item.payload()
+
+    def _ready_for_next_height(self) -> bool:
+        """Start the next height at once when there is work; with none, wait up to the
+        empty-block interval (blocks still come, so block time keeps moving)."""
+        if self.node.mempool.ready_count() > 0 or self.node.sync.catching_up:
+            return True
+        if self._next_height_seen:
+            return True  # a peer already proposes or votes there
+        last = self.last_commit_at or 0.0
+        return time.monotonic() - last >= self.node.config.consensus.empty_block_interval_ms / 1000
+
+    def _recheck_later(self, height: int) -> None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(0.05, lambda: self.submit("next_height", height))
+        self._timers.add(handle)
 
     def _wal_input(self, record: dict[str, Any], height: int) -> bool:
         """Log an input of the current height before it is handled (no fsync needed:
@@ -232,6 +254,7 @@ class ConsensusDriver:
                        relay=("proposal", {"proposal": proposal.to_map(),
                                            "block": block_bytes}))
         else:
+            self._next_height_seen = True
             self._feed(ProposalReceived(proposal), peer)
 
     def _judge_block(self, block_id: bytes, block: Block) -> tuple[bool, int]:
