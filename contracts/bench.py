@@ -1,0 +1,497 @@
+"""``python -m contracts.bench``: figures for the rules and the authenticated state.
+
+This is a command-line tool, not part of the rules: unlike the rest of ``contracts`` it reads
+the clock, uses a temporary directory and the LevelDB backend (imported lazily from
+``node.kvstore``), and starts one writer thread. Importing ``contracts`` never imports it.
+
+For each size N (default 1,000 / 100,000 / 1,000,000 members) it builds a state on
+LevelDB and measures:
+
+* import: N members loaded into the tree and committed to LevelDB. The member, identity
+  and account records are exactly what the rules' ``register_member`` writes (the shapes
+  are taken from one real transaction delivered through ``Application``); the counters
+  (meta, cohort, registrar nonce) are updated once. Keys are fed in key-hash order, in
+  chunks, with a writer thread persisting one chunk while the next is hashed.
+* apply: blocks of transactions (a mix of register_member, file_claim, assess_claim) run
+  through ``Application`` exactly as the node does: begin_block, deliver_tx each (their
+  signatures count as checked), end_block, commit, one synced LevelDB write per block.
+* settle: the block whose begin_block runs the settlement of the period holding the
+  approved claims (same claim count at every size), including commit and synced write.
+* proofs: encoded size of inclusion and non-inclusion proofs for random keys.
+
+It prints readable lines, then one final JSON line. ``settle_ms_1k``/``settle_ms_1m`` are
+the smallest and largest sizes run (``sizes`` in the JSON says which); ``apply_per_s`` is
+measured at the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
+from hashlib import sha256
+from typing import Any
+
+import msgpack
+
+from chain.crypto import Domain, PrivateKey
+from chain.genesis import Genesis
+from chain.tx import Transaction
+from contracts import params as params_mod
+from contracts import records
+from contracts.app import Application
+from contracts.kv import KV
+from contracts.memstate import MemState
+from contracts.proof import Proof, verify_proof
+from contracts.tree import StateTree
+
+CHAIN_ID = "mutual-bench"
+REGISTRAR = PrivateKey(sha256(b"bench registrar").digest())
+ASSESSOR = PrivateKey(sha256(b"bench assessor").digest())
+OPERATOR = PrivateKey(sha256(b"bench operator").digest())
+VALIDATOR = PrivateKey(sha256(b"bench validator").digest())
+GENESIS_TIME = "2024-01-01T00:00:00+00:00"
+SECOND = 1000
+LOAD_TIME = 1 * SECOND       # bulk members join at genesis + 1 s (period 1)
+APPLY_START = 61 * SECOND    # period 2, after the waiting period, before notice 2
+NOTICE_2 = 80 * SECOND
+WINDOW_CLOSE_2 = 91 * SECOND
+SETTLE_2 = 105 * SECOND
+CHUNK_KEYS = 40_000
+BUCKET_BITS = 12
+STATE_PREFIX = b"state/"
+
+
+def genesis() -> Genesis:
+    return Genesis.from_doc({
+        "chain_id": CHAIN_ID,
+        "genesis_time": GENESIS_TIME,
+        "validators": [{"name": "v0", "pub_key": VALIDATOR.public_key.hex(), "power": 10}],
+        "registrars": [REGISTRAR.public_key.hex()],
+        "assessors": [ASSESSOR.public_key.hex()],
+        "operator": OPERATOR.public_key.hex(),
+        "params": params_mod.profile("devnet"),
+    })
+
+
+def bulk_pk(i: int) -> bytes:
+    """Bulk members' ids: stand-ins for public keys (their txs count as already verified)."""
+    return sha256(b"bench member" + i.to_bytes(8, "big")).digest()
+
+
+def bulk_identity(i: int) -> bytes:
+    return sha256(b"bench identity" + i.to_bytes(8, "big")).digest()
+
+
+def register_body(pk: bytes, identity: bytes) -> dict[str, Any]:
+    return {
+        "member": pk, "identity_hash": identity, "birth_date": "1990-05-01",
+        "health_hash": sha256(b"health").digest(), "credit_score": 700,
+        "credit_ref": sha256(b"credit").digest(),
+    }
+
+
+def _tx(sender: PrivateKey | bytes, type_: str, nonce: int, body: dict[str, Any]) -> Transaction:
+    pk = sender if isinstance(sender, bytes) else sender.public_key.raw
+    return Transaction(CHAIN_ID, type_, pk, nonce, body)
+
+
+def _seed(height: int) -> bytes:
+    return sha256(b"bench seed" + height.to_bytes(8, "big")).digest()
+
+
+# -- bulk loading ------------------------------------------------------------------------
+
+
+class MemberTemplate:
+    """The records one ``register_member`` writes, captured from a real delivery."""
+
+    def __init__(self, g: Genesis) -> None:
+        state = MemState()
+        app = Application(g, state)
+        app.init_chain()
+        pk, ident = bulk_pk(0), bulk_identity(0)
+        app.begin_block(1, g.genesis_time_ms + LOAD_TIME, _seed(1))
+        receipt = app.deliver_tx(_tx(REGISTRAR, "register_member", 1, register_body(pk, ident)))
+        app.end_block()
+        if not receipt.ok:
+            raise RuntimeError(f"template register_member failed: {receipt.code}")
+        self.member = records.load(state, records.member_key(pk))
+        self.identity = records.load(state, records.identity_key(ident))
+        self.account = state.get(records.account_key(pk))
+        if self.member is None or self.identity is None or self.account is None:
+            raise RuntimeError("register_member no longer writes member/ident/acct records")
+        self.cohort = self.member["cohort"]
+        # the record maps are packed directly (keys kept in canonical order): check once
+        # that this gives the canonical bytes the rules would store
+        if self._pack(self.member) != records.encode_record(self.member):
+            raise RuntimeError("member record does not pack canonically")
+
+    @staticmethod
+    def _pack(record: dict[str, Any]) -> bytes:
+        return msgpack.packb(dict(sorted(record.items())), use_bin_type=True)
+
+    def records_for(self, i: int) -> tuple[tuple[bytes, bytes], ...]:
+        pk, ident = bulk_pk(i), bulk_identity(i)
+        member = dict(self.member, pubkey=pk, identity_hash=ident)
+        identity = dict(self.identity, member=pk)
+        return (
+            (records.member_key(pk), self._pack(member)),
+            (records.identity_key(ident), self._pack(identity)),
+            (records.account_key(pk), self.account),
+        )
+
+    def key_of(self, i: int, r: int) -> bytes:
+        if r == 1:
+            return records.identity_key(bulk_identity(i))
+        pk = bulk_pk(i)
+        return records.member_key(pk) if r == 0 else records.account_key(pk)
+
+
+def bulk_load(app: Application, tree: StateTree, db: KV, first: int, count: int,
+              template: MemberTemplate, writer: ThreadPoolExecutor | None = None) -> bytes:
+    """Load members ``first .. first+count-1`` as if registered by ``count`` register_member
+    transactions in the open block; commit and write. Returns the new root."""
+    # pass 1: bucket every key by the top bits of its hash, so pass 2 feeds the tree one
+    # contiguous key-hash range per commit (each subtree is then built exactly once)
+    buckets = [array("I") for _ in range(1 << BUCKET_BITS)]
+    shift = 8 * 2 - BUCKET_BITS
+    for n in range(count):
+        i = first + n
+        pk = bulk_pk(i)
+        for r, key in enumerate((records.member_key(pk), records.identity_key(bulk_identity(i)),
+                                 records.account_key(pk))):
+            kh = sha256(key).digest()
+            buckets[((kh[0] << 8) | kh[1]) >> shift].append(3 * n + r)
+    futures: list[Future] = []
+
+    def flush() -> None:
+        batch = db.batch()
+        tree.commit(batch)
+        if writer is None:
+            db.write(batch)
+        else:
+            if len(futures) >= 1:
+                futures.pop(0).result()  # at most one write in flight while we hash
+            futures.append(writer.submit(db.write, batch))
+
+    cache: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
+    pending = 0
+    for bucket in buckets:
+        for code in bucket:
+            n, r = divmod(code, 3)
+            recs = cache.get(n)
+            if recs is None:
+                recs = cache[n] = template.records_for(first + n)
+            key, value = recs[r]
+            tree.set(key, value)
+            pending += 1
+        if pending >= CHUNK_KEYS:
+            flush()
+            pending = 0
+            if len(cache) > 4 * CHUNK_KEYS:
+                cache.clear()
+    # the counters register_member keeps, updated once for the whole load
+    meta = records.load(tree, records.META_KEY)
+    meta["active"] += count
+    meta["members"] += count
+    records.store(tree, records.META_KEY, meta)
+    ckey = records.cohort_key(template.cohort)
+    cohort = records.load(tree, ckey) or {"active": 0}
+    cohort["active"] += count
+    records.store(tree, ckey, cohort)
+    akey = records.account_key(REGISTRAR.public_key.raw)
+    acct = records.load(tree, akey) or {"nonce": 0}
+    acct["nonce"] += count
+    records.store(tree, akey, acct)
+    flush()
+    for f in futures:
+        f.result()
+    return tree.root()
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+def measure_verify(seconds: float) -> tuple[float, float]:
+    """(raw Ed25519 verifies/s, node-path tx.verify_signature()/s) on one core."""
+    key = PrivateKey(sha256(b"bench signer").digest())
+    tx = Transaction.create(key, CHAIN_ID, "register_member", 1,
+                            register_body(bulk_pk(1), bulk_identity(1)))
+    msg = b"mutual-ledger/" + Domain.TX.value.encode() + b"\x00" + CHAIN_ID.encode() + b"\x00" \
+        + tx.signing_payload()
+    pub = key.public_key
+    assert pub.verify_raw(tx.sig, msg) and tx.verify_signature()
+    rates = []
+    for fn in (lambda: pub.verify_raw(tx.sig, msg), tx.verify_signature):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            for _ in range(200):
+                fn()
+            n += 200
+            dt = time.perf_counter() - t0
+            if dt >= seconds:
+                break
+        rates.append(n / dt)
+    return rates[0], rates[1]
+
+
+class Sized:
+    """One state of N members on LevelDB and the measurements on it."""
+
+    def __init__(self, n: int, workdir: str, writer: ThreadPoolExecutor) -> None:
+        from node.kvstore import LevelKV  # the only storage backend outside contracts
+
+        self.n = n
+        self.g = genesis()
+        self.g0 = self.g.genesis_time_ms
+        self.dir = tempfile.mkdtemp(prefix=f"bench-{n}-", dir=workdir)
+        self.db = LevelKV(self.dir)
+        self.tree = StateTree(self.db.prefixed(STATE_PREFIX))
+        self.app = Application(self.g, self.tree)
+        self.writer = writer
+        self.height = 0
+        self.registrar_nonce = 0
+        self.assessor_nonce = 0
+        self.next_new = 0
+        self.claimants: list[bytes] = []
+        self.filed: list[int] = []
+
+    def close(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _commit(self) -> bytes:
+        batch = self.db.batch()
+        root = self.tree.commit(batch)
+        self.db.write(batch, sync=True)
+        return root
+
+    def _begin(self, t: int) -> None:
+        self.height += 1
+        self.app.begin_block(self.height, self.g0 + t, _seed(self.height))
+
+    def load(self, template: MemberTemplate) -> float:
+        self.app.init_chain()
+        self._commit()
+        t0 = time.perf_counter()
+        self._begin(LOAD_TIME)
+        bulk_load(self.app, self.tree, self.db, 0, self.n, template, self.writer)
+        self.app.end_block()
+        self._commit()
+        dt = time.perf_counter() - t0
+        self.registrar_nonce = self.n
+        return dt
+
+    def block(self, t: int, txs: list[Transaction]) -> tuple[float, float, list]:
+        """Run one block; returns (deliver seconds, total seconds, receipts)."""
+        t0 = time.perf_counter()
+        self._begin(t)
+        t1 = time.perf_counter()
+        receipts = [self.app.deliver_tx(tx) for tx in txs]
+        t2 = time.perf_counter()
+        self.app.end_block()
+        self._commit()
+        t3 = time.perf_counter()
+        return t2 - t1, t3 - t0, receipts
+
+    def make_txs(self, count: int, claims_left: int, rng_state: list[int]) -> list[Transaction]:
+        """A block's mix: assessments of claims filed earlier, new claims by loaded
+        members (while ``claims_left``), and joins of new members."""
+        txs: list[Transaction] = []
+        while self.filed and len(txs) < count // 5:
+            self.assessor_nonce += 1
+            txs.append(_tx(ASSESSOR, "assess_claim", self.assessor_nonce, {
+                "claim_id": self.filed.pop(), "approve": True,
+                "report_hash": sha256(b"report").digest()}))
+        n_claims = min(claims_left, count // 5)
+        for _ in range(n_claims):
+            # a deterministic walk over distinct loaded members
+            rng_state[0] = (rng_state[0] * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+            i = rng_state[0] % self.n
+            pk = bulk_pk(i)
+            if pk in self.claimants:
+                continue
+            self.claimants.append(pk)
+            txs.append(_tx(pk, "file_claim", 1, {
+                "disease": "malignant_tumor", "diagnosed_ms": self.g0 + APPLY_START - SECOND,
+                "accident": False, "evidence_hash": sha256(b"evidence").digest()}))
+        while len(txs) < count:
+            j = self.next_new
+            self.next_new += 1
+            self.registrar_nonce += 1
+            txs.append(_tx(REGISTRAR, "register_member", self.registrar_nonce, register_body(
+                sha256(b"bench new member" + j.to_bytes(8, "big")).digest(),
+                sha256(b"bench new identity" + j.to_bytes(8, "big")).digest())))
+        return txs
+
+    def apply(self, blocks: int, per_block: int, claims: int) -> dict[str, float]:
+        # an untimed block first: it runs period 1's notice and settlement (no claims)
+        self.block(APPLY_START - SECOND, [])
+        rng = [self.n]
+        deliver = total = 0.0
+        count = 0
+        claims_left = claims
+        for b in range(blocks):
+            txs = self.make_txs(per_block, claims_left, rng)
+            before = len(self.claimants)
+            d, t, receipts = self.block(APPLY_START + b * 10, txs)
+            for tx, r in zip(txs, receipts, strict=True):
+                if not r.ok:
+                    raise RuntimeError(f"bench tx {tx.type} refused: {r.code} {r.reason}")
+                if tx.type == "file_claim":
+                    self.filed.append(next(e.attrs["claim_id"] for e in r.events
+                                           if e.type == "claim_filed"))
+            claims_left -= len(self.claimants) - before
+            deliver += d
+            total += t
+            count += len(txs)
+        # assess whatever is still waiting, untimed
+        if self.filed:
+            rest = self.make_txs(len(self.filed), 0, rng)[: len(self.filed)]
+            self.block(APPLY_START + blocks * 10, rest)
+        return {"txs": count, "deliver_per_s": count / deliver, "apply_per_s": count / total}
+
+    def settle(self) -> tuple[float, dict[str, Any]]:
+        self.block(NOTICE_2, [])
+        self.block(WINDOW_CLOSE_2, [])
+        _, total, _ = self.block(SETTLE_2, [])
+        period = self.app.get_period(2)
+        if period is None or period.get("status") != "settled":
+            raise RuntimeError(f"period 2 did not settle: {period}")
+        return total * 1000, period
+
+    def proofs(self, samples: int) -> tuple[int, float]:
+        """(max encoded proof bytes, mean) over member keys and absent keys; all verified."""
+        root = self.tree.root()
+        sizes = []
+        for s in range(samples):
+            if s % 4 == 3:
+                key, value = b"member/absent" + s.to_bytes(4, "big"), None
+            else:
+                key = records.member_key(bulk_pk((s * 7919) % self.n))
+                value = self.tree.get_committed(key)
+            data = self.tree.prove(key).encode()
+            if not verify_proof(root, key, value, Proof.decode(data)):
+                raise RuntimeError("a proof failed to verify")
+            sizes.append(len(data))
+        return max(sizes), sum(sizes) / len(sizes)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def label(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: float,
+        workdir: str | None = None, out=sys.stdout) -> dict[str, Any]:
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    verify_per_s, tx_verify_per_s = measure_verify(verify_s)
+    say(f"ed25519 verify: {verify_per_s:,.0f}/s raw, {tx_verify_per_s:,.0f}/s "
+        "via Transaction.verify_signature")
+    template = MemberTemplate(genesis())
+    per_size: dict[str, dict[str, Any]] = {}
+    base = tempfile.mkdtemp(prefix="mutual-bench-", dir=workdir)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-writer")
+    try:
+        for n in sizes:
+            s = Sized(n, base, writer)
+            try:
+                load_s = s.load(template)
+                say(f"[{label(n)}] loaded {n:,} members in {load_s:.2f} s "
+                    f"({n / load_s:,.0f} members/s, 3 records each, committed to LevelDB)")
+                ap = s.apply(blocks, per_block, claims)
+                say(f"[{label(n)}] applied {ap['txs']:,} txs in blocks of {per_block}: "
+                    f"{ap['apply_per_s']:,.0f} tx/s with commit + synced write, "
+                    f"{ap['deliver_per_s']:,.0f} tx/s deliver_tx alone")
+                settle_ms, period = s.settle()
+                say(f"[{label(n)}] settlement of period 2: {settle_ms:.2f} ms "
+                    f"(M={period['M']:,} members, {period['cases']} cases, "
+                    f"share {period['share']} fen)")
+                pmax, pmean = s.proofs(400)
+                say(f"[{label(n)}] proofs: max {pmax} bytes, mean {pmean:.0f} bytes")
+                per_size[label(n)] = {
+                    "members": n, "import_per_s": round(n / load_s),
+                    "apply_per_s": round(ap["apply_per_s"]),
+                    "deliver_per_s": round(ap["deliver_per_s"]),
+                    "settle_ms": round(settle_ms, 3), "settle_members": period["M"],
+                    "settle_cases": period["cases"], "proof_bytes": pmax,
+                    "proof_bytes_mean": round(pmean), "peak_rss_mb": round(peak_rss_mb(), 1),
+                }
+            finally:
+                s.close()
+    finally:
+        writer.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+    small, large = per_size[label(sizes[0])], per_size[label(sizes[-1])]
+    apply_per_s = large["apply_per_s"]
+    result = {
+        "sizes": sizes,
+        "apply_per_s": apply_per_s,
+        "deliver_per_s": large["deliver_per_s"],
+        "verify_per_s": round(verify_per_s),
+        "tx_verify_per_s": round(tx_verify_per_s),
+        "apply_over_verify": round(apply_per_s / verify_per_s, 3),
+        "deliver_over_verify": round(large["deliver_per_s"] / verify_per_s, 3),
+        "settle_ms_1k": small["settle_ms"],
+        "settle_ms_1m": large["settle_ms"],
+        "settle_ratio": round(large["settle_ms"] / small["settle_ms"], 3),
+        "proof_bytes_1m": large["proof_bytes"],
+        "import_per_s": large["import_per_s"],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "per_size": per_size,
+        "notes": "1k/1m = smallest/largest size run; apply = begin+deliver+end+commit+"
+                 "synced write per block, at the largest size; import loads the records "
+                 "register_member writes, in key-hash order",
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m contracts.bench", description=__doc__.split(
+        "\n\n")[0])
+    ap.add_argument("--sizes", default="1000,100000,1000000",
+                    help="comma-separated member counts (default 1000,100000,1000000)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes and few blocks: a run of a few seconds")
+    ap.add_argument("--blocks", type=int, default=None, help="apply blocks per size")
+    ap.add_argument("--block-txs", type=int, default=1000, help="transactions per block")
+    ap.add_argument("--claims", type=int, default=200,
+                    help="claims filed, approved and settled per size")
+    ap.add_argument("--dir", default=None, help="where to make the temporary databases")
+    args = ap.parse_args(argv)
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        ap.error("--sizes must be comma-separated integers")
+    if args.quick and args.sizes == ap.get_default("sizes"):
+        sizes = [1000, 10000]
+    if not sizes or min(sizes) < 10:
+        ap.error("every size must be at least 10 members")
+    blocks = args.blocks if args.blocks is not None else (2 if args.quick else 5)
+    per_block = min(args.block_txs, 200) if args.quick else args.block_txs
+    claims = min(args.claims, max(sizes[0] // 4, 1), blocks * per_block // 5)
+    if blocks < 1 or per_block < 5:
+        ap.error("need at least one block of at least 5 transactions")
+    result = run(sizes, blocks, per_block, claims, 0.3 if args.quick else 1.0, args.dir)
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
