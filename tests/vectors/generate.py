@@ -1,0 +1,97 @@
+"""Generate tests/vectors/transactions.json: one signed example of every transaction type.
+
+Each vector gives the inputs (chain id, type, sender, nonce, body with every field's kind)
+and the exact bytes another implementation must produce: the canonical unsigned payload,
+the bytes that are signed (domain-separated), the Ed25519 signature by the fixed seed key
+0x01 * 32, the signed transaction, and its hash. Run ``python tests/vectors/generate.py``
+to rewrite the file; tests/test_contracts_vectors.py fails if it is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # allow running as a plain script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from chain.crypto import Domain, PrivateKey, sign_bytes  # noqa: E402
+from chain.hashing import sha256  # noqa: E402
+from chain.tx import Transaction, to_jsonable  # noqa: E402
+from contracts.txtypes import TX_TYPES  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "transactions.json"
+CHAIN_ID = "mutual-vectors"
+SEED = b"\x01" * 32
+
+
+def _h(label: str) -> bytes:
+    return sha256(label.encode())
+
+
+def bodies(member: bytes) -> dict[str, dict[str, Any]]:
+    """One representative body per type (the fixed key plays every role here)."""
+    return {
+        "register_member": {
+            "member": member, "identity_hash": _h("identity"), "birth_date": "1990-05-01",
+            "health_hash": _h("health"), "credit_score": 700, "credit_ref": _h("credit"),
+        },
+        "approve_juror": {"member": member, "exam_ref": _h("exam")},
+        "file_claim": {"disease": "malignant_tumor", "diagnosed_ms": 1_547_481_600_000,
+                       "accident": False, "evidence_hash": _h("evidence")},
+        "assess_claim": {"claim_id": 1, "approve": True, "report_hash": _h("report")},
+        "object_claim": {"claim_id": 1, "reason_hash": _h("objection")},
+        "appeal_claim": {"claim_id": 2, "reason_hash": _h("appeal")},
+        "jury_vote": {"claim_id": 2, "pay": True},
+        "record_arrears": {"member": member, "period": 7},
+        "record_payment": {"member": member, "period": 7},
+        "leave": {},
+    }
+
+
+def build() -> dict[str, Any]:
+    key = PrivateKey(SEED)
+    pk = key.public_key.raw
+    all_bodies = bodies(pk)
+    if set(all_bodies) != set(TX_TYPES):
+        raise SystemExit("vectors must cover exactly the transaction types in TX_TYPES")
+    vectors = []
+    for nonce, name in enumerate(sorted(TX_TYPES), start=1):
+        body = all_bodies[name]
+        tx = Transaction.create(key, CHAIN_ID, name, nonce, body)
+        payload = tx.signing_payload()
+        vectors.append({
+            "type": name,
+            "role": TX_TYPES[name].role,
+            "chain_id": CHAIN_ID,
+            "sender_hex": pk.hex(),
+            "nonce": nonce,
+            "body": to_jsonable(body),
+            "body_kinds": dict(TX_TYPES[name].fields),
+            "unsigned_hex": payload.hex(),
+            "sign_bytes_hex": sign_bytes(Domain.TX, CHAIN_ID, payload).hex(),
+            "signature_hex": tx.sig.hex(),
+            "signed_hex": tx.encode().hex(),
+            "tx_hash_hex": tx.hash.hex(),
+        })
+    return {
+        "about": "mutual-ledger transaction vectors; see docs/transactions.md and "
+                 "docs/encoding.md. body values of kind bin32 are shown as hex; they are "
+                 "msgpack bin in the encoding.",
+        "seed_hex": SEED.hex(),
+        "public_key_hex": pk.hex(),
+        "domain": Domain.TX.value,
+        "vectors": vectors,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
