@@ -301,3 +301,28 @@ def test_rounds_stop_at_the_largest_round_a_vote_can_name() -> None:
     assert m.round == MAX_ROUND
     out = m.handle(TimeoutFired(1, MAX_ROUND, Step.PRECOMMIT), 1200)
     assert kinds(out) == [RejectKind.STALE] and m.round == MAX_ROUND
+
+
+def test_no_decision_on_a_block_judged_invalid() -> None:
+    m = machine()
+    for v in (1, 2, 3):
+        m.handle(VoteReceived(vote(VoteType.PRECOMMIT, v, B)), 1100)
+    out = m.handle(BlockValidated(1, B, False, 5), 1100)
+    assert not any(isinstance(a, Commit) for a in out) and m.decision is None
+
+
+def test_votes_for_a_block_are_stamped_after_its_time() -> None:
+    m = machine()
+    # our clock (1100) is behind the block's header time (5000): votes for it say 5001
+    out = m.handle(ProposalReceived(proposal(), True, 5000), 1100)
+    out += m.handle(VoteReceived(vote(VoteType.PREVOTE, 1, A)), 1100)
+    out += m.handle(VoteReceived(vote(VoteType.PREVOTE, 2, A)), 1100)
+    stamps = [a.vote.timestamp for a in out if isinstance(a, BroadcastVote)]
+    assert stamps == [5001, 5001]
+    # nil votes carry our clock; a clock past the block time is used as it is
+    m2 = machine()
+    nil_vote = m2.handle(TimeoutFired(1, 0, Step.PROPOSE), 1234)[0].vote
+    assert nil_vote.timestamp == 1234 and nil_vote.block_id is None
+    m3 = machine()
+    (prevote,) = m3.handle(ProposalReceived(proposal(), True, 10), 7777)
+    assert prevote.vote.timestamp == 7777
