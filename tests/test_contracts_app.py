@@ -23,8 +23,10 @@ from tests.test_contracts_harness import (
     Harness,
     devnet_params,
     genesis_doc,
-    member_key as mkey,
     register_body,
+)
+from tests.test_contracts_harness import (
+    member_key as mkey,
 )
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "transactions.md"
