@@ -301,15 +301,20 @@ class Sized:
         t3 = time.perf_counter()
         return t2 - t1, t3 - t0, receipts
 
-    def make_txs(self, count: int, claims_left: int, rng_state: list[int]) -> list[Transaction]:
-        """A block's mix: assessments of claims filed earlier, new claims by loaded
-        members (while ``claims_left``), and joins of new members."""
-        txs: list[Transaction] = []
-        while self.filed and len(txs) < count // 5:
+    def assessments(self, limit: int) -> list[Transaction]:
+        """Approvals of up to ``limit`` claims filed in earlier blocks."""
+        txs = []
+        while self.filed and len(txs) < limit:
             self.assessor_nonce += 1
             txs.append(_tx(ASSESSOR, "assess_claim", self.assessor_nonce, {
                 "claim_id": self.filed.pop(), "approve": True,
                 "report_hash": sha256(b"report").digest()}))
+        return txs
+
+    def make_txs(self, count: int, claims_left: int, rng_state: list[int]) -> list[Transaction]:
+        """A block's mix: assessments of claims filed earlier, new claims by loaded
+        members (while ``claims_left``), and joins of new members."""
+        txs = self.assessments(count // 5)
         n_claims = min(claims_left, count // 5)
         for _ in range(n_claims):
             # a deterministic walk over distinct loaded members
@@ -354,8 +359,7 @@ class Sized:
             count += len(txs)
         # assess whatever is still waiting, untimed
         if self.filed:
-            rest = self.make_txs(len(self.filed), 0, rng)[: len(self.filed)]
-            self.block(APPLY_START + blocks * 10, rest)
+            self.block(APPLY_START + blocks * 10, self.assessments(len(self.filed)))
         return {"txs": count, "deliver_per_s": count / deliver, "apply_per_s": count / total}
 
     def settle(self) -> tuple[float, dict[str, Any]]:
@@ -365,6 +369,8 @@ class Sized:
         period = self.app.get_period(2)
         if period is None or period.get("status") != "settled":
             raise RuntimeError(f"period 2 did not settle: {period}")
+        if period["cases"] != len(self.claimants):
+            raise RuntimeError(f"settled {period['cases']} cases, filed {len(self.claimants)}")
         return total * 1000, period
 
     def proofs(self, samples: int) -> tuple[int, float]:
@@ -397,9 +403,9 @@ def label(n: int) -> str:
 
 
 def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: float,
-        workdir: str | None = None, out=sys.stdout) -> dict[str, Any]:
+        workdir: str | None = None, out: Any = None) -> dict[str, Any]:
     def say(text: str) -> None:
-        print(text, file=out, flush=True)
+        print(text, file=out or sys.stdout, flush=True)
 
     verify_per_s, tx_verify_per_s = measure_verify(verify_s)
     say(f"ed25519 verify: {verify_per_s:,.0f}/s raw, {tx_verify_per_s:,.0f}/s "

@@ -263,17 +263,18 @@ class StateTree:
         return new_root
 
     def _forget_written(self) -> None:
-        """Stop reading through batches that are on disk (batches are written in order,
-        so if the newest one is, all are)."""
-        if not self._staged:
-            return
-        root = self._staged[-1][1]
-        if root == EMPTY:
-            written = not self._flat or self._kv.get(META_ROOT_KEY) == EMPTY
-        else:
-            written = self._kv.get(NODE_PREFIX + root) is not None
-        if written:
-            self._staged.clear()
+        """Stop reading through batches that are on disk (batches are written in commit
+        order, so once one is, every older one is too)."""
+        staged = self._staged
+        for i in range(len(staged) - 1, -1, -1):
+            root = staged[i][1]
+            if root == EMPTY:
+                written = not self._flat or self._kv.get(META_ROOT_KEY) == EMPTY
+            else:
+                written = self._kv.get(NODE_PREFIX + root) is not None
+            if written:
+                del staged[: i + 1]
+                return
 
     def _update(
         self, h: bytes, kind: int, lkh: bytes | None, depth: int, lo: int, hi: int

@@ -37,11 +37,14 @@ class _LevelStore:
     def raw_iter(
         self, lower: bytes, upper: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
+        bounds: dict[str, bytes] = {}
+        # plyvel misses the empty key in a reverse scan given start=b"": leave it unset
+        if lower:
+            bounds["start"] = lower
+        if upper is not None:
+            bounds["stop"] = upper
         try:
-            if upper is None:
-                it = self.db.iterator(start=lower, reverse=reverse)
-            else:
-                it = self.db.iterator(start=lower, stop=upper, reverse=reverse)
+            it = self.db.iterator(reverse=reverse, **bounds)
         except RuntimeError as exc:
             raise KVError(f"{self.path}: {exc}") from exc
         return self._drain(it)

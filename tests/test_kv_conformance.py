@@ -117,6 +117,15 @@ def test_prefixed_views_are_isolated_and_nest(kv: KV) -> None:
     assert [k for k, _ in state.iterate()] == [b"n/1", b"x"]
 
 
+def test_empty_key_in_both_directions(kv: KV) -> None:
+    put_all(kv, {b"": b"empty"})
+    assert list(kv.iterate()) == [(b"", b"empty")]
+    assert list(kv.iterate(reverse=True)) == [(b"", b"empty")]
+    put_all(kv, {b"a": b"1"})
+    assert [k for k, _ in kv.iterate(reverse=True)] == [b"a", b""]
+    assert [k for k, _ in kv.iterate(stop=b"a", reverse=True)] == [b""]
+
+
 def test_prefix_view_with_ff_bytes(kv: KV) -> None:
     top = kv.prefixed(b"\xff")
     put_all(kv, {b"\xfe": b"before", b"\xff\x00": b"in", b"\xff\xff": b"in2"})

@@ -1,0 +1,63 @@
+"""The benchmark runs at tiny sizes and ends with a parseable JSON line; its bulk loader
+writes exactly what the rules' register_member would (no timing asserts)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from contracts import bench
+from contracts.app import Application
+from contracts.kv import MemoryKV
+from contracts.tree import StateTree
+
+REQUIRED = {"apply_per_s", "verify_per_s", "apply_over_verify", "settle_ms_1k", "settle_ms_1m",
+            "settle_ratio", "proof_bytes_1m", "import_per_s", "peak_rss_mb"}
+
+
+def test_bench_prints_json_line(tmp_path, capsys) -> None:
+    rc = bench.main(["--sizes", "40,120", "--blocks", "1", "--block-txs", "20", "--claims", "4",
+                     "--dir", str(tmp_path)])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert set(result) >= REQUIRED
+    assert result["sizes"] == [40, 120]
+    assert set(result["per_size"]) == {"40", "120"}
+    assert all(result[k] > 0 for k in REQUIRED)
+    assert any(line.startswith("[120] loaded 120 members") for line in lines)
+    assert list(tmp_path.iterdir()) == []  # temporary databases removed
+
+
+def _state_after(n: int, bulk: bool) -> bytes:
+    g = bench.genesis()
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    app = Application(g, tree)
+    app.init_chain()
+    app.begin_block(1, g.genesis_time_ms + bench.LOAD_TIME, bench._seed(1))
+    if bulk:
+        bench.bulk_load(app, tree, kv, 0, n, bench.MemberTemplate(g))
+    else:
+        for i in range(n):
+            body = bench.register_body(bench.bulk_pk(i), bench.bulk_identity(i))
+            receipt = app.deliver_tx(bench._tx(bench.REGISTRAR, "register_member", i + 1, body))
+            assert receipt.ok, receipt
+    app.end_block()
+    batch = kv.batch()
+    root = tree.commit(batch)
+    kv.write(batch)
+    return root
+
+
+def test_bulk_load_equals_registering_through_the_rules() -> None:
+    assert _state_after(30, bulk=True) == _state_after(30, bulk=False)
+
+
+def test_run_with_custom_output(tmp_path) -> None:
+    out = io.StringIO()
+    result = bench.run([30], blocks=1, per_block=10, claims=2, verify_s=0.01,
+                       workdir=str(tmp_path), out=out)
+    assert "settlement of period 2" in out.getvalue()
+    assert result["settle_ratio"] == 1.0
+    assert result["proof_bytes_1m"] <= 2048
