@@ -74,6 +74,7 @@ class Cluster:
         consensus: dict[str, int] | None = None,
         params_override: dict[str, Any] | None = None,
         genesis_time_ms: int | None = None,
+        registrars: int = 1,
     ) -> Cluster:
         """Write keys, genesis and configs for ``validators`` nodes (fresh data dir)."""
         from contracts.params import profile as rule_profile
@@ -91,6 +92,12 @@ class Cluster:
             key = PrivateKey.generate()
             write_key(keys_dir / f"{role}.json", key)
             role_keys[role] = key.public_key.hex()
+        # extra registrars let the load generator keep many nonce sequences in flight
+        extra_registrars = []
+        for i in range(1, registrars):
+            key = PrivateKey.generate()
+            write_key(keys_dir / f"registrar-{i}.json", key)
+            extra_registrars.append(key.public_key.hex())
         nodes: list[NodeProc] = []
         vals = []
         for i in range(validators):
@@ -112,7 +119,7 @@ class Cluster:
             "genesis_time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00",
                                           time.gmtime(genesis_time_ms // 1000)),
             "validators": vals,
-            "registrars": [role_keys["registrar"]],
+            "registrars": [role_keys["registrar"], *extra_registrars],
             "assessors": [role_keys["assessor"]],
             "operator": role_keys["operator"],
             "consensus": consensus or {"timeout_propose_ms": 800, "timeout_prevote_ms": 300,
@@ -158,6 +165,15 @@ class Cluster:
 
     def role_key(self, role: str) -> PrivateKey:
         return read_key(self.data_dir / "keys" / f"{role}.json")
+
+    def registrar_keys(self) -> list[PrivateKey]:
+        """Every registrar key of this devnet (the first is ``role_key("registrar")``)."""
+        keys = [self.role_key("registrar")]
+        i = 1
+        while (self.data_dir / "keys" / f"registrar-{i}.json").exists():
+            keys.append(self.role_key(f"registrar-{i}"))
+            i += 1
+        return keys
 
     # -- processes ------------------------------------------------------------------------
 
