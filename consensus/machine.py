@@ -358,10 +358,9 @@ class ConsensusMachine:
         if vote.height != self._height:
             return self._other_height_vote(vote, out)
         votes = self._votes
-        prior = votes.existing(vote)
-        if prior is not None and prior.block_id == vote.block_id:
+        if votes.contains(vote):
             return _reject(out, RejectKind.DUPLICATE, "vote already counted")
-        if prior is None and vote.round > self._round:
+        if vote.round > self._round and votes.existing(vote) is None:
             rounds = votes.rounds_of(vote.validator)
             if vote.round not in rounds and sum(
                     1 for r in rounds if r > self._round) >= MAX_FUTURE_ROUNDS_PER_VALIDATOR:
@@ -373,9 +372,12 @@ class ConsensusMachine:
         res = votes.add(vote)
         if res.evidence is not None:
             out.append(EmitEvidence(res.evidence))
-            return None
         if not res.added:
-            return _reject(out, RejectKind.DUPLICATE, "equivocation already reported")
+            if res.evidence is None:
+                _reject(out, RejectKind.BUFFER_FULL,
+                        f"validator {vote.validator} voted too many values in one step")
+            return None
+        # an equivocator's vote still counts for its value, as the paper counts messages
         self._run_rules(out)
         return None
 
@@ -386,7 +388,7 @@ class ConsensusMachine:
         if vote.height == self._height - 1 and prev is not None:
             # still worth checking for equivocation after we moved on (e.g. Twins)
             prior = prev.existing(vote)
-            if prior is not None and prior.block_id != vote.block_id:
+            if prior is not None and not prev.contains(vote):
                 if not self._verify(vote):
                     return _reject(out, RejectKind.BAD_SIGNATURE, "bad signature on vote")
                 res = prev.add(vote)

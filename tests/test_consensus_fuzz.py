@@ -109,9 +109,10 @@ def walk(seed: int, steps: int, stats: Counter) -> None:
             if isinstance(a, BroadcastVote | BroadcastProposal):
                 msg = a.vote if isinstance(a, BroadcastVote) else a.proposal
                 key = (msg.height, msg.round, getattr(msg, "type", 0))
+                fresh = key not in signed  # not a re-broadcast after a restart
                 assert signed.setdefault(key, msg.block_id) == msg.block_id, key
-            if isinstance(a, BroadcastVote) and a.vote.block_id is not None:
-                check_lock(a.vote, locks, m)
+                if fresh and isinstance(a, BroadcastVote) and a.vote.block_id is not None:
+                    check_lock(a.vote, locks, m)
             elif isinstance(a, Commit):
                 # the others hold 3/4 of the power, more than the f the protocol tolerates,
                 # so only this node's own consistency is checked: one decision per height
