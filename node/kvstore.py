@@ -37,14 +37,15 @@ class _LevelStore:
     def raw_iter(
         self, lower: bytes, upper: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
-        bounds: dict[str, bytes] = {}
-        # plyvel misses the empty key in a reverse scan given start=b"": leave it unset
-        if lower:
-            bounds["start"] = lower
-        if upper is not None:
-            bounds["stop"] = upper
         try:
-            it = self.db.iterator(reverse=reverse, **bounds)
+            if reverse:
+                # plyvel's reverse range iterator drops the first key of the database when
+                # it is the only key in range; walk a raw iterator backwards instead
+                return self._backwards(self.db.raw_iterator(), lower, upper)
+            if upper is None:
+                it = self.db.iterator(start=lower)
+            else:
+                it = self.db.iterator(start=lower, stop=upper)
         except RuntimeError as exc:
             raise KVError(f"{self.path}: {exc}") from exc
         return self._drain(it)
@@ -54,6 +55,26 @@ class _LevelStore:
         # the plyvel iterator holds an implicit snapshot; close it as soon as we are done
         with it:
             yield from it
+
+    @staticmethod
+    def _backwards(
+        it: plyvel.RawIterator, lower: bytes, upper: bytes | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        with it:
+            if upper is None:
+                it.seek_to_last()
+            else:
+                it.seek(upper)  # first key >= upper, which is out of range
+                if it.valid():
+                    it.prev()
+                else:
+                    it.seek_to_last()
+            while it.valid():
+                key = it.key()
+                if key < lower:
+                    break
+                yield key, it.value()
+                it.prev()
 
     def raw_write(self, ops: dict[bytes, bytes | None], sync: bool) -> None:
         try:
