@@ -202,3 +202,33 @@ def test_draw_is_roughly_uniform() -> None:
             hits[index[pk]] += 1
     # 2000 picks over 40 slots: expect 50 each; a biased draw would show far outliers
     assert min(hits) > 20 and max(hits) < 85
+
+
+def test_panel_depends_on_the_next_blocks_seed_only() -> None:
+    def panel_with(seed_opening: bytes, seed_next: bytes) -> list[str]:
+        h = Harness(devnet_params(jury={"mode": "panel", "panel_size": 3,
+                                        "panel_min_votes": 1}))
+        g = h.g0
+        with h.block(g + S):
+            keys = [h.join(i) for i in range(30)]
+        with h.block(g + 15 * S):
+            for k in keys[:25]:
+                h.ok(REGISTRAR, "approve_juror", {"member": k.public_key.raw,
+                                                  "exam_ref": sha256(b"exam")})
+        with h.block(g + 40 * S):
+            h.claim(keys[-1], g + 35 * S)
+            h.assess(h.last_claim_id(), approve=False)
+        h.height += 1
+        h.app.begin_block(h.height, g + 41 * S, seed_opening)
+        h.in_block = True
+        h.ok(keys[-1], "appeal_claim", {"claim_id": h.last_claim_id(),
+                                        "reason_hash": sha256(b"a")})
+        h.end()
+        h.height += 1
+        ev = h.app.begin_block(h.height, g + 42 * S, seed_next)
+        h.app.end_block()
+        return [e for e in ev if e.type == "jury_drawn"][0].attrs["panel"]
+
+    a = panel_with(b"\x01" * 32, b"\x0a" * 32)
+    assert a == panel_with(b"\x02" * 32, b"\x0a" * 32)     # opening block's seed: no effect
+    assert a != panel_with(b"\x01" * 32, b"\x0b" * 32)     # the next block's seed decides
