@@ -176,7 +176,8 @@ class Endpoint:
 
     __slots__ = ("ep", "validator", "role", "key", "backend", "machine", "height",
                  "commits", "sent", "asked", "tick_height", "first_vote", "incarnation",
-                 "adversary", "persisted", "up", "last_commit_time", "top")
+                 "adversary", "persisted", "up", "last_commit_time", "top", "relay",
+                 "relay_next")
 
     def __init__(self, ep: int, validator: int, role: str, key: PrivateKey) -> None:
         self.ep = ep
@@ -188,6 +189,8 @@ class Endpoint:
         self.height = 0
         self.commits: dict[int, CommitRecord] = {}
         self.sent: list[Vote | Proposal] = []  # signed at the current height (for gossip)
+        self.relay: list[Vote | Proposal] = []  # others' messages accepted at this height
+        self.relay_next: list[Vote | Proposal] = []  # ... buffered for the next height
         self.asked: set[tuple[int, int]] = set()  # (peer, height) catch-ups requested
         self.tick_height = -1
         # (validator, height, round, type) -> first block id this incarnation processed
@@ -278,6 +281,8 @@ class Cluster:
         e.incarnation += 1
         e.first_vote = {}
         e.sent = []
+        e.relay = []
+        e.relay_next = []
         e.asked = set()
         e.tick_height = -1
         if mode == "wipe":
@@ -293,6 +298,8 @@ class Cluster:
     def _start_height(self, e: Endpoint, height: int, resume=None) -> None:
         e.height = height
         e.sent = []
+        e.relay = [m for m in e.relay_next if m.height == height]
+        e.relay_next = []
         if self.tracing:
             self.trace.append((self.sched.now, e.ep, "start", height))
         clock = self.core_clock
@@ -418,10 +425,12 @@ class Cluster:
                                             and e.machine.decision is None):
                 self._ask(e, src)
             if msg.height != e.height:
-                self._feed(e, VoteReceived(msg))
+                if not self._feed(e, VoteReceived(msg)) and msg.height == e.height + 1:
+                    e.relay_next.append(msg)
                 return
             rejected = self._feed(e, VoteReceived(msg))
             if not rejected:
+                e.relay.append(msg)
                 key = (msg.validator, msg.height, msg.round, msg.type)
                 first = e.first_vote.setdefault(key, msg.block_id)
                 if first != msg.block_id:
@@ -430,10 +439,13 @@ class Cluster:
             if msg.height > e.height + 1:
                 self._ask(e, src)
             verdict = self._verdict(msg.height, msg.block_id)
-            if verdict is None:
-                self._feed(e, ProposalReceived(msg))
-            else:
-                self._feed(e, ProposalReceived(msg, verdict[0], verdict[1]))
+            event = (ProposalReceived(msg) if verdict is None
+                     else ProposalReceived(msg, verdict[0], verdict[1]))
+            if not self._feed(e, event):
+                if msg.height == e.height:
+                    e.relay.append(msg)
+                elif msg.height == e.height + 1:
+                    e.relay_next.append(msg)
         elif cls is CatchUp:
             rec = e.commits.get(msg.height)
             if rec is not None:
@@ -475,11 +487,16 @@ class Cluster:
         if e.height != e.tick_height:
             e.tick_height = e.height
             return
-        # no commit for a whole gossip period: re-send what we signed and ask for help
+        # No commit for a whole gossip period: re-send what we signed, relay what we
+        # accepted from others (the paper's gossip property: a message one correct process
+        # received reaches every correct one after GST) and ask for the certificate.
         if self.tracing:
             self.trace.append((self.sched.now, e.ep, "gossip", e.height))
         for msg in e.sent:
             self._send_signed(e, msg, record=False)
+        if e.adversary is None:
+            for msg in e.relay:
+                self.net.broadcast(e.ep, msg, self.all_eps)
         self.net.broadcast(e.ep, CatchUp(e.height), self.all_eps)
 
     def _feed(self, e: Endpoint, event) -> bool:
