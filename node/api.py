@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from chain import encoding
 from node.openapi import OPENAPI
 
 if TYPE_CHECKING:  # pragma: no cover
     from node.node import Node
 
 log = logging.getLogger("node.api")
+
+MAX_BATCH = 1000
 
 
 class ApiError(Exception):
@@ -86,6 +89,7 @@ class Api:
         self.app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
         r = self.app.router
         r.add_post("/txs", self.post_tx)
+        r.add_post("/txs/batch", self.post_tx_batch)
         r.add_get("/txs/{hash}", self.get_tx)
         r.add_get("/blocks/latest", self.get_latest_block)
         r.add_get("/blocks/{height}", self.get_block)
@@ -132,6 +136,34 @@ class Api:
         if status != 200:
             result = {"error": result["code"], "message": result["reason"], **result}
         return _json(result, status)
+
+    async def post_tx_batch(self, request: web.Request) -> web.Response:
+        """Up to MAX_BATCH transactions in one request, each checked as in mode=sync."""
+        body = await request.read()
+        if request.content_type == "application/json":
+            try:
+                doc = json.loads(body)
+                datas = [base64.b64decode(t, validate=True) for t in doc["txs"]]
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ApiError(400, "bad_json", "body is not valid JSON") from None
+            except (KeyError, TypeError, binascii.Error):
+                raise ApiError(400, "bad_json",
+                               'body must be {"txs": ["<base64 tx bytes>", ...]}') from None
+        elif request.content_type in ("application/msgpack", "application/octet-stream"):
+            try:
+                datas = encoding.decode(body, max_size=len(body) or 1)
+            except encoding.EncodingError as exc:
+                raise ApiError(400, "bad_encoding", f"body is not canonical msgpack: {exc}") \
+                    from None
+            if not isinstance(datas, list) or not all(isinstance(d, bytes) for d in datas):
+                raise ApiError(400, "bad_batch", "body must be an array of byte strings")
+        else:
+            raise ApiError(415, "bad_content_type", "use application/msgpack or application/json")
+        if not datas or len(datas) > MAX_BATCH:
+            raise ApiError(400, "bad_batch", f"a batch holds 1 to {MAX_BATCH} transactions")
+        results = await self.node.admit_many(datas)
+        return _json({"results": results,
+                      "accepted": sum(1 for r in results if r["code"] == "ok")})
 
     async def get_tx(self, request: web.Request) -> web.Response:
         h = _hex32(request.match_info["hash"], "hash")

@@ -84,6 +84,14 @@ class Client:
         return self._request("POST", "/txs", data, "application/msgpack", {"mode": mode},
                              timeout=timeout)
 
+    def submit_batch(self, txs: list[Transaction | bytes], timeout: float | None = None) -> dict:
+        """POST /txs/batch: each transaction checked as in mode=sync."""
+        from chain import encoding
+
+        datas = [t.encode() if isinstance(t, Transaction) else t for t in txs]
+        return self._request("POST", "/txs/batch", encoding.encode(datas), "application/msgpack",
+                             timeout=timeout)
+
     def submit_json(self, tx_bytes: bytes, mode: str = "sync") -> dict:
         body = json.dumps({"tx": base64.b64encode(tx_bytes).decode()}).encode()
         return self._request("POST", "/txs", body, "application/json", {"mode": mode})

@@ -97,6 +97,7 @@ class ConsensusDriver:
         self.stopped_reason: str | None = None
         self._waiting_next_height = False
         self._next_height_seen = False
+        self._start_poked = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,6 +128,7 @@ class ConsensusDriver:
         self._timers.clear()
         self._waiting_next_height = False
         self._next_height_seen = False
+        self._start_poked = False
         self.own_messages = []
         self.blocks = {k: b for k, b in self.blocks.items() if b.height >= height}
         self.block_txs = {k: v for k, v in self.block_txs.items() if k in self.blocks}
@@ -207,6 +209,12 @@ class ConsensusDriver:
                     self._recheck_later(item.payload)
         elif item.kind == "call":
             item.payload()
+
+    def on_txs_added(self) -> None:
+        """New transactions wait: a node idling before the next height starts it now."""
+        if self._waiting_next_height and not self._start_poked:
+            self._start_poked = True
+            self.submit("next_height", self.machine.height)
 
     def _ready_for_next_height(self) -> bool:
         """Start the next height at once when there is work; with none, wait up to the

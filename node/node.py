@@ -252,8 +252,7 @@ class Node:
         await self._admit(body, peer, relay=True)
 
     async def _on_txs(self, peer: bytes, body: Any) -> None:
-        for data in body:
-            await self._admit(data, peer, relay=False)
+        await self.admit_many(body, peer)
 
     async def _on_proposal(self, peer: bytes, body: Any) -> None:
         if set(body) != {"proposal", "block"} or not isinstance(body["block"], bytes):
@@ -320,11 +319,43 @@ class Node:
                 raise InvalidMessage(f"gossiped tx refused: {exc.code}") from None
             return self._result(exc.result())
         res = self.mempool.add_checked(tx)
+        if res.ok:
+            self.driver.on_txs_added()
         if res.ok and relay:
             self.gossip("tx", data, exclude=peer)
         if not res.ok:
             self.metrics.txs_rejected.labels(res.code).inc()
         return self._result(res)
+
+    async def admit_many(self, datas: list[bytes], peer: bytes | None = None
+                         ) -> list[dict[str, Any]]:
+        """Admit a batch: decode and verify off the event loop in one go, add in order,
+        relay what was accepted as one ``txs`` message."""
+        if not all(isinstance(d, bytes) for d in datas):
+            raise InvalidMessage("txs must be byte strings")
+
+        def precheck_all() -> list[Any]:
+            out: list[Any] = []
+            for d in datas:
+                try:
+                    out.append(self.mempool.precheck(d))
+                except TxRejected as exc:
+                    out.append(exc)
+            return out
+
+        checked = await asyncio.get_running_loop().run_in_executor(self._pool, precheck_all)
+        results, accepted = [], []
+        for data, item in zip(datas, checked, strict=True):
+            res = item.result() if isinstance(item, TxRejected) else self.mempool.add_checked(item)
+            if res.ok:
+                accepted.append(data)
+            else:
+                self.metrics.txs_rejected.labels(res.code).inc()
+            results.append(self._result(res))
+        if accepted:
+            self.gossip("txs", accepted, exclude=peer)
+            self.driver.on_txs_added()
+        return results
 
     @staticmethod
     def _result(res: Any) -> dict[str, Any]:
