@@ -3,9 +3,11 @@ checkers can fail, that a seed replays exactly, and unit tests of the network.""
 
 from __future__ import annotations
 
+import ast
 import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +248,33 @@ def test_precommits_forming_a_certificate_decide_despite_an_earlier_conflicting_
         (CommitSig(i, 0, bytes(64)) for i in (0, proposer, byz)), key=lambda s: s.validator)))
     assert vs.has_quorum(vs.power_of([s.validator for s in cert.sigs]))
     assert any(isinstance(a, Commit) for a in out)
+
+
+# ----------------------------------------------------------------- purity
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("open",
+                                                                               "__import__"):
+            names.add(f"<{node.func.id}>")
+    return names
+
+
+def test_simulator_does_no_io_and_reads_the_clock_only_in_its_cli() -> None:
+    sim = Path(__file__).resolve().parent.parent / "consensus" / "sim"
+    files = sorted(sim.glob("*.py"))
+    assert len(files) >= 8
+    never = {"asyncio", "aiohttp", "plyvel", "socket", "os", "secrets", "threading",
+             "subprocess", "io", "pathlib", "shutil", "tempfile", "datetime", "uuid",
+             "contracts", "node", "p2p", "devnet", "<open>", "<__import__>"}
+    for path in files:
+        used = _imports(path)
+        assert not used & never, f"{path.name} uses {sorted(used & never)}"
+        if path.name != "__main__.py":  # the CLI reports wall seconds; runs never see them
+            assert "time" not in used, path.name

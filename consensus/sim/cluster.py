@@ -29,13 +29,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chain.certificate import CommitCertificate, weighted_median_time
+from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
 from chain.evidence import DuplicateVoteEvidence
 from chain.genesis import DEFAULT_CONSENSUS
 from chain.hashing import sha256
 from chain.validators import Validator, ValidatorSet
 from chain.vote import Proposal, Vote
+from consensus.certificate import block_time
 from consensus.events import (
     BlockValidated,
     BroadcastProposal,
@@ -558,7 +559,7 @@ class Cluster:
 
     def _build(self, e: Endpoint, a: RequestValue) -> ValueReady:
         prev = e.commits.get(a.height - 1)
-        time_ms = weighted_median_time(prev.certificate, self.vset) if prev else 0
+        time_ms = block_time(prev.certificate, self.vset) if prev else 0
         valid = e.role != "invalid"
         block_id = self._new_block(a.height, a.round, valid, e.validator, time_ms)
         return ValueReady(a.height, a.round, block_id, time_ms)

@@ -1,15 +1,17 @@
 """Signature-aware verification of certificates and evidence for the simulator.
 
-With signatures on these are exactly ``chain.certificate.verify_certificate`` and
+With signatures on these are exactly ``consensus.certificate.verify`` (the standalone
+certificate check block sync and the auditor use, over ``chain.certificate``) and
 ``DuplicateVoteEvidence.verify``. With signatures off (the simulator's fast mode, in which
 every signature is 64 zero bytes) they perform the same checks minus Ed25519.
 """
 
 from __future__ import annotations
 
-from chain.certificate import CommitCertificate, verify_certificate
+from chain.certificate import CommitCertificate
 from chain.evidence import DuplicateVoteEvidence
 from chain.validators import ValidatorSet
+from consensus.certificate import verify
 
 CHAIN_ID = "sim-chain"
 
@@ -18,7 +20,7 @@ def certificate_ok(cert: CommitCertificate, validators: ValidatorSet, height: in
                    block_id: bytes, signatures: bool) -> tuple[bool, str]:
     """``verify_certificate``, or its signature-free part when signatures are off."""
     if signatures:
-        return verify_certificate(cert, CHAIN_ID, validators, height, block_id)
+        return verify(cert, block_id, validators, CHAIN_ID, height)
     if cert.height != height or cert.block_id != block_id:
         return False, "certificate is for another height or block"
     seen: set[int] = set()
