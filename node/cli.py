@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     from node.client import ClientError
     from node.config import ConfigError
     from node.keys import KeyFileError
+    from node.wal import WALError
 
     try:
         return args.func(args)
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KeyFileError, GenesisError) as exc:
         print(f"mutual: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ClientError as exc:
+    except (ClientError, WALError) as exc:
         print(f"mutual: error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:

@@ -1,0 +1,130 @@
+"""The ``mutual`` CLI: key files, genesis, init, config errors — one readable line, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from chain.genesis import Genesis
+from node import config as cfg
+from node.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keys_new_writes_0600_and_refuses_overwrite(tmp_path, capsys):
+    path = tmp_path / "k.json"
+    code, out, _ = run(capsys, "keys", "new", "--out", str(path))
+    assert code == 0
+    pub = json.loads(out)["pub_key"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    code, out, _ = run(capsys, "keys", "show", str(path))
+    assert code == 0 and json.loads(out)["pub_key"] == pub
+    code, _, err = run(capsys, "keys", "new", "--out", str(path))
+    assert code == 2 and err.startswith("mutual: error:") and err.count("\n") == 1
+    os.chmod(path, 0o644)
+    code, _, err = run(capsys, "keys", "show", str(path))
+    assert code == 2 and "readable by others" in err
+
+
+def test_genesis_new_and_init(tmp_path, capsys):
+    keys = {}
+    for name in ("v0", "v1", "reg", "ass", "op"):
+        p = tmp_path / f"{name}.json"
+        assert run(capsys, "keys", "new", "--out", str(p))[0] == 0
+        keys[name] = p
+    gpath = tmp_path / "genesis.json"
+    code, out, err = run(
+        capsys, "genesis", "new", "--out", str(gpath), "--chain-id", "mutual-test",
+        "--validator", f"alice={keys['v0']},power=5", "--validator", f"bob={keys['v1']}",
+        "--registrar", str(keys["reg"]), "--assessor", str(keys["ass"]),
+        "--operator", str(keys["op"]), "--profile", "devnet",
+        "--genesis-time", "2026-01-01T00:00:00+08:00")
+    assert code == 0, err
+    g = Genesis.load(gpath)
+    assert g.chain_id == "mutual-test" and [v.power for v in g.validators.validators] == [5, 10]
+    assert json.loads(out)["hash"] == g.hash.hex()
+    home = tmp_path / "home"
+    code, out, err = run(capsys, "init", "--home", str(home), "--genesis", str(gpath),
+                         "--peer", "127.0.0.1:26656")
+    assert code == 0, err
+    conf = cfg.load(home)
+    assert conf.p2p.persistent_peers == ["127.0.0.1:26656"]
+    assert (home / "genesis.json").exists()
+    for f in ("node_key.json", "validator_key.json"):
+        assert stat.S_IMODE((home / f).stat().st_mode) == 0o600
+    text = (home / "config.toml").read_text()
+    assert text.count("\n# ") >= 15  # every option commented
+    code, _, err = run(capsys, "init", "--home", str(home))
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["genesis", "new", "--out", "{tmp}/g.json", "--chain-id", "bad id", "--validator",
+          "a=" + "11" * 32, "--operator", "22" * 32], "chain id"),
+        (["genesis", "new", "--out", "{tmp}/g.json", "--chain-id", "c", "--validator",
+          "a=nothex", "--operator", "22" * 32], "neither 64 hex"),
+        (["genesis", "new", "--out", "{tmp}/g.json", "--chain-id", "c", "--operator",
+          "22" * 32], "--validator"),
+        (["genesis", "new", "--out", "{tmp}/g.json", "--chain-id", "c", "--validator",
+          "a=" + "11" * 32, "--operator", "22" * 32, "--profile", "nope"], "profile"),
+        (["start", "--home", "{tmp}/missing"], "not found"),
+        (["recover-wal", "--home", "{tmp}/missing"], "not found"),
+        (["status", "--node", "http://127.0.0.1:9"], "cannot reach"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, capsys, argv, fragment):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code in (1, 2)
+    assert err.startswith("mutual: error:") and fragment in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "toml, fragment",
+    [
+        ("[api]\nlisten = 5\n", "expected str"),
+        ("[api]\nlisten = \"nohost\"\n", "host:port"),
+        ("[nope]\n", "unknown section"),
+        ("[p2p]\nmax_peers = -1\n", "positive"),
+        ("[p2p]\nallowed_keys = [\"zz\"]\n", "64-hex"),
+        ("[log]\nlevel = \"loud\"\n", "level"),
+        ("[api\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_is_one_line(tmp_path, capsys, toml, fragment):
+    (tmp_path / "config.toml").write_text(toml)
+    code, _, err = run(capsys, "start", "--home", str(tmp_path))
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+
+
+def test_tx_body_errors_before_any_network(tmp_path, capsys):
+    key = tmp_path / "k.json"
+    run(capsys, "keys", "new", "--out", str(key))
+    code, _, err = run(capsys, "tx", "file_claim", "disease=x", "--key", str(key),
+                       "--node", "http://127.0.0.1:9")
+    assert code == 2 and "missing" in err
+    code, _, err = run(capsys, "tx", "no_such_type", "--key", str(key),
+                       "--node", "http://127.0.0.1:9")
+    assert code == 2 and "unknown transaction type" in err
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "node.cli", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    for cmd in ("keys", "genesis", "init", "start", "tx", "query", "status", "audit",
+                "verify-share", "recover-wal"):
+        assert cmd in out.stdout
