@@ -83,6 +83,23 @@ OPENAPI: dict[str, Any] = {
             "responses": _resp("accepted (or committed)",
                                {"$ref": "#/components/schemas/TxResult"}, (400, 413, 415, 503)),
         }},
+        "/txs/batch": {"post": {
+            "summary": "Submit up to 1,000 signed transactions, each checked as mode=sync",
+            "requestBody": {"required": True, "content": {
+                "application/msgpack": {"schema": {"type": "string", "format": "binary"},
+                                        "description": "canonical msgpack array of tx bytes"},
+                "application/json": {"schema": {
+                    "type": "object", "required": ["txs"],
+                    "properties": {"txs": {"type": "array", "maxItems": 1000, "items": {
+                        "type": "string", "contentEncoding": "base64"}}}}},
+            }},
+            "responses": _resp("per-transaction results", {
+                "type": "object", "properties": {
+                    "accepted": {"type": "integer"},
+                    "results": {"type": "array",
+                                "items": {"$ref": "#/components/schemas/TxResult"}}}},
+                (400, 413, 415)),
+        }},
         "/txs/{hash}": {"get": {
             "summary": "A committed (or pending) transaction with its receipt",
             "parameters": [_path_param("hash", "64 hex")],
