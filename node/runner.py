@@ -7,6 +7,7 @@ one line on stderr), 2 for bad configuration, genesis or key files.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from chain.genesis import Genesis, GenesisError
 from node import config as cfg
 from node import logs
+from node.blockstore import BlockStoreError
 from node.keys import KeyFileError, read_key
 from node.node import Node, NodeError
 from node.wal import WALCorruptError, WALError
@@ -43,7 +45,11 @@ def run_node(home: Path) -> int:
     except WALCorruptError as exc:
         print(f"mutual: error: the consensus WAL is damaged: {exc}", file=sys.stderr)
         return 1
-    except (NodeError, WALError) as exc:
+    except (NodeError, WALError, BlockStoreError) as exc:
         print(f"mutual: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: keep the traceback in the log, one line for the operator
+        logging.getLogger("node").exception("node crashed")
+        print(f"mutual: error: node crashed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
