@@ -124,6 +124,13 @@ class LevelKV(KV):
     def path(self) -> str:
         return self._store.path  # type: ignore[attr-defined]
 
+    def compact(self) -> None:
+        """Compact the whole database now (LevelDB otherwise does it in the background)."""
+        try:
+            self._store.db.compact_range()  # type: ignore[attr-defined]
+        except RuntimeError as exc:
+            raise KVError(f"{self.path}: {exc}") from exc
+
     @property
     def closed(self) -> bool:
         return bool(self._store.db.closed)  # type: ignore[attr-defined]
