@@ -210,10 +210,14 @@ class Cluster:
                         f"node{i} exited with code {node.proc.returncode}; "
                         f"last log lines:\n{self.tail(i)}")
                 try:
-                    node.client.status()
-                    pending.discard(i)
+                    status = node.client.status()
                 except ClientError:
-                    pass
+                    continue
+                if status.get("genesis_hash") != self.genesis.hash.hex():
+                    raise ClusterError(
+                        f"port {node.api_port} answers for another chain "
+                        f"(a leftover node?); stop it or use another --base-port")
+                pending.discard(i)
             if pending:
                 time.sleep(0.2)
         if pending:

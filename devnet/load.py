@@ -37,6 +37,7 @@ class LoadResult:
     submitted: int = 0
     accepted: int = 0
     committed: int = 0
+    in_time: int = 0  # committed within grace_s of being offered
     refused: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -44,6 +45,10 @@ class LoadResult:
     @property
     def committed_fraction(self) -> float:
         return self.committed / self.submitted if self.submitted else 0.0
+
+    @property
+    def in_time_fraction(self) -> float:
+        return self.in_time / self.submitted if self.submitted else 0.0
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -58,6 +63,7 @@ class LoadResult:
             "committed": self.committed,
             "committed_tps": round(self.committed / self.elapsed_s, 1) if self.elapsed_s else 0,
             "committed_fraction": round(self.committed_fraction, 4),
+            "in_time_fraction": round(self.in_time_fraction, 4),
             "p50_s": _r(self.percentile(0.50)), "p90_s": _r(self.percentile(0.90)),
             "p99_s": _r(self.percentile(0.99)),
             "mean_s": _r(statistics.fmean(self.latencies)) if self.latencies else None,
@@ -141,8 +147,10 @@ def run_load(cluster: Cluster, rate: float, duration: float, factory: TxFactory,
     watcher.start()
     lock = threading.Lock()
 
-    def send(node_index: int, batch: list[Transaction]) -> None:
-        now = time.monotonic()
+    def send(node_index: int, batch: list[Transaction], offered_at: float) -> None:
+        # latency counts from when the load *offered* the batch, so a backlog in the
+        # client counts against the rate instead of hiding it
+        now = offered_at
         try:
             res = clients[node_index].submit_batch(batch)
         except ClientError as exc:
@@ -158,11 +166,12 @@ def run_load(cluster: Cluster, rate: float, duration: float, factory: TxFactory,
                     result.refused[r["code"]] = result.refused.get(r["code"], 0) + 1
 
     # one sender thread per node, fed in order, so each registrar's nonces arrive in order
-    queues: list[queue.Queue[list[Transaction] | None]] = [queue.Queue() for _ in nodes]
+    queues: list[queue.Queue[tuple[list[Transaction], float] | None]] = [
+        queue.Queue() for _ in nodes]
 
     def sender(i: int) -> None:
-        while (batch := queues[i].get()) is not None:
-            send(i, batch)
+        while (item := queues[i].get()) is not None:
+            send(i, *item)
 
     threads = [threading.Thread(target=sender, args=(i,), daemon=True)
                for i in range(len(nodes))]
@@ -179,8 +188,9 @@ def run_load(cluster: Cluster, rate: float, duration: float, factory: TxFactory,
         by_node: dict[int, list[Transaction]] = {}
         for r, tx in chunk:
             by_node.setdefault(r % len(nodes), []).append(tx)
+        offered_at = time.monotonic()
         for i, batch in by_node.items():
-            queues[i].put(batch)
+            queues[i].put((batch, offered_at))
         tick += 1
         delay = start + tick * TICK_S - time.monotonic()
         if delay > 0:
@@ -206,6 +216,8 @@ def run_load(cluster: Cluster, rate: float, duration: float, factory: TxFactory,
             result.committed += 1
             result.latencies.append(max(0.0, t1 - t0))
             last_commit = max(last_commit, t1)
+            if t1 - t0 <= grace_s:
+                result.in_time += 1
     result.elapsed_s = max(last_commit - start, duration)
     if say:
         say(json.dumps(result.summary()))

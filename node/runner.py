@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -40,6 +41,13 @@ def run_node(home: Path) -> int:
             loop.add_signal_handler(sig, node.request_stop)
         await node.run()
 
+    profile_path = os.environ.get("MUTUAL_PROFILE")
+    profiler = None
+    if profile_path:  # a developer aid: cProfile the whole node, dumped at exit
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         asyncio.run(main())
     except WALCorruptError as exc:
@@ -52,4 +60,8 @@ def run_node(home: Path) -> int:
         logging.getLogger("node").exception("node crashed")
         print(f"mutual: error: node crashed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
     return 0
