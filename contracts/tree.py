@@ -99,7 +99,10 @@ class StateTree:
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, uncommitted writes included (None if absent)."""
-        v = self._pending.get(key, _MISS)
+        try:
+            v = self._pending.get(key, _MISS)
+        except TypeError:  # unhashable: certainly not bytes
+            raise StateError("key must be bytes") from None
         if v is not _MISS:
             return v  # type: ignore[return-value]
         v = self._values.get(key, _MISS)

@@ -172,8 +172,11 @@ def test_bad_types_are_refused_and_change_nothing() -> None:
             tree.delete(bad)  # type: ignore[arg-type]
         with pytest.raises(StateError):
             tree.prove(bad)  # type: ignore[arg-type]
-    with pytest.raises(StateError):
-        tree.get("text")  # type: ignore[arg-type]
+    for bad in ("text", bytearray(b"k"), ["k"]):
+        with pytest.raises(StateError):
+            tree.get(bad)  # type: ignore[arg-type]
+        with pytest.raises(StateError):
+            tree.get_committed(bad)  # type: ignore[arg-type]
     assert tree.dirty == 0
 
 
