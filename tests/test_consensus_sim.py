@@ -278,3 +278,9 @@ def test_simulator_does_no_io_and_reads_the_clock_only_in_its_cli() -> None:
         assert not used & never, f"{path.name} uses {sorted(used & never)}"
         if path.name != "__main__.py":  # the CLI reports wall seconds; runs never see them
             assert "time" not in used, path.name
+
+
+@pytest.mark.parametrize(("seed", "n"), [(16, 4), (336, 4), (173, 7), (230, 10)])
+def test_twins_seeds_that_stalled_before_the_core_fix(seed: int, n: int) -> None:
+    res = run_scenario(scenario_for(seed, ["twins"], [n], heights=5), signatures=False)
+    assert res.violations == [] and res.evidence > 0
