@@ -1103,8 +1103,9 @@ class Auditor:
     """One replay of a chain from ``source`` under ``genesis`` (the auditor's own file)."""
 
     def __init__(self, genesis: Genesis, source: Source, *, workers: int | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, verify_seconds: float = 0.3) -> None:
         self.genesis = genesis
+        self.verify_seconds = verify_seconds
         self.source = source
         self.kv = MemoryKV()
         self.executor = Executor(genesis, self.kv, BlockStore(self.kv), self._sig_ok)
@@ -1161,7 +1162,7 @@ class Auditor:
             if self.progress is not None:
                 self.progress.finish()
         seconds = time.perf_counter() - start
-        verify_rate = measure_verify_rate()
+        verify_rate = measure_verify_rate(self.verify_seconds)
         return AuditReport(
             ok=failure is None, chain_id=self.genesis.chain_id, source=self.source.label,
             blocks=self.height, txs=self.txs, applied=self.applied,
@@ -1288,12 +1289,19 @@ class Auditor:
         last block the source's own. The source's certificate is checked either way (it
         is what the node serves as proof of finality)."""
         stored_cert = None
+        block_id = block.block_id()
         if stored is not None:
             why = bad_certs.get(("stored", h))
-            if why is not None:
+            with contextlib.suppress(MessageError):
+                stored_cert = CommitCertificate.decode(stored)
+            if stored_cert is not None and (stored_cert.height, stored_cert.block_id) != (
+                    h, block_id):
+                raise AuditFailure(h, f"the source's commit certificate of block {h} "
+                                      "certifies another block", field="certificate.block_id",
+                                   expected=block_id.hex(), found=stored_cert.block_id.hex())
+            if why is not None or stored_cert is None:
                 raise AuditFailure(h, f"the source's commit certificate of block {h} is "
                                       f"invalid: {why}", field="certificate")
-            stored_cert = CommitCertificate.decode(stored)  # decoded fine in check_certs
             self.certificates += 1
             self.signatures += len(stored_cert.sigs)
         if nxt is not None:
@@ -1306,7 +1314,6 @@ class Auditor:
                                   f"{h}", field="certificate")
         else:
             cert = stored_cert
-        block_id = block.block_id()
         if cert.height != h or cert.block_id != block_id:
             where = f"block {h + 1}'s last_commit" if nxt is not None else "the certificate"
             raise AuditFailure(h, f"{where} does not certify block {h}",
@@ -1341,9 +1348,12 @@ def _receipt_bytes(receipt: Any) -> bytes:
 
 
 def audit(genesis: Genesis, source: Source, *, workers: int | None = None,
-          progress: Progress | None = None) -> AuditReport:
-    """Replay and check the chain ``source`` serves against ``genesis``."""
-    return Auditor(genesis, source, workers=workers, progress=progress).run()
+          progress: Progress | None = None, verify_seconds: float = 0.3) -> AuditReport:
+    """Replay and check the chain ``source`` serves against ``genesis``. ``workers``:
+    signature-checking processes (None: one per spare core, 0: inline);
+    ``verify_seconds``: how long to measure this machine's Ed25519 verify rate."""
+    return Auditor(genesis, source, workers=workers, progress=progress,
+                   verify_seconds=verify_seconds).run()
 
 
 # =====================================================================================
