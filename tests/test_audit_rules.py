@@ -1,0 +1,132 @@
+"""The audit's independent model of the rules catches a bug in ``contracts``.
+
+A replay alone cannot: the auditor runs the same ``contracts`` code, so a buggy rule
+produces the same state roots on every node and in the replay. These tests inject a bug
+into the rules while the chain is built *and* while it is audited, and check that the
+audit's own recomputation (settlement formula, notice snapshot, jury verdict, panel draw)
+names the wrong figure. Panel-mode juries are built here too (the devnet profile uses open
+juries), so the draw recheck is exercised on both of its branches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from contracts.params import profile
+from contracts.rules import jury, settlement
+from node.audit import AuditFailure, audit
+from tests.test_audit_builder import GENESIS_MS, ChainBuilder, build_scenario, key, register_body
+
+S = 1000
+
+
+def _audit(b: ChainBuilder):
+    return audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+
+
+def _fail(b: ChainBuilder) -> AuditFailure:
+    report = _audit(b)
+    assert not report.ok, "the audit missed the injected rule bug"
+    assert report.first_error is not None
+    return report.first_error
+
+
+def test_settlement_share_bug(monkeypatch) -> None:
+    original = settlement.compute_shares
+
+    def buggy(*args: Any) -> dict:
+        out = original(*args)
+        out["share"] += 1
+        return out
+
+    monkeypatch.setattr(settlement, "compute_shares", buggy)
+    b, sc = build_scenario()
+    err = _fail(b)
+    assert err.height == sc.settle_heights[0] and err.field == "period/1.share"
+    assert err.found == err.expected + 1
+
+
+def test_settlement_fee_bug(monkeypatch) -> None:
+    original = settlement.compute_shares
+
+    def buggy(P: int, fee_bps: int, *rest: Any) -> dict:
+        return original(P, fee_bps + 100, *rest)
+
+    monkeypatch.setattr(settlement, "compute_shares", buggy)
+    b, sc = build_scenario()
+    err = _fail(b)
+    assert err.height == sc.settle_heights[0] and err.field == "period/1.F"
+
+
+def test_notice_snapshot_bug(monkeypatch) -> None:
+    original = settlement.snapshot_groups
+
+    def buggy(ctx: Any, n: int) -> list:
+        groups = original(ctx, n)
+        groups[0] = {**groups[0], "members": groups[0]["members"] - 1}
+        return groups
+
+    monkeypatch.setattr(settlement, "snapshot_groups", buggy)
+    b, _ = build_scenario()
+    err = _fail(b)
+    assert err.field == "period/1.groups"
+
+
+def test_jury_verdict_bug(monkeypatch) -> None:
+    monkeypatch.setattr(jury, "verdict", lambda ctx, j: "pay")
+    b, _ = build_scenario()
+    err = _fail(b)
+    # claim 1's jury really voted pay; claim 4's appeal jury had 2 of 3 votes: no quorum
+    assert err.field == "claim/4.jury.verdict"
+    assert (err.expected, err.found) == ("no_quorum", "pay")
+
+
+def _panel_chain(jurors: int) -> tuple[ChainBuilder, list]:
+    """A denied claim appealed to a drawn panel of 3 that votes to pay."""
+    params = profile("devnet")
+    b = ChainBuilder({"jury": {**params["jury"], "mode": "panel", "panel_size": 3,
+                               "panel_min_votes": 2}})
+    g = GENESIS_MS
+    m = [key(f"panel-member-{i}") for i in range(jurors + 1)]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 100 + i))
+                    for i, k in enumerate(m)])
+    b.commit_at(g + 11 * S, [b.tx(b.registrar, "approve_juror",
+                                  {"member": k.public_key.raw, "exam_ref": bytes(32)})
+                             for k in m[1:]])
+    b.commit_at(g + 36 * S, [b.tx(m[0], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 35 * S, "accident": False,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 37 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": False, "report_hash": bytes(32)})])
+    b.commit_at(g + 38 * S, [b.tx(m[0], "appeal_claim", {"claim_id": 1,
+                                                         "reason_hash": bytes(32)})])
+    b.commit_at(g + 39 * S)  # the panel is drawn with this block's seed
+    panel = b.ex.app.get_claim(1)["jury"]["panel"]
+    assert len(panel) == 3
+    voters = [k for k in m if k.public_key.hex() in panel][:2]
+    b.commit_at(g + 40 * S, [b.tx(k, "jury_vote", {"claim_id": 1, "pay": True})
+                             for k in voters])
+    b.commit_at(g + 60 * S)  # the window (15 s from the draw) has closed
+    b.commit_at(g + 110 * S)  # settlement 2 pays it
+    return b, m
+
+
+@pytest.mark.parametrize("jurors", [5, 9], ids=["shuffle-small-pool", "attempts-big-pool"])
+def test_panel_jury_is_rechecked(jurors: int) -> None:
+    b, _ = _panel_chain(jurors)
+    claim = b.ex.app.get_claim(1)
+    assert claim["jury"]["verdict"] == "pay" and claim["status"] == "paid"
+    report = _audit(b)
+    assert report.ok, report.first_error
+    assert report.stats["panels"] == 1 and report.verdicts == {"pay": 1}
+
+
+def test_panel_draw_bug(monkeypatch) -> None:
+    original = jury.draw_panel
+    monkeypatch.setattr(jury, "draw_panel", lambda ctx, c, seed: original(ctx, c, seed)[::-1])
+    b, _ = _panel_chain(9)
+    err = _fail(b)
+    assert err.field == "claim/1.jury.panel"
+    assert err.found == err.expected[::-1]
