@@ -1,0 +1,356 @@
+"""``mutual verify-share``: check one member's share of one period without trusting a node.
+
+The node is asked for the member record and the period record, each as a proof bundle
+(docs/api.md "Proof bundles"): the record's canonical bytes, a Merkle proof, the header
+whose ``state_root`` the proof is against, and that header's commit certificate. Every
+bundle is checked against the validator set of the member's OWN genesis file: the header
+hashes to the certified block id, more than 2/3 of the voting power signed it, the proof's
+root is the header's state root, and the proof shows exactly these bytes under exactly this
+key. The period's paid claims (which make up P) and, within a cap year, the previous
+period (which gives the year-to-date total before this one) are proven the same way. The
+share is then re-derived from those figures with the published formula (docs/rules.md,
+rule 6) and printed with its derivation.
+
+``verify_share(client, genesis, member_id, period)`` is the library call a member's app
+uses; it returns a ``ShareReport`` or raises ``ShareVerificationError`` whose ``kind`` and
+message say exactly what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chain import encoding
+from chain.block import BlockHeader
+from chain.certificate import CommitCertificate, verify_certificate
+from chain.genesis import Genesis, GenesisError
+from chain.hashing import sha256
+from chain.tx import to_jsonable
+from chain.vote import MessageError
+from contracts import records
+from contracts.params import Params
+from contracts.proof import Proof, ProofError, verify_proof
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class ShareVerificationError(Exception):
+    """A bundle or a figure failed a check. ``kind`` is one of: ``node`` (the node did not
+    answer), ``malformed``, ``chain``, ``certificate``, ``root``, ``key``, ``proof``,
+    ``record``, ``stale``, ``not_settled``, ``inconsistent``."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Proven:
+    """A record proven against a certified header."""
+
+    key: bytes
+    value: bytes | None
+    record: dict[str, Any] | None
+    height: int
+    block_id: bytes
+    state_root: bytes
+    time_ms: int
+    signed_power: int
+    total_power: int
+
+
+def _hex(bundle: dict[str, Any], name: str, what: str, nullable: bool = False) -> bytes | None:
+    value = bundle.get(name)
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        raise ShareVerificationError("malformed", f"{what}: bundle field {name!r} is missing")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ShareVerificationError("malformed", f"{what}: bundle field {name!r} is not "
+                                                  "hex") from None
+
+
+def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str) -> Proven:
+    """Check one proof bundle for ``key`` against ``genesis``'s validators."""
+    if not isinstance(bundle, dict):
+        raise ShareVerificationError("malformed", f"{what}: the node sent no proof bundle")
+    header_bytes = _hex(bundle, "header", what)
+    cert_bytes = _hex(bundle, "certificate", what)
+    root = _hex(bundle, "state_root", what)
+    got_key = _hex(bundle, "key", what)
+    value = _hex(bundle, "value", what, nullable=True)
+    proof_bytes = _hex(bundle, "proof", what)
+    assert header_bytes is not None and cert_bytes is not None and proof_bytes is not None
+    try:
+        header = BlockHeader.from_map(encoding.decode(header_bytes))
+        cert = CommitCertificate.decode(cert_bytes)
+    except (MessageError, encoding.EncodingError) as exc:
+        raise ShareVerificationError("malformed", f"{what}: header or certificate does not "
+                                                  f"decode: {exc}") from None
+    if header.chain_id != genesis.chain_id:
+        raise ShareVerificationError("chain", f"{what}: the header is for chain "
+                                              f"{header.chain_id!r}, not {genesis.chain_id!r}")
+    block_id = sha256(header_bytes)
+    ok, why = verify_certificate(cert, genesis.chain_id, genesis.validators, header.height,
+                                 block_id)
+    if not ok:
+        raise ShareVerificationError("certificate", f"{what}: the certificate of block "
+                                                    f"{header.height} is not valid: {why}")
+    if bundle.get("height") != header.height:
+        raise ShareVerificationError("malformed", f"{what}: bundle height "
+                                                  f"{bundle.get('height')!r} is not the "
+                                                  f"header's {header.height}")
+    if root != header.state_root:
+        shown = root.hex() if root else root
+        raise ShareVerificationError("root", f"{what}: the proof's root {shown} is not the "
+                                             "certified header's state root "
+                                             f"{header.state_root.hex()}")
+    if got_key != key:
+        raise ShareVerificationError("key", f"{what}: the proof is for key "
+                                            f"{(got_key or b'').hex()}, not {key.hex()}")
+    try:
+        proof = Proof.decode(proof_bytes)
+    except ProofError as exc:
+        raise ShareVerificationError("malformed", f"{what}: proof does not decode: "
+                                                  f"{exc}") from None
+    if not verify_proof(header.state_root, key, value, proof):
+        raise ShareVerificationError("proof", f"{what}: the proof does not verify against "
+                                              f"the certified state root of block "
+                                              f"{header.height} (forged or stale)")
+    record = None
+    if value is not None:
+        try:
+            record = encoding.decode(value)
+        except encoding.EncodingError as exc:
+            raise ShareVerificationError("record", f"{what}: the proven value is not a "
+                                                   f"canonical record: {exc}") from None
+        if not isinstance(record, dict):
+            raise ShareVerificationError("record", f"{what}: the proven value is not a map")
+        shown = bundle.get("record")
+        if isinstance(shown, dict):
+            for name, v in record.items():
+                if name in shown and shown[name] != to_jsonable(v):
+                    raise ShareVerificationError(
+                        "record", f"{what}: the node's JSON record says {name} = "
+                                  f"{shown[name]!r}, the proven value is {to_jsonable(v)!r}")
+    power = sum(genesis.validators[s.validator].power for s in cert.sigs)
+    return Proven(key, value, record, header.height, block_id, header.state_root,
+                  header.time, power, genesis.validators.total_power)
+
+
+@dataclass
+class ShareReport:
+    """A member's verified charge for one settled period and how it derives."""
+
+    member: str
+    period: int
+    shares: bool
+    charge: int
+    cohort: int
+    exit_period: int | None
+    group: int | None
+    P: int
+    F: int
+    fee_bps: int
+    S: int
+    need: int
+    M: int
+    cases: int
+    share_raw: int
+    case_cap: int
+    share: int
+    annual_cap: int
+    ytd_before: int | None
+    ytd_after: int | None
+    operator_covered: int
+    surplus_new: int
+    claims: list[dict[str, int]] = field(default_factory=list)
+    height: int = 0
+    block_id: str = ""
+    state_root: str = ""
+    signed_power: int = 0
+    total_power: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, **asdict(self)}
+
+
+def _fetch(call: Any, what: str) -> Any:
+    from node.client import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        raise ShareVerificationError("node", f"{what}: {exc}") from None
+
+
+def _expect(name: str, want: int, got: Any, where: str) -> None:
+    if want != got:
+        raise ShareVerificationError("inconsistent", f"{where}: {name} should be {want} by "
+                                                     f"the rules, the record says {got!r}")
+
+
+def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
+    """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
+    try:
+        pk = bytes.fromhex(member_id)
+    except ValueError:
+        pk = b""
+    if len(pk) != 32:
+        raise ShareVerificationError("malformed", f"member id {member_id!r} is not 64 hex "
+                                                  "characters")
+    if period < 1:
+        raise ShareVerificationError("malformed", "period must be 1 or more")
+    params = Params.from_dict(genesis.params)
+    schedule = params.make_schedule(genesis.genesis_time_ms)
+
+    pb = verify_bundle(_fetch(lambda: client.period(period, proof=True), f"period {period}"),
+                       genesis, records.period_key(period), f"period {period}")
+    rec = pb.record
+    if rec is None:
+        raise ShareVerificationError("not_settled", f"period {period} has no record at block "
+                                                    f"{pb.height} (not noticed yet)")
+    if rec.get("status") != "settled":
+        raise ShareVerificationError("not_settled", f"period {period} is {rec.get('status')!r} "
+                                                    f"at block {pb.height}, not settled")
+    mb = verify_bundle(_fetch(lambda: client.member(member_id, proof=True),
+                              f"member {member_id}"),
+                       genesis, records.member_key(pk), f"member {member_id}")
+    m = mb.record
+    if m is None:
+        raise ShareVerificationError("record", f"no member {member_id} at block {mb.height}")
+    if mb.time_ms < rec["settled_ms"]:
+        raise ShareVerificationError("stale", f"the member record is proven at block "
+                                              f"{mb.height} (time {mb.time_ms}), before period "
+                                              f"{period} settled ({rec['settled_ms']})")
+
+    where = f"period {period}"
+    # P from the claims it paid, each proven too
+    claims = []
+    for cid in rec["claims"]:
+        cb = verify_bundle(_fetch(lambda cid=cid: client.claim(cid, proof=True), f"claim {cid}"),
+                           genesis, records.claim_key(cid), f"claim {cid}")
+        c = cb.record
+        if c is None or c.get("pay_period") != period:
+            raise ShareVerificationError("inconsistent", f"claim {cid} listed by period "
+                                                         f"{period} was not paid in it")
+        claims.append({"id": cid, "amount": c["amount"]})
+    P = sum(c["amount"] for c in claims)
+    _expect("P (sum of the paid claims)", P, rec["P"], where)
+    _expect("cases", len(claims), rec["cases"], where)
+    F = P * params.fee_bps // 10_000
+    _expect("F", F, rec["F"], where)
+    need = P + F - rec["S"]
+    _expect("need", need, rec["need"], where)
+    M = sum(g["members"] for g in rec["groups"])
+    _expect("M", M, rec["M"], where)
+    raw = -(-need // M) if need > 0 and M > 0 else 0
+    _expect("share_raw", raw, rec["share_raw"], where)
+    case_cap = params.cap_per_case_fen * len(claims)
+    _expect("case_cap", case_cap, rec["case_cap"], where)
+    share = min(raw, case_cap)
+    _expect("share", share, rec["share"], where)
+    _expect("annual_cap", params.cap_per_year_fen, rec["annual_cap"], where)
+    collected = sum(g["members"] * g["charge"] for g in rec["groups"])
+    _expect("conservation (collected + operator_covered)",
+            P + F - rec["S"] + rec["surplus_new"], collected + rec["operator_covered"], where)
+
+    cohort, exit_p = m["cohort"], m["exit_period"]
+    shares = cohort <= period and (exit_p is None or period <= exit_p)
+    group = grp = None
+    charge = 0
+    if shares:
+        first = schedule.first_period_of_year(schedule.year(period))
+        group = cohort if cohort > first else 0
+        grp = next((g for g in rec["groups"] if g["cohort"] == group), None)
+        if grp is None:
+            raise ShareVerificationError("inconsistent", f"{where} has no group {group} for "
+                                                         f"the member's cohort {cohort}")
+        prev_ytd = 0
+        if period > 1 and schedule.year(period - 1) == schedule.year(period):
+            prev = verify_bundle(
+                _fetch(lambda: client.period(period - 1, proof=True), f"period {period - 1}"),
+                genesis, records.period_key(period - 1), f"period {period - 1}").record
+            prev_grp = next((g for g in (prev or {}).get("groups", [])
+                             if g["cohort"] == group), None)
+            prev_ytd = 0 if prev_grp is None else prev_grp["ytd"]
+        _expect(f"group {group} ytd_before", prev_ytd, grp["ytd_before"], where)
+        charge = min(share, max(0, params.cap_per_year_fen - prev_ytd))
+        _expect(f"group {group} charge", charge, grp["charge"], where)
+        _expect(f"group {group} ytd", prev_ytd + charge, grp["ytd"], where)
+    return ShareReport(
+        member=pk.hex(), period=period, shares=shares, charge=charge, cohort=cohort,
+        exit_period=exit_p, group=group, P=P, F=F, fee_bps=params.fee_bps, S=rec["S"],
+        need=need, M=M, cases=len(claims), share_raw=raw, case_cap=case_cap, share=share,
+        annual_cap=params.cap_per_year_fen,
+        ytd_before=None if grp is None else grp["ytd_before"],
+        ytd_after=None if grp is None else grp["ytd"],
+        operator_covered=rec["operator_covered"], surplus_new=rec["surplus_new"],
+        claims=claims, height=pb.height, block_id=pb.block_id.hex(),
+        state_root=pb.state_root.hex(), signed_power=pb.signed_power,
+        total_power=pb.total_power)
+
+
+def _fen(v: int) -> str:
+    sign = "-" if v < 0 else ""
+    v = abs(v)
+    return f"{sign}{v // 100:,}.{v % 100:02d}"
+
+
+def render_share(r: ShareReport) -> str:
+    """The member-facing derivation."""
+    paid = ", ".join("#{} {:,}".format(c["id"], c["amount"]) for c in r.claims) or "(none)"
+    lines = [
+        f"member {r.member}, period {r.period}: charge {r.charge} fen ({_fen(r.charge)} yuan)",
+        f"  proven at block {r.height} ({r.block_id[:16]}…), certified by power "
+        f"{r.signed_power} of {r.total_power}; state root {r.state_root[:16]}…",
+        f"  P = {r.P:,} fen from {r.cases} paid claim(s) "
+        f"{paid}",
+        f"  F = floor(P x {r.fee_bps} / 10000) = {r.F:,}    S (surplus carried in) = {r.S:,}",
+        f"  M = {r.M:,} members protected at the notice    need = P + F - S = {r.need:,}",
+        f"  raw = ceil(need / M) = {r.share_raw:,}    per-case cap = {r.case_cap:,}    "
+        f"share = min(raw, cap) = {r.share:,}",
+    ]
+    if r.shares:
+        lines.append(f"  annual cap {r.annual_cap:,}; year to date before {r.ytd_before:,} "
+                     f"(group {r.group}) -> charge = min(share, cap - ytd) = {r.charge:,}; "
+                     f"year to date after {r.ytd_after:,}")
+    else:
+        lines.append(f"  the member does not share in period {r.period} (cohort {r.cohort}, "
+                     f"exit period {r.exit_period}): charge 0")
+    lines.append(f"  operator covered {r.operator_covered:,}; surplus carried on "
+                 f"{r.surplus_new:,}")
+    return "\n".join(lines)
+
+
+def main(args: Any, out: Any = None, err: Any = None) -> int:
+    """``mutual verify-share``: exit 0 when the share is proven, 1 when rejected."""
+    from node.client import Client
+
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        genesis = Genesis.load(args.genesis)
+    except GenesisError as exc:
+        err.write(f"mutual verify-share: error: {exc}\n")
+        return EXIT_USAGE
+    try:
+        report = verify_share(Client(args.node, timeout=args.timeout), genesis, args.member,
+                              args.period)
+    except ShareVerificationError as exc:
+        err.write(f"mutual verify-share: REJECTED ({exc.kind}): {exc.reason}\n")
+        out.write(json.dumps({"ok": False, "kind": exc.kind, "reason": exc.reason}) + "\n")
+        return EXIT_FAIL
+    out.write(render_share(report) + "\n")
+    out.write(json.dumps(report.to_json()) + "\n")
+    return EXIT_OK
+
+
+__all__ = ["Proven", "ShareReport", "ShareVerificationError", "main", "render_share",
+           "verify_bundle", "verify_share"]

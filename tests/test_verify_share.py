@@ -1,0 +1,231 @@
+"""``mutual verify-share`` and ``node.verify_share.verify_share``: a member checks their own
+share from proof bundles and commit certificates, against their own genesis file.
+
+The honest answers agree with ``Application.member_share`` for every member and period;
+forged or stale proofs, short certificates, root or key mismatches, a JSON record that
+is not the proven value, and a foreign validator set are each rejected with their kind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from chain import encoding
+from chain.block import Block
+from chain.certificate import CommitCertificate
+from chain.crypto import PrivateKey
+from chain.genesis import Genesis
+from node.client import Client
+from node.verify_share import ShareVerificationError, main, render_share, verify_share
+from tests.test_audit_builder import MEMBERS, build_scenario
+from tests.test_audit_node import FakeNode
+
+
+@pytest.fixture(scope="module")
+def world():
+    b, sc = build_scenario()
+    node = FakeNode(b)
+    try:
+        yield b, sc, node
+    finally:
+        node.stop()
+
+
+@pytest.fixture()
+def fake(world):
+    _, _, node = world
+    node.bundle_hook = None
+    yield node
+    node.bundle_hook = None
+
+
+def _client(node: FakeNode) -> Client:
+    return Client(node.url, timeout=5)
+
+
+def _reject(world, member: str, period: int, kind: str) -> ShareVerificationError:
+    b, _, node = world
+    with pytest.raises(ShareVerificationError) as info:
+        verify_share(_client(node), b.genesis, member, period)
+    assert info.value.kind == kind, info.value
+    return info.value
+
+
+def test_every_members_share_matches_the_rules(world, fake) -> None:
+    b, sc, _ = world
+    seen_charge = False
+    for i in range(MEMBERS):
+        member = sc.m[i].public_key.hex()
+        for n in (1, 2, 3):
+            r = verify_share(_client(fake), b.genesis, member, n)
+            want = b.ex.app.member_share(member, n)
+            assert r.charge == want["charge"], (i, n)
+            assert r.shares == want["shares"]
+            for name in ("P", "F", "S", "M", "need", "share_raw", "case_cap", "share",
+                         "annual_cap", "cases", "operator_covered", "surplus_new"):
+                assert getattr(r, name) == want[name], (i, n, name)
+            assert r.signed_power == 40 and r.height == b.height
+            seen_charge = seen_charge or r.charge > 0
+    assert seen_charge
+    text = render_share(verify_share(_client(fake), b.genesis, sc.m[1].public_key.hex(), 1))
+    assert "P = 30,000,000 fen" in text and "charge = min(share, cap - ytd) = 10" in text
+
+
+def _edit(kind: str, ident: str | None, fn):
+    def hook(k: str, i: str, bundle: dict) -> dict:
+        return fn(dict(bundle)) if k == kind and (ident is None or i == ident) else bundle
+    return hook
+
+
+def test_forged_period_value(world, fake) -> None:
+    _, sc, _ = world
+
+    def forge(bundle: dict) -> dict:
+        rec = encoding.decode(bytes.fromhex(bundle["value"]))
+        rec["share"] -= 1
+        bundle["value"] = encoding.encode(rec).hex()
+        bundle["record"] = {**bundle["record"], "share": rec["share"]}
+        return bundle
+
+    fake.bundle_hook = _edit("periods", "1", forge)
+    err = _reject(world, sc.m[1].public_key.hex(), 1, "proof")
+    assert "forged or stale" in err.reason
+
+
+def test_stale_proof_against_a_newer_header(world, fake) -> None:
+    """A proof made against an older root, presented with the latest certified header."""
+    b, sc, _ = world
+    old_root = Block.decode(b.blocks[sc.settle_heights[0] + 1]).header.state_root
+    _, tree = b.ex.view_at(old_root)
+    member = sc.m[1].public_key.raw
+    key = b"member/" + member
+
+    def stale(bundle: dict) -> dict:
+        bundle["value"] = tree.get(key).hex()
+        bundle["proof"] = tree.prove(key).encode().hex()
+        return bundle
+
+    fake.bundle_hook = _edit("members", None, stale)
+    _reject(world, member.hex(), 1, "proof")
+
+
+def _bundle_at(b, height: int, key: bytes) -> dict:
+    block = Block.decode(b.blocks[height - 1])
+    _, tree = b.ex.view_at(block.header.state_root)
+    value = tree.get(key)
+    return {"record": None, "key": key.hex(), "value": None if value is None else value.hex(),
+            "proof": tree.prove(key).encode().hex(),
+            "state_root": block.header.state_root.hex(), "height": height,
+            "header": block.header.encode().hex(), "certificate": b.certs[height].hex()}
+
+
+def test_a_member_record_older_than_the_settlement_is_stale(world, fake) -> None:
+    b, sc, _ = world
+    member = sc.m[3].public_key.raw  # left after period 1: exit_period appears later
+    fake.bundle_hook = _edit("members", None,
+                             lambda _: _bundle_at(b, 3, b"member/" + member))
+    err = _reject(world, member.hex(), 2, "stale")
+    assert "before period 2 settled" in err.reason
+
+
+def test_a_period_proven_before_its_settlement(world, fake) -> None:
+    b, sc, _ = world
+    h = sc.settle_heights[1]  # the header of block h holds the state before settlement 2
+    fake.bundle_hook = _edit("periods", "2",
+                             lambda _: _bundle_at(b, h, b"period/" + (2).to_bytes(8, "big")))
+    err = _reject(world, sc.m[1].public_key.hex(), 2, "not_settled")
+    assert "'noticed'" in err.reason
+
+
+def test_a_certificate_short_of_two_thirds(world, fake) -> None:
+    b, sc, _ = world
+
+    def short(bundle: dict) -> dict:
+        cert = CommitCertificate.decode(bytes.fromhex(bundle["certificate"]))
+        two = b.certify(cert.height, cert.block_id, cert.sigs[0].timestamp, signers=[0, 1])
+        bundle["certificate"] = two.encode().hex()
+        return bundle
+
+    fake.bundle_hook = _edit("members", None, short)
+    err = _reject(world, sc.m[1].public_key.hex(), 1, "certificate")
+    assert "not more than 2/3" in err.reason
+
+
+def test_a_root_that_is_not_the_headers(world, fake) -> None:
+    _, sc, _ = world
+    fake.bundle_hook = _edit("periods", None, lambda bd: {**bd, "state_root": "ee" * 32})
+    _reject(world, sc.m[1].public_key.hex(), 1, "root")
+
+
+def test_a_proof_for_another_key(world, fake) -> None:
+    b, sc, _ = world
+    other = b"member/" + sc.m[2].public_key.raw
+    fake.bundle_hook = _edit("members", None, lambda _: _bundle_at(b, b.height, other))
+    _reject(world, sc.m[1].public_key.hex(), 1, "key")
+
+
+def test_a_json_record_that_is_not_the_proven_value(world, fake) -> None:
+    _, sc, _ = world
+
+    def lie(bundle: dict) -> dict:
+        bundle["record"] = {**bundle["record"], "share": 1}
+        return bundle
+
+    fake.bundle_hook = _edit("periods", "1", lie)
+    err = _reject(world, sc.m[1].public_key.hex(), 1, "record")
+    assert "share" in err.reason
+
+
+def test_a_forged_claim_amount(world, fake) -> None:
+    _, sc, _ = world
+
+    def forge(bundle: dict) -> dict:
+        rec = encoding.decode(bytes.fromhex(bundle["value"]))
+        rec["amount"] += 100
+        bundle["value"] = encoding.encode(rec).hex()
+        bundle["record"] = None
+        return bundle
+
+    fake.bundle_hook = _edit("claims", "1", forge)
+    _reject(world, sc.m[1].public_key.hex(), 1, "proof")
+
+
+def test_another_validator_set_is_not_trusted(world, fake) -> None:
+    b, sc, node = world
+    doc = json.loads(json.dumps(b.genesis.doc))
+    doc["validators"][1]["pub_key"] = PrivateKey(b"\x05" * 32).public_key.hex()
+    doc["validators"][2]["pub_key"] = PrivateKey(b"\x06" * 32).public_key.hex()
+    with pytest.raises(ShareVerificationError) as info:
+        verify_share(_client(node), Genesis.from_doc(doc), sc.m[1].public_key.hex(), 1)
+    assert info.value.kind == "certificate"
+
+
+def test_bad_input_and_unknown_member(world, fake) -> None:
+    _, _, node = world
+    _reject(world, "zz", 1, "malformed")
+    _reject(world, PrivateKey(b"\x03" * 32).public_key.hex(), 1, "record")
+    _reject(world, PrivateKey(b"\x03" * 32).public_key.hex(), 0, "malformed")
+
+
+def test_command_accepts_and_rejects(world, fake, tmp_path) -> None:
+    b, sc, node = world
+    gpath = tmp_path / "genesis.json"
+    b.genesis.dump(gpath)
+    args = SimpleNamespace(node=node.url, genesis=str(gpath),
+                           member=sc.m[1].public_key.hex(), period=1, timeout=5.0)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(args, out, err) == 0
+    lines = out.getvalue().strip().splitlines()
+    assert lines[0].startswith(f"member {sc.m[1].public_key.hex()}, period 1: charge 10 fen")
+    assert json.loads(lines[-1])["charge"] == 10
+    fake.bundle_hook = _edit("periods", None, lambda bd: {**bd, "state_root": "ee" * 32})
+    out, err = io.StringIO(), io.StringIO()
+    assert main(args, out, err) == 1
+    assert "REJECTED (root)" in err.getvalue()
+    assert json.loads(out.getvalue())["ok"] is False
+    args.genesis = str(tmp_path / "missing.json")
+    assert main(args, io.StringIO(), io.StringIO()) == 2
