@@ -34,29 +34,47 @@ class EncodingError(ValueError):
 
 
 def _normalise(value: Any, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
-    if value is None or isinstance(value, bool):
+    # Exact-type checks first: this runs for every record the rules store and every
+    # message signed, so the common plain types take the shortest path.
+    t = type(value)
+    if t is str or t is bytes or t is bool or value is None:
         return value
-    if isinstance(value, int):
+    if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise EncodingError(f"integer {value} out of range")
         return value
+    if depth >= MAX_DEPTH and isinstance(value, Mapping | list | tuple):
+        raise EncodingError(f"more than {MAX_DEPTH} levels of nesting")
+    if t is dict:
+        # UTF-8 preserves code point order, so sorting the str keys sorts their UTF-8 bytes
+        try:
+            keys = sorted(value)
+        except TypeError:
+            keys = list(value)
+        for k in keys:
+            if type(k) is not str:
+                raise EncodingError(f"map key {k!r} is not text")
+        d = depth + 1
+        return {k: _normalise(value[k], d) for k in keys}
+    if t is list or t is tuple:
+        d = depth + 1
+        return [_normalise(v, d) for v in value]
+    return _normalise_slow(value, depth)
+
+
+def _normalise_slow(value: Any, depth: int) -> Any:
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return _normalise(int(value), depth)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str):
-        return value
+        return str(value)
     if isinstance(value, list | tuple):
-        return [_normalise(v, depth + 1) for v in value]
+        return _normalise(list(value), depth)
     if isinstance(value, Mapping):
-        items = []
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise EncodingError(f"map key {k!r} is not text")
-            items.append((k.encode("utf-8"), k, _normalise(v, depth + 1)))
-        items.sort(key=lambda item: item[0])
-        # dict keys are unique already; sorting by UTF-8 bytes is the canonical order
-        return {k: v for _, k, v in items}
+        return _normalise(dict(value), depth)
     raise EncodingError(f"type {type(value).__name__} is not encodable")
 
 
@@ -70,12 +88,14 @@ def encode(value: Any) -> bytes:
 
 
 def _check_keys(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
     if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise EncodingError(f"more than {MAX_DEPTH} levels of nesting")
         for v in value:
             _check_keys(v, depth + 1)
     elif isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise EncodingError(f"more than {MAX_DEPTH} levels of nesting")
         prev: bytes | None = None
         for k, v in value.items():
             if not isinstance(k, str):

@@ -56,6 +56,9 @@ class Transaction:
     body: dict[str, Any]
     sig: bytes = b""
     _encoded: bytes = field(default=b"", repr=False, compare=False)
+    # set by ``decode``: the body came out of canonical bytes, so it is encodable
+    _canonical_body: bool = field(default=False, repr=False, compare=False)
+    _payload: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -73,10 +76,11 @@ class Transaction:
             raise TxError("bad_body", "body must be a map")
         if not isinstance(self.sig, bytes) or len(self.sig) not in (0, SIGNATURE_SIZE):
             raise TxError("bad_signature", "signature must be 64 bytes")
-        try:
-            encoding.encode(self.body)
-        except encoding.EncodingError as exc:
-            raise TxError("bad_body", f"body is not canonically encodable: {exc}") from exc
+        if not self._canonical_body:
+            try:
+                encoding.encode(self.body)
+            except encoding.EncodingError as exc:
+                raise TxError("bad_body", f"body is not canonically encodable: {exc}") from exc
 
     def unsigned_map(self) -> dict[str, Any]:
         return {
@@ -89,7 +93,9 @@ class Transaction:
 
     def signing_payload(self) -> bytes:
         """The canonical bytes of the transaction without its signature."""
-        return encoding.encode(self.unsigned_map())
+        if not self._payload:
+            object.__setattr__(self, "_payload", encoding.encode(self.unsigned_map()))
+        return self._payload
 
     def encode(self) -> bytes:
         """The canonical signed encoding (what goes on the wire and in blocks)."""
@@ -145,7 +151,7 @@ class Transaction:
             raise TxError("bad_encoding", "chain_id and type must be text")
         tx = cls(
             value["chain_id"], value["type"], value["sender"], value["nonce"], value["body"],
-            value["sig"],
+            value["sig"], _canonical_body=True,
         )
         object.__setattr__(tx, "_encoded", bytes(data))
         return tx

@@ -58,11 +58,14 @@ class Executor:
     """Owns the application state of one node (or one auditor replay)."""
 
     def __init__(self, genesis: Genesis, kv: KV, store: BlockStore,
-                 sig_check: SignatureCheck = _default_sig_check) -> None:
+                 sig_check: SignatureCheck = _default_sig_check,
+                 known_tx: Callable[[bytes], Transaction | None] | None = None) -> None:
         self.genesis = genesis
         self.kv = kv
         self.store = store
         self.sig_check = sig_check
+        # transactions this node already decoded (its mempool): no second decode
+        self.known_tx = known_tx or (lambda tx_hash: None)
         self.state_kv = kv.prefixed(PREFIXES["state"])
         self.validators = genesis.validators
         self._validators_hash = genesis.validators.hash()
@@ -176,10 +179,12 @@ class Executor:
             if tx_hash in seen:
                 raise BlockInvalid(f"transaction {i} appears twice")
             seen.add(tx_hash)
-            try:
-                tx = Transaction.decode(data)
-            except TxError as exc:
-                raise BlockInvalid(f"transaction {i}: {exc.message}") from None
+            tx = self.known_tx(tx_hash)
+            if tx is None:
+                try:
+                    tx = Transaction.decode(data)
+                except TxError as exc:
+                    raise BlockInvalid(f"transaction {i}: {exc.message}") from None
             if tx.chain_id != self.genesis.chain_id:
                 raise BlockInvalid(f"transaction {i} is for chain {tx.chain_id!r}")
             if not self.sig_check(tx_hash, tx):

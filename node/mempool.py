@@ -490,6 +490,11 @@ class Mempool:
         entry = self._by_hash.get(tx_hash)
         return None if entry is None else entry.data
 
+    def get_tx(self, tx_hash: bytes) -> Transaction | None:
+        """The decoded transaction in the pool (saves a block validator a decode)."""
+        entry = self._by_hash.get(tx_hash)
+        return None if entry is None else entry.tx
+
     def seen(self, tx_hash: bytes) -> bool:
         """True if the seen-cache holds ``tx_hash`` (pooled or committed recently)."""
         with self._lock:

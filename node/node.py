@@ -84,7 +84,8 @@ class Node:
             raise NodeError(f"cannot open database {data_dir / 'db'}: {exc} "
                             "(is another node running on this home?)") from None
         self.store = BlockStore(self.kv)
-        self.executor = Executor(self.genesis, self.kv, self.store, self._sig_check)
+        self.executor = Executor(self.genesis, self.kv, self.store, self._sig_check,
+                                 known_tx=lambda h: self.mempool.get_tx(h))
         mc = self.config.mempool
         self.mempool = Mempool(
             self.genesis.chain_id,

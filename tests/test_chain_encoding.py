@@ -91,3 +91,33 @@ def test_bytes_and_text_are_distinct():
 
 def test_known_bytes():
     assert encoding.encode({"b": 1, "a": [None, True, b"\x00"]}).hex() == "82a16193c0c3c40100a16201"
+
+
+def test_depth_limit_is_exactly_sixteen_levels():
+    ok: list = []
+    for _ in range(encoding.MAX_DEPTH - 1):
+        ok = [ok]
+    data = encoding.encode(ok)  # 16 levels of arrays
+    assert encoding.decode(data) == ok
+    with pytest.raises(EncodingError):
+        encoding.encode([ok])
+    with pytest.raises(EncodingError):
+        encoding.decode(msgpack.packb([ok]))
+
+
+def test_subclasses_encode_as_their_base_types():
+    from enum import IntEnum
+
+    class Colour(IntEnum):
+        RED = 1
+
+    assert encoding.encode({"c": Colour.RED, "b": bytearray(b"x"), "t": (1, 2)}) == \
+        encoding.encode({"c": 1, "b": b"x", "t": [1, 2]})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), st.integers(0, 5), min_size=1, max_size=8))
+def test_key_order_is_utf8_bytewise(d):
+    data = encoding.encode(d)
+    keys = list(encoding.decode(data))
+    assert keys == sorted(keys, key=lambda k: k.encode("utf-8"))
