@@ -1,0 +1,208 @@
+"""``mutual audit`` and ``mutual verify-share`` against a real 4-validator devnet.
+
+One cluster for the module, with a fast rule profile (10 s periods): members join, jurors
+are approved, an accident claim is objected to, an open jury votes it through and a
+settlement pays it; a claim inside the waiting period is rejected. Then, through the real
+CLI: the live chain audits clean over HTTP; a member's share verifies; a stopped node's
+database audits clean through a copy, and copies with a tampered period share or one
+changed transaction byte fail naming the item; a running node's database is refused.
+Every wait is bounded; every process is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+
+from chain.block import Block
+from chain.hashing import sha256
+from contracts import records
+from devnet.cluster import Cluster
+from node.client import Account, Client
+from node.kvstore import open_kv
+from tests.test_audit_builder import key, register_body
+
+pytestmark = pytest.mark.slow
+
+FAST = {
+    "waiting_ms": 2_000,
+    "schedule": {"kind": "interval", "period_ms": 10_000, "notice_offset_ms": 3_000,
+                 "settlement_offset_ms": 8_000, "periods_per_year": 12},
+    "objection_window_ms": 3_000,
+    "appeal_window_ms": 3_000,
+    "arrears_grace_ms": 1_000,
+    "jury": {"mode": "open", "window_ms": 3_000, "open_quorum": 2, "pass_bps": 5000,
+             "panel_size": 3, "panel_min_votes": 2, "juror_min_age_years": 18,
+             "juror_min_membership_ms": 0},
+}
+
+
+def _free_base_port(count: int) -> int:
+    for base in range(41000, 52000, 89):
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+def _wait(what: str, check, timeout_s: float = 45.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory):
+    data = tmp_path_factory.mktemp("audit-devnet")
+    c = Cluster.create(data, validators=4, base_port=_free_base_port(8), params_override=FAST)
+    try:
+        c.start(wait_s=60)
+        c.wait_height(1, timeout_s=60)
+        info = _play(c)
+        yield c, info
+    finally:
+        c.stop()
+        for node in c.nodes:
+            assert not node.alive()
+
+
+def _play(c: Cluster) -> dict:
+    client = c.nodes[0].client
+    chain_id = c.genesis.chain_id
+    reg = Account(c.role_key("registrar"), chain_id, client)
+    assessor = Account(c.role_key("assessor"), chain_id, client)
+    members = [key(f"devnet-member-{i}") for i in range(5)]
+    for i, m in enumerate(members):
+        r = reg.send("register_member", register_body(m, 500 + i),
+                     mode="commit" if i == len(members) - 1 else "sync")
+        assert r["code"] == "ok", r
+    accounts = [Account(m, chain_id, client) for m in members]
+    for i in (1, 2, 3):
+        r = reg.send("approve_juror", {"member": members[i].public_key.raw,
+                                       "exam_ref": sha256(b"exam")}, mode="commit")
+        assert r["code"] == "ok", r
+    joined = [client.member(m.public_key.hex())["joined_ms"] for m in members]
+    r = accounts[0].send("file_claim", {"disease": "malignant_tumor",
+                                        "diagnosed_ms": joined[0], "accident": True,
+                                        "evidence_hash": sha256(b"ev")})
+    assert r["code"] == "ok", r
+    claim_id = next(e["attrs"]["claim_id"] for e in r["events"] if e["type"] == "claim_filed")
+    r = accounts[4].send("file_claim", {"disease": "deafness", "diagnosed_ms": joined[4],
+                                        "accident": False, "evidence_hash": sha256(b"ev4")})
+    assert r["code"] == "ok" and any(e["type"] == "claim_rejected_waiting"
+                                     for e in r["events"]), r
+    r = assessor.send("assess_claim", {"claim_id": claim_id, "approve": True,
+                                       "report_hash": sha256(b"report")})
+    assert r["code"] == "ok", r
+    _wait("the claim's public notice", lambda: client.claim(claim_id)["status"] == "in_notice")
+    r = accounts[1].send("object_claim", {"claim_id": claim_id, "reason_hash": sha256(b"o")})
+    assert r["code"] == "ok", r
+    _wait("the jury", lambda: client.claim(claim_id)["status"] == "disputed")
+    for i in (2, 3):
+        r = accounts[i].send("jury_vote", {"claim_id": claim_id, "pay": True})
+        assert r["code"] == "ok", r
+    claim = _wait("the payout", lambda: (lambda cl: cl if cl["status"] == "paid" else None)(
+        client.claim(claim_id)), timeout_s=60)
+    height = client.status()["height"]
+    c.wait_height(height + 2, timeout_s=30)
+    return {"members": members, "claim": claim_id, "period": claim["pay_period"]}
+
+
+def test_live_chain_audits_clean_over_http(devnet) -> None:
+    c, info = devnet
+    proc = _cli("audit", "--node", c.nodes[1].url, "--genesis", str(c.genesis_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    doc = json.loads(lines[-1])
+    assert doc["ok"] is True and doc["first_error"] is None
+    assert doc["periods"] >= info["period"] and doc["claims_paid"] == 1
+    assert doc["juries"] == 1
+    assert any(line.startswith("OK:") for line in lines)
+    # not a terminal: plain progress lines (or none for a short run), never \r redraws
+    assert "\r" not in proc.stderr
+
+
+def test_member_verifies_their_share(devnet) -> None:
+    c, info = devnet
+    member = info["members"][2].public_key.hex()
+    proc = _cli("verify-share", "--node", c.nodes[2].url, "--genesis", str(c.genesis_path),
+                "--member", member, "--period", str(info["period"]))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = Client(c.nodes[0].url).share(member, info["period"])
+    assert doc["charge"] == served["charge"] and doc["P"] == served["P"] > 0
+
+
+def test_stopped_node_database_audits_clean_and_tampering_is_named(devnet, tmp_path) -> None:
+    c, info = devnet
+    node = c.nodes[3]
+    # a running node's database is refused with a clear error
+    running = _cli("audit", "--data", str(c.nodes[0].home), "--genesis", str(c.genesis_path))
+    assert running.returncode == 2 and "in use by a running node" in running.stderr
+
+    assert c.terminate(3) == 0
+    clean = _cli("audit", "--data", str(node.home), "--genesis", str(c.genesis_path), "--json")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    doc = json.loads(clean.stdout)
+    assert doc["ok"] and doc["blocks"] > 5
+
+    n = info["period"]
+    share_copy = tmp_path / "share"
+    shutil.copytree(node.home / "data", share_copy)
+    kv = open_kv(share_copy / "db", create_if_missing=False)
+    vkey = b"state/v" + records.period_key(n)
+    rec = msgpack.unpackb(kv.get(vkey), raw=False)
+    rec["share"] += 1
+    batch = kv.batch()
+    batch.put(vkey, msgpack.packb(rec, use_bin_type=True))
+    kv.write(batch, sync=True)
+    kv.close()
+    bad = _cli("audit", "--data", str(share_copy), "--genesis", str(c.genesis_path), "--json")
+    assert bad.returncode == 1
+    err = json.loads(bad.stdout)["first_error"]
+    assert err["field"] == f"period/{n}.share" and err["found"] == err["expected"] + 1
+
+    tx_copy = tmp_path / "tx"
+    shutil.copytree(node.home / "data", tx_copy)
+    kv = open_kv(tx_copy / "db", create_if_missing=False)
+    height, raw = next((h, v) for h, v in _blocks(kv) if Block.decode(v).txs)
+    tx = Block.decode(raw).txs[0]
+    at = raw.find(tx) + tx.find(b"\xc4\x40") + 2 + 5
+    batch = kv.batch()
+    batch.put(b"blocks/" + height.to_bytes(8, "big"),
+              raw[:at] + bytes([raw[at] ^ 0x10]) + raw[at + 1:])
+    kv.write(batch, sync=True)
+    kv.close()
+    bad = _cli("audit", "--data", str(tx_copy), "--genesis", str(c.genesis_path), "--json")
+    assert bad.returncode == 1
+    err = json.loads(bad.stdout)["first_error"]
+    assert (err["height"], err["tx"], err["field"]) == (height, 0, "sig")
+
+
+def _blocks(kv) -> list[tuple[int, bytes]]:
+    return [(int.from_bytes(k, "big"), v) for k, v in kv.prefixed(b"blocks/").iterate()]
