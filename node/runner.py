@@ -41,7 +41,7 @@ def run_node(home: Path) -> int:
             loop.add_signal_handler(sig, node.request_stop)
         await node.run()
 
-    profile_path = os.environ.get("MUTUAL_PROFILE")
+    profile_path = os.environ.get("MUTUAL_PROFILE", "").replace("{moniker}", config.node.moniker)
     profiler = None
     if profile_path:  # a developer aid: cProfile the whole node, dumped at exit
         import cProfile
