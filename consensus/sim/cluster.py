@@ -178,7 +178,7 @@ class Endpoint:
     __slots__ = ("ep", "validator", "role", "key", "backend", "machine", "height",
                  "commits", "sent", "asked", "tick_height", "first_vote", "incarnation",
                  "adversary", "persisted", "up", "last_commit_time", "top", "relay",
-                 "relay_next")
+                 "relay_next", "wal", "wal_height", "replaying")
 
     def __init__(self, ep: int, validator: int, role: str, key: PrivateKey) -> None:
         self.ep = ep
@@ -192,6 +192,11 @@ class Endpoint:
         self.sent: list[Vote | Proposal] = []  # signed at the current height (for gossip)
         self.relay: list[Vote | Proposal] = []  # others' messages accepted at this height
         self.relay_next: list[Vote | Proposal] = []  # ... buffered for the next height
+        # the consensus WAL as node/driver.py keeps it (survives crashes): every proposal and
+        # vote received at the current height, and every own message, in order
+        self.wal: list[tuple[str, Vote | Proposal]] = []
+        self.wal_height = 0
+        self.replaying = False
         self.asked: set[tuple[int, int]] = set()  # (peer, height) catch-ups requested
         self.tick_height = -1
         # (validator, height, round, type) -> first block id this incarnation processed
@@ -290,8 +295,31 @@ class Cluster:
             e.backend = MemorySignerBackend()
         e.machine = self._machine(e)
         height = e.top + 1
-        resume = e.persisted if mode == "wal" else None
-        self._start_height(e, height, resume)
+        if mode in ("wal", "wal+state") and e.wal_height == height:
+            # as node/driver.py restarts: start the height, then replay the WAL into it
+            # ("wal+state" also hands the machine its saved RoundState)
+            records = list(e.wal)
+            self._start_height(e, height, e.persisted if mode == "wal+state" else None)
+            e.replaying = True
+            for kind, msg in records:
+                if e.machine is None:
+                    break
+                if msg.__class__ is Vote:
+                    rejected = self._feed(e, VoteReceived(msg))
+                else:
+                    verdict = self._verdict(msg.height, msg.block_id)
+                    rejected = self._feed(e, ProposalReceived(msg) if verdict is None
+                                          else ProposalReceived(msg, verdict[0], verdict[1]))
+                # what the machine knows again is gossiped again
+                if kind == "own":
+                    e.sent.append(msg)
+                elif not rejected:
+                    e.relay.append(msg)
+            e.replaying = False
+        else:
+            if mode != "fresh":
+                e.wal = []  # the WAL is lost (signer-only restart, or a wiped validator)
+            self._start_height(e, height)
         if self.gossip:
             self.sched.at(self.sched.now + GOSSIP_MS + self.rng.randint(0, 100), GOSSIP,
                           e.ep, self.net.epoch[e.ep], None)
@@ -301,6 +329,9 @@ class Cluster:
         e.sent = []
         e.relay = [m for m in e.relay_next if m.height == height]
         e.relay_next = []
+        if e.wal_height != height:  # the previous height's end marker: start a new log
+            e.wal = []
+            e.wal_height = height
         if self.tracing:
             self.trace.append((self.sched.now, e.ep, "start", height))
         clock = self.core_clock
@@ -429,6 +460,7 @@ class Cluster:
                 if not self._feed(e, VoteReceived(msg)) and msg.height == e.height + 1:
                     e.relay_next.append(msg)
                 return
+            e.wal.append(("v", msg))
             rejected = self._feed(e, VoteReceived(msg))
             if not rejected:
                 e.relay.append(msg)
@@ -439,6 +471,8 @@ class Cluster:
         elif cls is Proposal:
             if msg.height > e.height + 1:
                 self._ask(e, src)
+            if msg.height == e.height:
+                e.wal.append(("p", msg))
             verdict = self._verdict(msg.height, msg.block_id)
             event = (ProposalReceived(msg) if verdict is None
                      else ProposalReceived(msg, verdict[0], verdict[1]))
@@ -592,6 +626,8 @@ class Cluster:
     def _log_signed(self, e: Endpoint, m: Vote | Proposal) -> None:
         if e.machine is not None and m.height == e.height and e.adversary is None:
             e.sent.append(m)
+            if not e.replaying:
+                e.wal.append(("own", m))
         if m.__class__ is Proposal:
             step = 1
             content: tuple = (m.block_id, m.pol_round, m.timestamp)

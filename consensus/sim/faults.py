@@ -90,7 +90,7 @@ def make_scenario(family: str, n: int, heights: int, rng: random.Random, seed: i
     if family == "none":
         return sc
     if family in NETWORK_FAMILIES:
-        _network_fault(family, sc, rng)
+        _network_fault(family, sc, rng, lossy_restarts=f)
         return sc
     bad = sorted(rng.sample(range(n), f)) if f else []
     for i in bad:
@@ -106,7 +106,8 @@ def make_scenario(family: str, n: int, heights: int, rng: random.Random, seed: i
     return sc
 
 
-def _network_fault(kind: str, sc: Scenario, rng: random.Random) -> None:
+def _network_fault(kind: str, sc: Scenario, rng: random.Random,
+                   lossy_restarts: int = 0) -> None:
     heal = rng.randint(500, 4000)
     sc.heal_at = max(sc.heal_at, heal)
     if kind == "drop":
@@ -122,7 +123,7 @@ def _network_fault(kind: str, sc: Scenario, rng: random.Random) -> None:
     elif kind == "partition":
         _partitions(sc, heal, rng)
     elif kind == "crash":
-        _crashes(sc, heal, rng)
+        _crashes(sc, heal, rng, lossy_restarts)
     sc.events.append((heal, "heal", ()))
     sc.events.sort(key=lambda e: e[0])
 
@@ -148,18 +149,28 @@ def _partitions(sc: Scenario, heal: int, rng: random.Random) -> None:
             t += rng.randint(50, 500)
 
 
-def _crashes(sc: Scenario, heal: int, rng: random.Random) -> None:
+def _crashes(sc: Scenario, heal: int, rng: random.Random, lossy: int) -> None:
+    """1-3 crashes of honest validators. A restart replays the WAL ("wal"; "wal+state"
+    also resumes the saved RoundState) or, for at most ``lossy`` distinct validators, has
+    only the signer state ("signer": a lost WAL makes the validator faulty for liveness,
+    so it counts against f)."""
     honest = [i for i, r in enumerate(sc.roles) if r == HONEST]
     if not honest:
         return
     down_until = {i: 0 for i in honest}
+    lossy_set: set[int] = set()
     for _ in range(rng.randint(1, 3)):
         i = rng.choice(honest)
         start = max(down_until[i] + 1, rng.randint(0, max(0, heal - 100)))
         if start >= heal:
             continue
         end = min(heal, start + rng.randint(50, 2000))
-        mode = rng.choice(("wal", "signer"))
+        mode = rng.choice(("wal", "wal+state", "signer"))
+        if mode == "signer" and i not in lossy_set:
+            if len(lossy_set) < lossy:
+                lossy_set.add(i)
+            else:
+                mode = "wal"
         sc.events.append((start, "crash", (i,)))
         sc.events.append((end, "restart", (i, mode)))
         down_until[i] = end
