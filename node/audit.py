@@ -29,15 +29,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from chain import encoding
 from chain.block import Block
 from chain.certificate import CommitCertificate, verify_certificate
-from chain.crypto import Domain, PrivateKey
+from chain.crypto import Domain, PrivateKey, PublicKey
 from chain.genesis import Genesis, GenesisError
 from chain.hashing import sha256
 from chain.tx import Transaction, TxError, to_jsonable
@@ -55,7 +57,8 @@ from node.progress import Progress
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 CHUNK_BLOCKS = 64            # blocks fetched, decoded and signature-checked together
-POOL_MIN_TXS = 256           # below this many txs in a chunk the pool costs more than it saves
+POOL_MIN_TXS = 256           # below this many txs in a group the pool costs more than it saves
+BATCH_TXS = 512              # transactions per group of signature checks (pipelining grain)
 MIN_SLICE = 64               # transactions per pool task
 JURY_DRAW_TAG = b"mutual-ledger/jury-draw/v1\x00"   # docs/rules.md "The panel draw"
 EXIT_EVENTS = ("member_left", "member_removed", "member_paid_out", "member_barred")
@@ -110,6 +113,7 @@ class Source:
     """Where the chain comes from. Everything it returns is checked, nothing trusted."""
 
     label = "source"
+    wants_results = False  # does check_block_result compare anything?
 
     def claimed_genesis_hash(self) -> bytes | None:
         return None
@@ -285,6 +289,8 @@ class DataSource(Source):
         except BlockStoreError as exc:
             self.close()
             raise SourceError(f"{db}: {exc}") from None
+
+    wants_results = True
 
     def claimed_genesis_hash(self) -> bytes | None:
         return self.store.genesis_hash()
@@ -468,11 +474,31 @@ def check_txs(chain_id: str, txs: list[bytes]) -> list[TxCheck]:
             continue
         if tx.chain_id != chain_id:
             out.append(("chain_id", f"is for chain {tx.chain_id!r}, not {chain_id!r}"))
-        elif not tx.verify_signature():
+        elif not _verify_tx(tx, raw):
             out.append(("sig", f"signature does not verify for sender {tx.sender.hex()}"))
         else:
             out.append(None)
     return out
+
+
+def signing_payload_of(tx: Transaction, raw: bytes) -> bytes:
+    """The signed payload of a canonical signed transaction, cut from its bytes.
+
+    In the canonical map the keys sort as body, chain_id, nonce, sender, sig, type, so the
+    unsigned encoding is the same bytes with the map header 0x86 -> 0x85 and the ``sig``
+    entry removed. Cutting is exact and saves re-encoding; anything unexpected falls back
+    to encoding the unsigned map."""
+    tail = len(encoding.encode(tx.type)) + 5             # "\xa4type" + the type string
+    entry = b"\xa3sig\xc4\x40" + tx.sig
+    cut = len(raw) - tail - len(entry)
+    if raw[:1] == b"\x86" and raw[cut:cut + len(entry)] == entry:
+        return b"\x85" + raw[1:cut] + raw[cut + len(entry):]
+    return tx.signing_payload()
+
+
+def _verify_tx(tx: Transaction, raw: bytes) -> bool:
+    return PublicKey(tx.sender).verify(Domain.TX, tx.chain_id, signing_payload_of(tx, raw),
+                                       tx.sig)
 
 
 CertJob = tuple[tuple[str, int], bytes, int, bytes]   # (key, cert bytes, height, block id)
@@ -518,6 +544,16 @@ class _Pending:
         return txs, self.cert_part.result()
 
 
+def _pooled_or_inline(pending: _Pending, inline: Callable[[], tuple[list[TxCheck], dict]]
+                      ) -> tuple[list[TxCheck], dict[tuple[str, int], str]]:
+    """The pool's answer, or the same checks inline if the pool broke (a worker killed,
+    or a main module that cannot be re-imported): a slower audit, never a wrong one."""
+    try:
+        return pending.result()
+    except BrokenProcessPool:
+        return inline()
+
+
 class SigVerifier:
     """Transaction and certificate signature checks, in a process pool for big chunks.
 
@@ -536,9 +572,12 @@ class SigVerifier:
         if self._pool is None:
             import multiprocessing
 
+            # never fork: the fetch threads may hold locks; a forkserver child starts clean
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods
                                               else "spawn")
+            if "forkserver" in methods:
+                ctx.set_forkserver_preload(["node.audit"])
             vals = [(v.pub_key, v.power) for v in self.vset.validators]
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                              initializer=_init_worker,
@@ -550,10 +589,19 @@ class SigVerifier:
         if self.workers == 0 or len(txs) < POOL_MIN_TXS:
             return _Pending(None, None, lambda: (check_txs(self.chain_id, txs),
                                                  check_certs(self.chain_id, self.vset, certs)))
-        pool = self._get_pool()
-        size = max(MIN_SLICE, -(-len(txs) // self.workers))
-        parts = [pool.submit(_worker_txs, txs[i:i + size]) for i in range(0, len(txs), size)]
-        return _Pending(parts, pool.submit(_worker_certs, certs), None)
+        def inline() -> tuple[list[TxCheck], dict]:
+            return check_txs(self.chain_id, txs), check_certs(self.chain_id, self.vset, certs)
+
+        try:
+            pool = self._get_pool()
+            size = max(MIN_SLICE, -(-len(txs) // self.workers))
+            parts = [pool.submit(_worker_txs, txs[i:i + size])
+                     for i in range(0, len(txs), size)]
+            pending = _Pending(parts, pool.submit(_worker_certs, certs), None)
+        except (BrokenProcessPool, RuntimeError, OSError):
+            self.workers = 0  # no pool on this platform or in this process: stay inline
+            return _Pending(None, None, inline)
+        return _Pending(None, None, lambda: _pooled_or_inline(pending, inline))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -1113,7 +1161,7 @@ class Auditor:
         self.progress = progress
         self.rules = RuleChecker(genesis, lambda: self.executor.tree,
                                  lambda root: StateTree(self.executor.state_kv, root))
-        self._sig_results: dict[bytes, bool] = {}
+        self._presigned = False
         self.nonces: dict[bytes, int] = {}
         self.txs = 0
         self.applied = 0
@@ -1140,8 +1188,8 @@ class Auditor:
         return self.executor.state_root
 
     def _sig_ok(self, tx_hash: bytes, tx: Transaction) -> bool:
-        known = self._sig_results.pop(tx_hash, None)
-        return tx.verify_signature() if known is None else known
+        # every transaction of the block being validated was verified just before
+        return True if self._presigned else tx.verify_signature()
 
     # ---- the run ------------------------------------------------------------------------
 
@@ -1210,7 +1258,20 @@ class Auditor:
                                found=block.height)
         return block
 
-    def _submit(self, decoded: list[tuple[int, Block, bytes | None]]) -> _Pending:
+    def _submit(self, decoded: list[tuple[int, Block, bytes | None]]
+                ) -> list[tuple[int, int, _Pending]]:
+        """Queue the signature checks of a chunk in groups of about ``BATCH_TXS``
+        transactions, so the first group's answer is back while the rest still run."""
+        groups = []
+        start = count = 0
+        for i, (_, block, _) in enumerate(decoded):
+            count += len(block.txs)
+            if count >= BATCH_TXS or i == len(decoded) - 1:
+                groups.append((start, i + 1, self._submit_group(decoded[start:i + 1])))
+                start, count = i + 1, 0
+        return groups
+
+    def _submit_group(self, decoded: list[tuple[int, Block, bytes | None]]) -> _Pending:
         txs: list[bytes] = []
         certs: list[CertJob] = []
         for h, block, stored in decoded:
@@ -1223,17 +1284,20 @@ class Auditor:
         return self.verifier.submit(txs, certs)
 
     def _execute_chunk(self, decoded: list[tuple[int, Block, bytes | None]],
-                       handle: _Pending, next_block: Block | None) -> None:
-        tx_checks, bad_certs = handle.result()
-        offset = 0
-        for i, (h, block, stored) in enumerate(decoded):
-            n = len(block.txs)
-            checks = tx_checks[offset:offset + n]
-            offset += n
-            nxt = decoded[i + 1][1] if i + 1 < len(decoded) else next_block
-            self._execute(h, block, checks, bad_certs, stored, nxt)
-            if self.progress is not None:
-                self.progress.update(h, self.txs)
+                       groups: list[tuple[int, int, _Pending]],
+                       next_block: Block | None) -> None:
+        for start, stop, pending in groups:
+            tx_checks, bad_certs = pending.result()
+            offset = 0
+            for i in range(start, stop):
+                h, block, stored = decoded[i]
+                n = len(block.txs)
+                checks = tx_checks[offset:offset + n]
+                offset += n
+                nxt = decoded[i + 1][1] if i + 1 < len(decoded) else next_block
+                self._execute(h, block, checks, bad_certs, stored, nxt)
+                if self.progress is not None:
+                    self.progress.update(h, self.txs)
 
     def _execute(self, h: int, block: Block, checks: list[TxCheck],
                  bad_certs: dict[tuple[str, int], str], stored: bytes | None,
@@ -1259,14 +1323,13 @@ class Auditor:
             raise AuditFailure(h, f"the header's state root is not the state recomputed after "
                                   f"block {h - 1}", field="header.state_root",
                                expected=self.state_root.hex(), found=hdr.state_root.hex())
-        for raw in block.txs:
-            self._sig_results[sha256(raw)] = True  # verified above (decode, chain id, sig)
+        self._presigned = True  # verified above: decoding, chain id and signature
         try:
             txs = self.executor.validate(block)
         except BlockInvalid as exc:
             raise AuditFailure(h, f"block {h} is not a valid next block: {exc}") from None
         finally:
-            self._sig_results.clear()
+            self._presigned = False
         cert = self._certificate_for(h, block, stored, nxt, bad_certs)
         prev_root = self.state_root
         prev_time = self.executor.last_block_time() if h > 1 else None
@@ -1275,8 +1338,9 @@ class Auditor:
         except Exception as exc:  # the rules refusing a committed block is a finding
             raise AuditFailure(h, f"executing block {h} failed: {type(exc).__name__}: "
                                   f"{exc}") from None
-        self.source.check_block_result(
-            h, applied.state_root, [_receipt_bytes(r) for r in applied.receipts])
+        if self.source.wants_results:
+            self.source.check_block_result(
+                h, applied.state_root, [_receipt_bytes(r) for r in applied.receipts])
         self._nonce_order(h, txs, applied)
         seed = (sha256(block.last_commit.encode()) if block.last_commit is not None
                 else g.hash)
