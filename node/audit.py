@@ -430,7 +430,9 @@ def _check_nodes(height: int, stored: KV, replay: KV) -> None:
     """Every stored tree node must hash to its address (nodes are content-addressed), and
     every leaf's value must match the value hash its address commits to."""
     for k, rec in stored.iterate(b"n"):
-        addr = k[1:]
+        # the address is the key's last 32 bytes (anything between "n" and it only
+        # clusters nodes by position, see docs/state.md)
+        addr = k[-32:]
         ok = len(rec) >= 65 and rec[0] in (0, 1) and sha256(rec[:65]) == addr
         if ok and rec[0] == 0:
             ok = value_hash(rec[65:]) == rec[33:65]
@@ -444,7 +446,7 @@ def _check_nodes(height: int, stored: KV, replay: KV) -> None:
                         break
             raise AuditFailure(height, f"stored state {name} does not match its hash (the "
                                        "database was altered or is damaged)",
-                               field=f"state/n{addr.hex()}")
+                               field=f"state/{k[:1].decode()}{k[1:].hex()}")
 
 
 # =====================================================================================
