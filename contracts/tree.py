@@ -34,6 +34,10 @@ from contracts.kv import KV, Batch
 from contracts.proof import EMPTY, Proof, bit
 
 NODE_PREFIX = b"n"
+ROOT_PREFIX = b"r"
+POS_BYTES = 4
+# _POS_MASK[d] keeps the top d bits of a 32-bit position
+_POS_MASK = [(0xFFFFFFFF << (32 - d)) & 0xFFFFFFFF for d in range(33)]
 VALUE_PREFIX = b"v"
 META_ROOT_KEY = b"m"
 
@@ -84,9 +88,11 @@ class StateTree:
         self._root_kind = _EMPTY_KIND
         self._root_kh: bytes | None = None
         if root != EMPTY:
-            rec = self._load(root)  # raises if the root is unknown
-            if rec[0] == 0:
-                self._root_kind, self._root_kh = _LEAF_KIND, rec[1:33]
+            desc = kv.get(ROOT_PREFIX + root)
+            if desc is None:
+                raise StateError(f"unknown state root {root.hex()}")
+            if desc[0] == 0:
+                self._root_kind, self._root_kh = _LEAF_KIND, desc[1:33]
             else:
                 self._root_kind = _INNER_KIND
 
@@ -236,7 +242,7 @@ class StateTree:
             else:
                 head = b"\x00" + kh + sha256(value).digest()
                 lh = sha256(head).digest()
-                ops[node_prefix + lh] = head + value
+                ops[node_prefix + kh[:POS_BYTES] + lh] = head + value
                 rows.append((kh, lh))
         rows.sort(key=_first)
         self._khs = [r[0] for r in rows]
@@ -253,6 +259,8 @@ class StateTree:
             for key, value in pending.items():
                 ops[value_prefix + key] = value
             ops[base + META_ROOT_KEY] = new_root
+        if new_root != EMPTY:
+            ops[base + ROOT_PREFIX + new_root] = b"\x01" if kind == _INNER_KIND else b"\x00" + kh
         values = self._values
         values.update(pending)
         if len(values) > self._value_cap:
@@ -274,7 +282,7 @@ class StateTree:
             if root == EMPTY:
                 written = not self._flat or self._kv.get(META_ROOT_KEY) == EMPTY
             else:
-                written = self._kv.get(NODE_PREFIX + root) is not None
+                written = self._kv.get(ROOT_PREFIX + root) is not None
             if written:
                 del staged[: i + 1]
                 return
@@ -285,7 +293,7 @@ class StateTree:
         """New (hash, kind, key hash if a leaf) of the subtree ``h`` (of ``kind``; ``lkh``
         is its key hash if it is a leaf) at ``depth`` after applying rows[lo:hi]."""
         if kind == _INNER_KIND:
-            rec = self._load(h)
+            rec = self._load(h, _pos(self._khs[lo], depth))
             flags = rec[65]
             left = rec[1:33]
             right = rec[33:65]
@@ -310,7 +318,9 @@ class StateTree:
                     return right, _LEAF_KIND, right_kh  # a lone leaf moves up
             elif rkind == _EMPTY_KIND and lkind == _LEAF_KIND:
                 return left, _LEAF_KIND, left_kh
-            return self._inner(left, lkind, left_kh, right, rkind, right_kh), _INNER_KIND, None
+            return self._inner(
+                left, lkind, left_kh, right, rkind, right_kh, _pos(self._khs[lo], depth)
+            ), _INNER_KIND, None
         if kind == _EMPTY_KIND:
             return self._build_live(depth, lo, hi, None)
         khs = self._khs
@@ -385,7 +395,9 @@ class StateTree:
             right, rkind, rkh = EMPTY, _EMPTY_KIND, None
         else:
             right, rkind, rkh = self._build(depth + 1, live, mid, hi)
-        return self._inner(left, lkind, lkh, right, rkind, rkh), _INNER_KIND, None
+        return self._inner(
+            left, lkind, lkh, right, rkind, rkh, _pos(first, depth)
+        ), _INNER_KIND, None
 
     def _inner(
         self,
@@ -395,6 +407,7 @@ class StateTree:
         right: bytes,
         rkind: int,
         rkh: bytes | None,
+        pos: bytes,
     ) -> bytes:
         content = b"\x01" + left + right
         h = sha256(content).digest()
@@ -406,18 +419,19 @@ class StateTree:
             rec = content + b"\x02" + rkh
         else:
             rec = content + b"\x00"
-        self._ops[self._node_prefix + h] = rec
+        self._ops[self._node_prefix + pos + h] = rec
         self._nodes[h] = rec
         return h
 
     # -- reading nodes -------------------------------------------------------------------
 
-    def _load(self, h: bytes) -> bytes:
-        """The stored record of node ``h`` (inner record, or leaf record with its value)."""
+    def _load(self, h: bytes, pos: bytes) -> bytes:
+        """The stored record of node ``h`` at position ``pos`` (inner record, or leaf record
+        with its value)."""
         rec = self._nodes.get(h)
         if rec is not None:
             return rec
-        key = NODE_PREFIX + h
+        key = NODE_PREFIX + pos + h
         for batch, _ in reversed(self._staged):
             rec = batch.staged(key)[1]
             if rec is not None:
@@ -438,25 +452,30 @@ class StateTree:
         the path ends (None if it ends at an empty subtree)."""
         kh = sha256(key).digest()
         siblings: list[bytes] = []
-        h, kind = self._root, self._root_kind
+        h, kind, leaf_kh = self._root, self._root_kind, self._root_kh
         depth = 0
         while kind == _INNER_KIND:
-            rec = self._load(h)
+            rec = self._load(h, _pos(kh, depth))
             flags = rec[65]
             if bit(kh, depth):
                 siblings.append(rec[1:33])
                 h = rec[33:65]
-                kind = _LEAF_KIND if flags & 2 else _INNER_KIND
+                if flags & 2:
+                    kind = _LEAF_KIND
+                    leaf_kh = rec[98:130] if flags & 1 else rec[66:98]
             else:
                 siblings.append(rec[33:65])
                 h = rec[1:33]
-                kind = _LEAF_KIND if flags & 1 else _INNER_KIND
+                if flags & 1:
+                    kind = _LEAF_KIND
+                    leaf_kh = rec[66:98]
             if h == EMPTY:
                 kind = _EMPTY_KIND
             depth += 1
         if kind == _EMPTY_KIND:
             return siblings, None
-        return siblings, self._load(h)
+        assert leaf_kh is not None
+        return siblings, self._load(h, leaf_kh[:POS_BYTES])
 
     def _read_committed(self, key: bytes) -> bytes | None:
         vkey = VALUE_PREFIX + key
@@ -477,6 +496,16 @@ class StateTree:
             raise StateError("key must be bytes")
         siblings, leaf = self._walk(key)
         return Proof(tuple(siblings), None if leaf is None else (leaf[1:33], leaf[33:65]))
+
+
+def _pos(khash: bytes, depth: int) -> bytes:
+    """Where a node at ``depth`` on ``khash``'s path is stored: the first ``depth`` bits of
+    its path (at most 32), zero-padded to 4 bytes. A subtree's nodes thus sit together in
+    key order, so a bulk load writes nearly sorted keys and a path's lower nodes share
+    LevelDB blocks."""
+    if depth >= 32:
+        return khash[:POS_BYTES]
+    return (int.from_bytes(khash[:POS_BYTES], "big") & _POS_MASK[depth]).to_bytes(POS_BYTES, "big")
 
 
 def _evict(cache: dict) -> None:
