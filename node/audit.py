@@ -1207,6 +1207,9 @@ class Auditor:
             self.source.check_final(self)
         except AuditFailure as exc:
             failure = exc
+        except Exception as exc:  # a damaged source or a bug: still one readable finding
+            failure = AuditFailure(self.height + 1, f"the audit could not continue: "
+                                                    f"{type(exc).__name__}: {exc}")
         finally:
             self.verifier.close()
             if self.progress is not None:
