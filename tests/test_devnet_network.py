@@ -265,3 +265,26 @@ def test_late_node_syncs_from_genesis(cluster, tmp_path):
         assert ours == cluster.nodes[2].client.block(target)["block_id"]
     finally:
         extra.stop()
+
+
+def test_events_stream_blocks_and_tx_results(cluster):
+    node = cluster.nodes[0]
+    resp = urllib.request.urlopen(node.url + "/events", timeout=20)
+    try:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        reg = Account(cluster.role_key("registrar"), cluster.genesis.chain_id, node.client)
+        seed = sha256(b"events")
+        sent = reg.send("register_member", {
+            "member": sha256(b"pk" + seed), "identity_hash": seed, "birth_date": "1991-01-01",
+            "health_hash": seed, "credit_score": 700, "credit_ref": seed}, mode="sync")
+        kinds, tx_seen = set(), False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (tx_seen and "block" in kinds):
+            line = resp.readline().decode()
+            if line.startswith("data: "):
+                item = json.loads(line[6:])
+                kinds.add(item["type"])
+                tx_seen = tx_seen or (item["type"] == "tx" and item["hash"] == sent["hash"])
+        assert tx_seen and "block" in kinds
+    finally:
+        resp.close()
