@@ -288,3 +288,22 @@ def test_events_stream_blocks_and_tx_results(cluster):
         assert tx_seen and "block" in kinds
     finally:
         resp.close()
+
+
+def test_malformed_frames_are_dropped_and_change_nothing(cluster):
+    node = cluster.nodes[2]
+    before = node.client.status()
+    for payload in (b"\xff" * 64, b"\x00\x00\x00\x05hello", b"\x7f\xff\xff\xff" + b"x" * 100,
+                    b"GET / HTTP/1.1\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", node.p2p_port), timeout=10) as s:
+            s.settimeout(10)
+            s.sendall(payload)
+            try:
+                while s.recv(4096):  # the node answers with a refusal and closes
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    cluster.wait_height(before["height"] + 2, timeout_s=30, indices=[2])
+    after = node.client.status()
+    assert len(after["peers"]) == 3 and node.client.health()["ok"]
+    assert after["mempool_txs"] == before["mempool_txs"]
