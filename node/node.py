@@ -250,7 +250,7 @@ class Node:
     # ------------------------------------------------------------------ p2p handlers
 
     async def _on_tx(self, peer: bytes, body: Any) -> None:
-        await self._admit(body, peer, relay=True)
+        await self.admit_many([body], peer)
 
     async def _on_txs(self, peer: bytes, body: Any) -> None:
         await self.admit_many(body, peer)
@@ -309,25 +309,6 @@ class Node:
 
     # ------------------------------------------------------------------ mempool entry
 
-    async def _admit(self, data: Any, peer: bytes | None, relay: bool) -> dict[str, Any]:
-        if not isinstance(data, bytes):
-            raise InvalidMessage("tx must be bytes")
-        loop = asyncio.get_running_loop()
-        try:
-            tx = await loop.run_in_executor(self._pool, self.mempool.precheck, data)
-        except TxRejected as exc:
-            if peer is not None and exc.code in ("bad_signature", "bad_encoding"):
-                raise InvalidMessage(f"gossiped tx refused: {exc.code}") from None
-            return self._result(exc.result())
-        res = self.mempool.add_checked(tx)
-        if res.ok:
-            self.driver.on_txs_added()
-        if res.ok and relay:
-            self.gossip("tx", data, exclude=peer)
-        if not res.ok:
-            self.metrics.txs_rejected.labels(res.code).inc()
-        return self._result(res)
-
     async def admit_many(self, datas: list[bytes], peer: bytes | None = None
                          ) -> list[dict[str, Any]]:
         """Admit a batch: decode and verify off the event loop in one go, add in order,
@@ -345,6 +326,9 @@ class Node:
             return out
 
         checked = await asyncio.get_running_loop().run_in_executor(self._pool, precheck_all)
+        if peer is not None and any(isinstance(item, TxRejected) and item.code in (
+                "bad_signature", "bad_encoding") for item in checked):
+            raise InvalidMessage("gossiped a transaction with a bad encoding or signature")
         results, accepted = [], []
         for data, item in zip(datas, checked, strict=True):
             res = item.result() if isinstance(item, TxRejected) else self.mempool.add_checked(item)
@@ -412,14 +396,14 @@ class Node:
     async def submit_tx(self, data: bytes, mode: str) -> dict[str, Any]:
         if mode == "async":
             tx_hash = sha256(data)
-            task = asyncio.get_running_loop().create_task(self._admit(data, None, True))
+            task = asyncio.get_running_loop().create_task(self.admit_many([data]))
             task.add_done_callback(lambda t: t.exception())
             return {"hash": tx_hash.hex(), "code": "ok", "reason": "queued"}
         fut: asyncio.Future | None = None
         if mode == "commit":
             fut = asyncio.get_running_loop().create_future()
             self._commit_waiters.setdefault(sha256(data), []).append(fut)
-        result = await self._admit(data, None, relay=True)
+        result = (await self.admit_many([data]))[0]
         if fut is None:
             return result
         if result["code"] != "ok":
