@@ -41,7 +41,12 @@ _POS_MASK = [(0xFFFFFFFF << (32 - d)) & 0xFFFFFFFF for d in range(33)]
 VALUE_PREFIX = b"v"
 META_ROOT_KEY = b"m"
 
-DEFAULT_NODE_CACHE = 250_000
+DEFAULT_NODE_CACHE = 150_000
+# inner nodes above this depth are cached without eviction: at most 2**TOP_DEPTH - 1 of
+# them are current (~70 MB when full), and they are on every path, so an update only reads
+# the few nodes below (which sit in one LevelDB block, see _pos)
+TOP_DEPTH = 18
+_TOP_CAP = 1 << (TOP_DEPTH + 1)
 DEFAULT_VALUE_CACHE = 100_000
 MAX_UNWRITTEN = 2
 
@@ -76,6 +81,7 @@ class StateTree:
         # batches staged by recent commits that may not be written yet: (batch, root)
         self._staged: list[tuple[Batch, bytes]] = []
         self._nodes: dict[bytes, bytes] = {}
+        self._top: dict[bytes, bytes] = {}
         self._values: dict[bytes, bytes | None] = {}
         self._node_cap = max(node_cache, 16)
         self._value_cap = max(value_cache, 16)
@@ -265,9 +271,10 @@ class StateTree:
         values.update(pending)
         if len(values) > self._value_cap:
             _evict(values)
-        nodes = self._nodes
-        if len(nodes) > self._node_cap:
-            _evict(nodes)
+        if len(self._nodes) > self._node_cap:
+            _evict(self._nodes)
+        if len(self._top) > _TOP_CAP:
+            _evict(self._top)
         self._pending = {}
         self._root, self._root_kind, self._root_kh = new_root, kind, kh
         self._staged.append((staged, new_root))
@@ -293,7 +300,8 @@ class StateTree:
         """New (hash, kind, key hash if a leaf) of the subtree ``h`` (of ``kind``; ``lkh``
         is its key hash if it is a leaf) at ``depth`` after applying rows[lo:hi]."""
         if kind == _INNER_KIND:
-            rec = self._load(h, _pos(self._khs[lo], depth))
+            pos = _pos(self._khs[lo], depth)
+            rec = self._load(h, pos, depth)
             flags = rec[65]
             left = rec[1:33]
             right = rec[33:65]
@@ -311,6 +319,8 @@ class StateTree:
                 left, lkind, left_kh = self._update(left, lkind, left_kh, depth + 1, lo, mid)
             if hi > mid:
                 right, rkind, right_kh = self._update(right, rkind, right_kh, depth + 1, mid, hi)
+            # the old version of this node is replaced: keep the caches to current nodes
+            (self._top if depth < TOP_DEPTH else self._nodes).pop(h, None)
             if lkind == _EMPTY_KIND:
                 if rkind == _EMPTY_KIND:
                     return EMPTY, _EMPTY_KIND, None
@@ -319,7 +329,7 @@ class StateTree:
             elif rkind == _EMPTY_KIND and lkind == _LEAF_KIND:
                 return left, _LEAF_KIND, left_kh
             return self._inner(
-                left, lkind, left_kh, right, rkind, right_kh, _pos(self._khs[lo], depth)
+                left, lkind, left_kh, right, rkind, right_kh, pos, depth
             ), _INNER_KIND, None
         if kind == _EMPTY_KIND:
             return self._build_live(depth, lo, hi, None)
@@ -396,7 +406,7 @@ class StateTree:
         else:
             right, rkind, rkh = self._build(depth + 1, live, mid, hi)
         return self._inner(
-            left, lkind, lkh, right, rkind, rkh, _pos(first, depth)
+            left, lkind, lkh, right, rkind, rkh, _pos(first, depth), depth
         ), _INNER_KIND, None
 
     def _inner(
@@ -408,6 +418,7 @@ class StateTree:
         rkind: int,
         rkh: bytes | None,
         pos: bytes,
+        depth: int,
     ) -> bytes:
         content = b"\x01" + left + right
         h = sha256(content).digest()
@@ -420,15 +431,19 @@ class StateTree:
         else:
             rec = content + b"\x00"
         self._ops[self._node_prefix + pos + h] = rec
-        self._nodes[h] = rec
+        if depth < TOP_DEPTH:
+            self._top[h] = rec
+        else:
+            self._nodes[h] = rec
         return h
 
     # -- reading nodes -------------------------------------------------------------------
 
-    def _load(self, h: bytes, pos: bytes) -> bytes:
-        """The stored record of node ``h`` at position ``pos`` (inner record, or leaf record
-        with its value)."""
-        rec = self._nodes.get(h)
+    def _load(self, h: bytes, pos: bytes, depth: int) -> bytes:
+        """The stored record of node ``h`` at ``depth`` and position ``pos`` (inner record,
+        or leaf record with its value)."""
+        cache = self._top if depth < TOP_DEPTH else self._nodes
+        rec = cache.get(h)
         if rec is not None:
             return rec
         key = NODE_PREFIX + pos + h
@@ -441,10 +456,9 @@ class StateTree:
         if rec is None:
             raise StateError(f"state node {h.hex()} is missing (unknown root or damaged store)")
         if rec[0] == 1:  # leaf records carry values: read them through, do not cache
-            nodes = self._nodes
-            nodes[h] = rec
-            if len(nodes) > self._node_cap:
-                _evict(nodes)
+            cache[h] = rec
+            if len(cache) > (_TOP_CAP if depth < TOP_DEPTH else self._node_cap):
+                _evict(cache)
         return rec
 
     def _walk(self, key: bytes) -> tuple[list[bytes], bytes | None]:
@@ -455,7 +469,7 @@ class StateTree:
         h, kind, leaf_kh = self._root, self._root_kind, self._root_kh
         depth = 0
         while kind == _INNER_KIND:
-            rec = self._load(h, _pos(kh, depth))
+            rec = self._load(h, _pos(kh, depth), depth)
             flags = rec[65]
             if bit(kh, depth):
                 siblings.append(rec[1:33])
@@ -475,7 +489,7 @@ class StateTree:
         if kind == _EMPTY_KIND:
             return siblings, None
         assert leaf_kh is not None
-        return siblings, self._load(h, leaf_kh[:POS_BYTES])
+        return siblings, self._load(h, leaf_kh[:POS_BYTES], depth)
 
     def _read_committed(self, key: bytes) -> bytes | None:
         vkey = VALUE_PREFIX + key
