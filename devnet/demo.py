@@ -129,7 +129,10 @@ def run_demo(cluster: Cluster, say: Callable[[str], None] = print) -> dict[str, 
     say(f"   {len(JURORS)} votes to pay; the jury closes after {jury_p['window_ms'] // 1000}s")
     _wait("the verdict", lambda: node0.claim(claims["bob"])["status"] != "disputed", 120, say)
     bob = node0.claim(claims["bob"])
-    say(f"   verdict: {bob['jury']['verdict']} → claim {claims['bob']} is {bob['status']}")
+    say(f"   verdict: {bob['jury']['verdict']} → claim {claims['bob']} is {bob['status']}"
+        + (f", paid in period {bob['pay_period']} (the dispute outlasted period "
+           f"{node0.claim(claims['alice'])['pay_period']}'s notice)"
+           if bob.get("pay_period") else ""))
 
     say("7. Settlement: every member shares the payouts plus the 8% management fee")
     period_n = int(node0.claim(claims["alice"])["pay_period"])

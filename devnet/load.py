@@ -245,6 +245,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         factory = TxFactory(cluster, salt=str(time.time()).encode())
+        if args.rate > 100 * len(factory.registrars):
+            print(f"note: this devnet has {len(factory.registrars)} registrar(s); each keeps at "
+                  "most 128 transactions pending, so high rates are refused as sender_full or "
+                  "nonce_gap_too_large (run without --data for a devnet with 64 registrars)")
         print(f"offering {args.rate:g} tx/s for {args.duration:g}s to "
               f"{len(cluster.nodes)} nodes …")
         result = run_load(cluster, args.rate, args.duration, factory)
