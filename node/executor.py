@@ -66,6 +66,9 @@ class Executor:
         self.sig_check = sig_check
         # transactions this node already decoded (its mempool): no second decode
         self.known_tx = known_tx or (lambda tx_hash: None)
+        # hashes of certificates already verified (the ones blocks were applied with):
+        # the next block usually carries the same bytes as its last_commit
+        self._verified_certs: dict[bytes, None] = {}
         self.state_kv = kv.prefixed(PREFIXES["state"])
         self.validators = genesis.validators
         self._validators_hash = genesis.validators.hash()
@@ -150,10 +153,11 @@ class Executor:
                 raise BlockInvalid("block 1's time must be the genesis time")
         else:
             assert block.last_commit is not None  # check_structure guarantees it
-            ok, why = verify_certificate(block.last_commit, self.genesis.chain_id,
-                                         self.validators, h.height - 1, h.last_block_id)
-            if not ok:
-                raise BlockInvalid(f"last_commit: {why}")
+            if h.last_commit_hash not in self._verified_certs:
+                ok, why = verify_certificate(block.last_commit, self.genesis.chain_id,
+                                             self.validators, h.height - 1, h.last_block_id)
+                if not ok:
+                    raise BlockInvalid(f"last_commit: {why}")
             median = weighted_median_time(block.last_commit, self.validators)
             if h.time != median:
                 raise BlockInvalid(f"time {h.time} is not the parent certificate's median "
@@ -229,5 +233,10 @@ class Executor:
             self.app = Application(self.genesis, self.tree)
             raise
         self.height = h.height
+        # ``apply`` is only given certificates that were verified (built by consensus from
+        # verified votes, or checked by block sync / the auditor) for exactly this block
+        self._verified_certs[certificate.hash()] = None
+        if len(self._verified_certs) > 16:
+            del self._verified_certs[next(iter(self._verified_certs))]
         return Applied(h.height, block.block_id(), root, tuple(receipts),
                        tuple(sha256(t) for t in block.txs), tuple(begin), tuple(end))
