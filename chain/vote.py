@@ -17,7 +17,7 @@ signed in domain ``proposal/v1``. The wire form of each is the payload map plus
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
@@ -55,8 +55,69 @@ def _block_id(value: Any, nullable: bool) -> None:
         raise MessageError("block_id must be 32 bytes" + (" or nil" if nullable else ""))
 
 
+class _SignedMessage:
+    """What votes and proposals share: the wire map is the payload plus ``sig``, signed in
+    the message's domain by the validator at index ``validator``."""
+
+    NAME = "message"
+    PAYLOAD_KEYS: frozenset[str] = frozenset()
+    validator: int
+    sig: bytes
+
+    @property
+    def domain(self) -> Domain:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def payload_map(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def sign_payload(self) -> bytes:
+        return encoding.encode(self.payload_map())
+
+    def to_map(self) -> dict[str, Any]:
+        return {**self.payload_map(), "sig": self.sig}
+
+    def encode(self) -> bytes:
+        return encoding.encode(self.to_map())
+
+    @classmethod
+    def _check_wire(cls, m: Any) -> None:
+        keys = cls.PAYLOAD_KEYS | {"sig"}
+        if not isinstance(m, dict) or set(m) != keys:
+            raise MessageError(f"{cls.NAME} must be a map with fields {sorted(keys)}")
+        if not isinstance(m["sig"], bytes) or len(m["sig"]) != SIGNATURE_SIZE:
+            raise MessageError("signature must be 64 bytes")
+
+    @classmethod
+    def from_map(cls, m: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, data: bytes) -> Any:
+        try:
+            return cls.from_map(encoding.decode(data, max_size=512))
+        except encoding.EncodingError as exc:
+            raise MessageError(str(exc)) from exc
+
+    def signed(self, key: PrivateKey, chain_id: str) -> Any:
+        return replace(self, sig=key.sign(self.domain, chain_id, self.sign_payload()))
+
+    def verify(self, chain_id: str, validators: ValidatorSet) -> bool:
+        """True if the validator index exists and ``sig`` is that validator's signature."""
+        if not 0 <= self.validator < len(validators) or len(self.sig) != SIGNATURE_SIZE:
+            return False
+        return validators.public_key(self.validator).verify(
+            self.domain, chain_id, self.sign_payload(), self.sig
+        )
+
+
+def _check_sig_field(sig: Any) -> None:
+    if not isinstance(sig, bytes) or len(sig) not in (0, SIGNATURE_SIZE):
+        raise MessageError("signature must be 64 bytes")
+
+
 @dataclass(frozen=True)
-class Vote:
+class Vote(_SignedMessage):
     type: VoteType
     height: int
     round: int
@@ -64,6 +125,9 @@ class Vote:
     timestamp: int
     validator: int
     sig: bytes = b""
+
+    NAME = "vote"
+    PAYLOAD_KEYS = frozenset({"block_id", "height", "round", "timestamp", "type", "validator"})
 
     def __post_init__(self) -> None:
         if self.type not in (VoteType.PREVOTE, VoteType.PRECOMMIT):
@@ -74,8 +138,11 @@ class Vote:
         _uint("timestamp", self.timestamp, (1 << 63) - 1)
         _uint("validator", self.validator, 1 << 16)
         _block_id(self.block_id, nullable=True)
-        if not isinstance(self.sig, bytes) or len(self.sig) not in (0, SIGNATURE_SIZE):
-            raise MessageError("signature must be 64 bytes")
+        _check_sig_field(self.sig)
+
+    @property
+    def domain(self) -> Domain:
+        return self.type.domain
 
     def payload_map(self) -> dict[str, Any]:
         return {
@@ -87,50 +154,17 @@ class Vote:
             "validator": self.validator,
         }
 
-    def sign_payload(self) -> bytes:
-        return encoding.encode(self.payload_map())
-
-    def to_map(self) -> dict[str, Any]:
-        return {**self.payload_map(), "sig": self.sig}
-
-    def encode(self) -> bytes:
-        return encoding.encode(self.to_map())
-
     @classmethod
     def from_map(cls, m: Any) -> Vote:
-        keys = {"block_id", "height", "round", "timestamp", "type", "validator", "sig"}
-        if not isinstance(m, dict) or set(m) != keys:
-            raise MessageError(f"vote must be a map with fields {sorted(keys)}")
+        cls._check_wire(m)
         if m["type"] not in (1, 2) or isinstance(m["type"], bool):
             raise MessageError("vote type must be 1 (prevote) or 2 (precommit)")
-        if not isinstance(m["sig"], bytes) or len(m["sig"]) != SIGNATURE_SIZE:
-            raise MessageError("signature must be 64 bytes")
         return cls(VoteType(m["type"]), m["height"], m["round"], m["block_id"],
                    m["timestamp"], m["validator"], m["sig"])
 
-    @classmethod
-    def decode(cls, data: bytes) -> Vote:
-        try:
-            return cls.from_map(encoding.decode(data, max_size=512))
-        except encoding.EncodingError as exc:
-            raise MessageError(str(exc)) from exc
-
-    def signed(self, key: PrivateKey, chain_id: str) -> Vote:
-        sig = key.sign(self.type.domain, chain_id, self.sign_payload())
-        return Vote(self.type, self.height, self.round, self.block_id, self.timestamp,
-                    self.validator, sig)
-
-    def verify(self, chain_id: str, validators: ValidatorSet) -> bool:
-        """True if the validator index exists and ``sig`` is that validator's signature."""
-        if not 0 <= self.validator < len(validators) or len(self.sig) != SIGNATURE_SIZE:
-            return False
-        return validators.public_key(self.validator).verify(
-            self.type.domain, chain_id, self.sign_payload(), self.sig
-        )
-
 
 @dataclass(frozen=True)
-class Proposal:
+class Proposal(_SignedMessage):
     height: int
     round: int
     pol_round: int
@@ -138,6 +172,10 @@ class Proposal:
     timestamp: int
     validator: int
     sig: bytes = b""
+
+    NAME = "proposal"
+    PAYLOAD_KEYS = frozenset({"block_id", "height", "pol_round", "round", "timestamp",
+                              "validator"})
 
     def __post_init__(self) -> None:
         _uint("height", self.height, MAX_HEIGHT)
@@ -148,8 +186,11 @@ class Proposal:
         _uint("timestamp", self.timestamp, (1 << 63) - 1)
         _uint("validator", self.validator, 1 << 16)
         _block_id(self.block_id, nullable=False)
-        if not isinstance(self.sig, bytes) or len(self.sig) not in (0, SIGNATURE_SIZE):
-            raise MessageError("signature must be 64 bytes")
+        _check_sig_field(self.sig)
+
+    @property
+    def domain(self) -> Domain:
+        return Domain.PROPOSAL
 
     def payload_map(self) -> dict[str, Any]:
         return {
@@ -161,40 +202,8 @@ class Proposal:
             "validator": self.validator,
         }
 
-    def sign_payload(self) -> bytes:
-        return encoding.encode(self.payload_map())
-
-    def to_map(self) -> dict[str, Any]:
-        return {**self.payload_map(), "sig": self.sig}
-
-    def encode(self) -> bytes:
-        return encoding.encode(self.to_map())
-
     @classmethod
     def from_map(cls, m: Any) -> Proposal:
-        keys = {"block_id", "height", "pol_round", "round", "timestamp", "validator", "sig"}
-        if not isinstance(m, dict) or set(m) != keys:
-            raise MessageError(f"proposal must be a map with fields {sorted(keys)}")
-        if not isinstance(m["sig"], bytes) or len(m["sig"]) != SIGNATURE_SIZE:
-            raise MessageError("signature must be 64 bytes")
+        cls._check_wire(m)
         return cls(m["height"], m["round"], m["pol_round"], m["block_id"], m["timestamp"],
                    m["validator"], m["sig"])
-
-    @classmethod
-    def decode(cls, data: bytes) -> Proposal:
-        try:
-            return cls.from_map(encoding.decode(data, max_size=512))
-        except encoding.EncodingError as exc:
-            raise MessageError(str(exc)) from exc
-
-    def signed(self, key: PrivateKey, chain_id: str) -> Proposal:
-        sig = key.sign(Domain.PROPOSAL, chain_id, self.sign_payload())
-        return Proposal(self.height, self.round, self.pol_round, self.block_id,
-                        self.timestamp, self.validator, sig)
-
-    def verify(self, chain_id: str, validators: ValidatorSet) -> bool:
-        if not 0 <= self.validator < len(validators) or len(self.sig) != SIGNATURE_SIZE:
-            return False
-        return validators.public_key(self.validator).verify(
-            Domain.PROPOSAL, chain_id, self.sign_payload(), self.sig
-        )

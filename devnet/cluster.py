@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,24 @@ DEFAULT_BASE_PORT = 26600
 
 class ClusterError(RuntimeError):
     """The devnet could not be created, started or reached."""
+
+
+def free_base_port(count: int, start: int = 28000, stop: int = 60000) -> int:
+    """A base port with ``count`` consecutive free loopback ports (checked, not reserved)."""
+    for base in range(start, stop - count, 97):
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise ClusterError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 @dataclass

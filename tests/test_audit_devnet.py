@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from chain.block import Block
 from chain.hashing import sha256
 from contracts import records
-from devnet.cluster import Cluster
+from devnet.cluster import Cluster, free_base_port
 from node.client import Account, Client
 from node.kvstore import open_kv
 from tests.test_audit_builder import key, register_body
@@ -42,23 +41,6 @@ FAST = {
              "panel_size": 3, "panel_min_votes": 2, "juror_min_age_years": 18,
              "juror_min_membership_ms": 0},
 }
-
-
-def _free_base_port(count: int) -> int:
-    for base in range(41000, 52000, 89):
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def _wait(what: str, check, timeout_s: float = 45.0):
@@ -79,7 +61,8 @@ def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory):
     data = tmp_path_factory.mktemp("audit-devnet")
-    c = Cluster.create(data, validators=4, base_port=_free_base_port(8), params_override=FAST)
+    c = Cluster.create(data, validators=4, base_port=free_base_port(8, start=41000),
+                       params_override=FAST)
     try:
         c.start(wait_s=60)
         c.wait_height(1, timeout_s=60)

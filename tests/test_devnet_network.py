@@ -18,29 +18,11 @@ import pytest
 
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
-from devnet.cluster import Cluster
+from devnet.cluster import Cluster, free_base_port
 from node.client import Account, Client, ClientError
 from node.keys import read_key
 
 pytestmark = pytest.mark.slow
-
-
-def _free_base_port(count: int) -> int:
-    """A base port with ``count`` consecutive free loopback ports (best effort)."""
-    for base in range(28000, 40000, 97):
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def register_body(member: PrivateKey, i: int) -> dict:
@@ -57,7 +39,7 @@ def register_body(member: PrivateKey, i: int) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     data = tmp_path_factory.mktemp("devnet")
-    c = Cluster.create(data, validators=4, base_port=_free_base_port(12))
+    c = Cluster.create(data, validators=4, base_port=free_base_port(12))
     try:
         c.start(wait_s=60)
         c.wait_height(1, timeout_s=60)
@@ -231,7 +213,7 @@ def test_late_node_syncs_from_genesis(cluster, tmp_path):
     from node.keys import write_key
 
     write_key(home / "node_key.json", key)
-    base = _free_base_port(2)
+    base = free_base_port(2)
     config = cfg.Config(home=home)
     config.node.moniker = "late"
     config.node.genesis_file = str(cluster.genesis_path)

@@ -9,9 +9,8 @@ import sys
 import pytest
 
 from chain.hashing import sha256
-from devnet.cluster import Cluster
+from devnet.cluster import Cluster, free_base_port
 from node.client import Account
-from tests.test_devnet_network import _free_base_port
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +21,7 @@ def _start_cmd(home):
 
 @pytest.fixture()
 def single(tmp_path):
-    c = Cluster.create(tmp_path / "net", validators=1, base_port=_free_base_port(4))
+    c = Cluster.create(tmp_path / "net", validators=1, base_port=free_base_port(4))
     try:
         c.start(wait_s=60)
         c.wait_height(2, timeout_s=60)
@@ -84,7 +83,7 @@ def test_damaged_wal_stops_the_node_until_recovered(single):
 def test_database_of_another_chain_is_refused(single, tmp_path):
     node = single.nodes[0]
     assert single.terminate(0) == 0
-    other = Cluster.create(tmp_path / "other", validators=1, base_port=_free_base_port(2),
+    other = Cluster.create(tmp_path / "other", validators=1, base_port=free_base_port(2),
                            chain_id="mutual-other")
     conf = node.home / "config.toml"
     conf.write_text(conf.read_text().replace(str(single.genesis_path),
