@@ -1468,7 +1468,18 @@ def main(args: Any, out: Any = None, err: Any = None) -> int:
 
             source: Source = NodeSource(Client(args.node, timeout=args.timeout))
         elif getattr(args, "data", None):
-            source = DataSource(args.data)
+            from node.archive import ArchiveError, is_archive, read_archive
+
+            if is_archive(args.data):
+                try:
+                    records = read_archive(args.data)
+                except ArchiveError as exc:
+                    raise SourceError(str(exc)) from None
+                source = MemorySource([b for _, b, _ in records],
+                                      {h: c for h, _, c in records})
+                source.label = str(args.data)
+            else:
+                source = DataSource(args.data)
         else:
             err.write("mutual audit: error: give --node URL or --data DIR\n")
             return EXIT_USAGE

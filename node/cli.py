@@ -248,6 +248,34 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from node.archive import ArchiveError, from_client, from_store, write_archive
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CliError(f"{out} already exists (use --force to overwrite)")
+    try:
+        if args.node:
+            from node.client import Client
+
+            count = write_archive(out, from_client(Client(args.node, timeout=args.timeout)))
+        else:
+            from node.audit import DataSource, SourceError
+
+            try:
+                source = DataSource(args.data)
+            except SourceError as exc:
+                raise CliError(str(exc)) from None
+            try:
+                count = write_archive(out, from_store(source.store))
+            finally:
+                source.close()
+    except ArchiveError as exc:
+        raise CliError(str(exc), EXIT_FAIL) from None
+    _print({"file": str(out), "blocks": count})
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from node.audit import main as audit_main
 
@@ -340,10 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     client_args(q)
     q.set_defaults(func=cmd_query)
 
+    ex = sub.add_parser("export", help="write every block and certificate to an archive file")
+    exsrc = ex.add_mutually_exclusive_group(required=True)
+    exsrc.add_argument("--node", help="node API URL")
+    exsrc.add_argument("--data", help="a stopped node's home or data directory (read-only)")
+    ex.add_argument("--out", required=True, help="the archive file to write")
+    ex.add_argument("--force", action="store_true")
+    ex.add_argument("--timeout", type=float, default=30.0)
+    ex.set_defaults(func=cmd_export)
+
     a = sub.add_parser("audit", help="replay and verify a whole chain from genesis")
     src = a.add_mutually_exclusive_group(required=True)
     src.add_argument("--node", help="node API URL")
-    src.add_argument("--data", help="a node's data directory (read-only)")
+    src.add_argument("--data", help="a node's data directory (read-only) or an archive file "
+                                    "from `mutual export`")
     a.add_argument("--genesis", required=True, help="the genesis file YOU trust")
     a.add_argument("--json", action="store_true", help="only the JSON report")
     a.add_argument("--timeout", type=float, default=30.0)

@@ -289,3 +289,16 @@ def test_malformed_frames_are_dropped_and_change_nothing(cluster):
     after = node.client.status()
     assert len(after["peers"]) == 3 and node.client.health()["ok"]
     assert after["mempool_txs"] == before["mempool_txs"]
+
+
+def test_export_over_the_api_then_audit(cluster, tmp_path, capsys):
+    from node.cli import main
+
+    out = tmp_path / "net.archive"
+    assert main(["export", "--node", cluster.nodes[1].url, "--out", str(out)]) == 0
+    blocks = json.loads(capsys.readouterr().out)["blocks"]
+    assert blocks >= 1
+    assert main(["audit", "--data", str(out), "--genesis", str(cluster.genesis_path),
+                 "--json"]) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["ok"] and final["blocks"] == blocks
