@@ -39,6 +39,8 @@ def _up(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # also when started from a shell that ignores SIGINT for background jobs
+    signal.signal(signal.SIGINT, on_signal)
     try:
         cluster.start(wait_s=60)
         cluster.wait_height(1, timeout_s=60)
