@@ -7,8 +7,8 @@ the clock, uses a temporary directory and the LevelDB backend (imported lazily f
 For each size N (default 1,000 / 100,000 / 1,000,000 members) it builds a state on
 LevelDB and measures:
 
-* import: N members loaded into the tree and committed to LevelDB. The member, identity
-  and account records are exactly what the rules' ``register_member`` writes (the shapes
+* import: N members loaded into the tree and committed to LevelDB. The member and
+  identity records are exactly what the rules' ``register_member`` writes (the shapes
   are taken from one real transaction delivered through ``Application``); the counters
   (meta, cohort, registrar nonce) are updated once. Keys are fed in key-hash order, in
   chunks, with a writer thread persisting one chunk while the next is hashed.
@@ -66,6 +66,7 @@ SETTLE_2 = 105 * SECOND
 CHUNK_KEYS = 25_000
 BUCKET_BITS = 12
 STATE_PREFIX = b"state/"
+RECORDS_PER_MEMBER = 2  # member/<pk> and ident/<hash>: all a join writes besides counters
 
 
 def genesis() -> Genesis:
@@ -120,20 +121,26 @@ class MemberTemplate:
         app.init_chain()
         pk, ident = bulk_pk(0), bulk_identity(0)
         app.begin_block(1, g.genesis_time_ms + LOAD_TIME, _seed(1))
+        before = dict(state.data)
         receipt = app.deliver_tx(_tx(REGISTRAR, "register_member", 1, register_body(pk, ident)))
         app.end_block()
         if not receipt.ok:
             raise RuntimeError(f"template register_member failed: {receipt.code}")
         self.member = records.load(state, records.member_key(pk))
         self.identity = records.load(state, records.identity_key(ident))
-        self.account = state.get(records.account_key(pk))
-        if self.member is None or self.identity is None or self.account is None:
-            raise RuntimeError("register_member no longer writes member/ident/acct records")
+        if self.member is None or self.identity is None:
+            raise RuntimeError("register_member no longer writes member/ident records")
         self.cohort = self.member["cohort"]
+        written = {k for k, v in state.data.items() if before.get(k) != v}
+        expected = {records.member_key(pk), records.identity_key(ident)}
+        if not written <= expected | {records.META_KEY, records.cohort_key(self.cohort),
+                                     records.account_key(REGISTRAR.public_key.raw)}:
+            raise RuntimeError(f"register_member writes records the bulk loader does not: "
+                               f"{sorted(written - expected)}")
         # records are packed straight with msgpack: the decoded maps keep their canonical
         # key order and substituting values keeps it; check once that the bytes are the
         # canonical ones the rules would store
-        for r in range(3):
+        for r in range(RECORDS_PER_MEMBER):
             key, value = self.record(12345, r)
             if value != records.encode_record(records.decode_record(value)):
                 raise RuntimeError(f"bulk record {key!r} does not pack canonically")
@@ -143,16 +150,14 @@ class MemberTemplate:
         return msgpack.packb(record, use_bin_type=True)
 
     def record(self, i: int, r: int) -> tuple[bytes, bytes]:
-        """Record ``r`` (0 member, 1 identity, 2 account) of bulk member ``i``."""
+        """Record ``r`` (0 member, 1 identity) of bulk member ``i``."""
         pk = bulk_pk(i)
         if r == 0:
             ident = bulk_identity(i)
             return records.member_key(pk), self._pack(
                 dict(self.member, pubkey=pk, identity_hash=ident))
-        if r == 1:
-            return records.identity_key(bulk_identity(i)), self._pack(
-                dict(self.identity, member=pk))
-        return records.account_key(pk), self.account
+        return records.identity_key(bulk_identity(i)), self._pack(
+            dict(self.identity, member=pk))
 
 
 def bulk_load(app: Application, tree: StateTree, db: KV, first: int, count: int,
@@ -166,10 +171,9 @@ def bulk_load(app: Application, tree: StateTree, db: KV, first: int, count: int,
     for n in range(count):
         i = first + n
         pk = bulk_pk(i)
-        for r, key in enumerate((records.member_key(pk), records.identity_key(bulk_identity(i)),
-                                 records.account_key(pk))):
+        for r, key in enumerate((records.member_key(pk), records.identity_key(bulk_identity(i)))):
             kh = sha256(key).digest()
-            buckets[((kh[0] << 8) | kh[1]) >> shift].append(3 * n + r)
+            buckets[((kh[0] << 8) | kh[1]) >> shift].append(2 * n + r)
     futures: list[Future] = []
 
     def flush() -> None:
@@ -188,7 +192,7 @@ def bulk_load(app: Application, tree: StateTree, db: KV, first: int, count: int,
     tree_set = tree.set
     for bucket in buckets:
         for code in bucket:
-            n, r = divmod(code, 3)
+            n, r = divmod(code, RECORDS_PER_MEMBER)
             tree_set(*record(first + n, r))
         pending += len(bucket)
         if pending >= CHUNK_KEYS:
@@ -449,7 +453,8 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
             try:
                 load_s, compact_s = s.load(template)
                 say(f"[{label(n)}] loaded {n:,} members in {load_s:.2f} s "
-                    f"({n / load_s:,.0f} members/s, 3 records each, committed to LevelDB); "
+                    f"({n / load_s:,.0f} members/s, {RECORDS_PER_MEMBER} records each, committed to "
+                    "LevelDB); "
                     f"full compaction afterwards {compact_s:.2f} s")
                 ap = s.apply(blocks, per_block, claims)
                 say(f"[{label(n)}] applied {ap['txs']:,} txs in blocks of {per_block}: "
