@@ -74,6 +74,25 @@ def _hex32(text: str, what: str) -> bytes:
     return raw
 
 
+MAX_ID = (1 << 63) - 1
+
+
+def _number(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_ID:
+        raise ApiError(400, f"bad_{what}", f"{what} must be an integer from 0 to 2**63-1, "
+                                           f"got {text[:40]!r}")
+    return int(text)
+
+
+def _record_id(kind: str, text: str) -> str:
+    """Refuse malformed ids with a 400 (a well-formed id that is absent is a 404)."""
+    if kind == "member":
+        _hex32(text, "member_id")
+    else:
+        _number(text, f"{kind}_id")
+    return text
+
+
 def _flag(request: web.Request, name: str) -> bool:
     value = request.query.get(name, "false").lower()
     if value not in ("true", "false", "1", "0"):
@@ -221,6 +240,7 @@ class Api:
         return _json(self.node.account(pub))
 
     async def _record(self, request: web.Request, kind: str, ident: str) -> web.Response:
+        _record_id(kind, ident)
         proof = _flag(request, "proof")
         doc = self.node.query_record(kind, ident, proof)
         if doc is None:
@@ -237,10 +257,9 @@ class Api:
         return await self._record(request, "period", request.match_info["n"])
 
     async def get_share(self, request: web.Request) -> web.Response:
-        period = request.match_info["period"]
-        if not period.isdigit():
-            raise ApiError(400, "bad_period", "period must be a non-negative integer")
-        doc = self.node.member_share(request.match_info["id"], int(period))
+        member = _record_id("member", request.match_info["id"])
+        period = _number(request.match_info["period"], "period")
+        doc = self.node.member_share(member, period)
         if doc is None:
             raise ApiError(404, "not_found", "no such member or period")
         return _json(doc)
