@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -77,6 +76,21 @@ def _hex32(text: str, what: str) -> bytes:
 MAX_ID = (1 << 63) - 1
 
 
+def _json_b64(body: bytes, field: str, many: bool) -> list[bytes]:
+    """The base64 transaction(s) of a JSON body ``{field: "..."}`` or ``{field: [...]}``."""
+    shape = f'{{"{field}": [' + '"<base64>", ...]}' if many else f'{{"{field}": "<base64>"}}'
+    try:
+        doc = json.loads(body)
+        items = doc[field] if many else [doc[field]]
+        if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+            raise TypeError
+        return [base64.b64decode(t.encode("ascii"), validate=True) for t in items]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "body is not valid JSON") from None
+    except (KeyError, TypeError, ValueError):  # binascii.Error and non-ASCII are ValueErrors
+        raise ApiError(400, "bad_json", f"body must be {shape}") from None
+
+
 def _number(text: str, what: str) -> int:
     if not text.isdigit() or len(text) > 19 or int(text) > MAX_ID:
         raise ApiError(400, f"bad_{what}", f"{what} must be an integer from 0 to 2**63-1, "
@@ -133,13 +147,7 @@ class Api:
         ctype = request.content_type
         body = await request.read()
         if ctype == "application/json":
-            try:
-                doc = json.loads(body)
-                data = base64.b64decode(doc["tx"], validate=True)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiError(400, "bad_json", "body is not valid JSON") from None
-            except (KeyError, TypeError, binascii.Error):
-                raise ApiError(400, "bad_json", 'body must be {"tx": "<base64 tx bytes>"}') from None
+            data = _json_b64(body, "tx", many=False)[0]
         elif ctype in ("application/msgpack", "application/octet-stream", "application/x-msgpack"):
             data = body
         else:
@@ -160,14 +168,7 @@ class Api:
         """Up to MAX_BATCH transactions in one request, each checked as in mode=sync."""
         body = await request.read()
         if request.content_type == "application/json":
-            try:
-                doc = json.loads(body)
-                datas = [base64.b64decode(t, validate=True) for t in doc["txs"]]
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiError(400, "bad_json", "body is not valid JSON") from None
-            except (KeyError, TypeError, binascii.Error):
-                raise ApiError(400, "bad_json",
-                               'body must be {"txs": ["<base64 tx bytes>", ...]}') from None
+            datas = _json_b64(body, "txs", many=True)
         elif request.content_type in ("application/msgpack", "application/octet-stream"):
             try:
                 datas = encoding.decode(body, max_size=len(body) or 1)
