@@ -3,18 +3,23 @@
 Writes (``set``/``delete``) only go into an overlay dict; nothing is hashed until
 ``commit(batch)``, which sorts the dirty keys by key hash and rebuilds each touched path
 once, so the top of the tree is hashed once per block rather than once per write. Commit
-does not write by itself: it stages its node writes into the caller's ``Batch`` so the
-node can write block, certificate, state and receipts in one atomic synced batch.
+does not write by itself: it stages its writes into the caller's ``Batch`` so the node can
+write block, certificate, state and receipts in one atomic synced batch.
 
-Storage layout under the tree's KV view (docs/state.md has the byte-level description):
+The tree is binary (docs/state.md §1: hashes, proofs and roots are the binary ones) but it
+is *stored* in groups of four levels: one record holds the 30 binary nodes below an inner
+node at a depth that is a multiple of 4 (like Jellyfish's 16-ary nodes, except that the
+hashes inside stay binary, so proofs stay binary and small). A changed key therefore
+rewrites about log16(N) records instead of log2(N), and an update reads one record per
+four levels. Storage layout under the tree's KV view (docs/state.md §3, byte for byte):
 
-* ``b"n" + hash`` -> node. Inner: ``0x01 ‖ left ‖ right`` (65 bytes, exactly the hash
-  preimage). Leaf: ``0x00 ‖ key_hash ‖ value_hash ‖ value`` (its hash covers the first 65
-  bytes). Nodes are content-addressed and never deleted, so every committed root stays
-  readable (no pruning yet).
+* ``b"n" + pos + hash`` -> a group (``0x02 ‖ masks ‖ slot hashes ‖ leaf key hashes``) or
+  a leaf (``0x00 ‖ key_hash ‖ value_hash ‖ value``). Content-addressed and never deleted,
+  so every committed root stays readable (no pruning yet).
+* ``b"r" + root`` -> what kind of node a committed root is.
 * ``b"v" + key`` -> value: a flat copy of the latest committed state for O(1) reads, valid
   for the root stored under ``b"m"``. A tree opened at any other root reads by walking
-  the nodes instead and leaves the flat copy alone.
+  the groups instead and leaves the flat copy alone.
 
 Savepoints (``checkpoint``/``rollback``/``release``) are undo logs over the overlay, so
 the rules can make each transaction all-or-nothing at the cost of one dict entry per
@@ -31,32 +36,151 @@ from itertools import islice
 from operator import itemgetter
 
 from contracts.kv import KV, Batch
-from contracts.proof import EMPTY, Proof, bit
+from contracts.proof import EMPTY, Proof
 
 NODE_PREFIX = b"n"
 ROOT_PREFIX = b"r"
+VALUE_PREFIX = b"v"
+META_ROOT_KEY = b"m"
 POS_BYTES = 4
 # _POS_MASK[d] keeps the top d bits of a 32-bit position
 _POS_MASK = [(0xFFFFFFFF << (32 - d)) & 0xFFFFFFFF for d in range(33)]
-VALUE_PREFIX = b"v"
-META_ROOT_KEY = b"m"
+
+# A group is the binary subtree of GROUP_LEVELS levels below an inner node whose depth is a
+# multiple of GROUP_LEVELS, in heap order: slot 1 is that node, slot j has children 2j and
+# 2j+1, slots EDGE..2*EDGE-1 are the group's bottom row (the roots of the next groups).
+GROUP_LEVELS = 4
+EDGE = 1 << GROUP_LEVELS
+SLOTS = 2 * EDGE
+_STORED = ((1 << SLOTS) - 1) & ~0b11  # slots 2..31 are in the record (slot 1 is its address)
+LEAF_TAG = 0x00
+GROUP_TAG = 0x02
+_GROUP_HEAD = bytes([GROUP_TAG])
+_HEAD = 9  # tag, present mask (u32be), leaf mask (u32be)
+# _PATH_MASK[nibble]: the slots at levels 1..4 on the path that the nibble's bits spell
+_PATH_MASK = [sum(1 << ((1 << lv) | (nib >> (GROUP_LEVELS - lv))) for lv in range(1, 5))
+              for nib in range(EDGE)]
 
 DEFAULT_NODE_CACHE = 150_000
-# inner nodes above this depth are cached without eviction: at most 2**TOP_DEPTH - 1 of
-# them are current (~70 MB when full), and they are on every path, so an update only reads
-# the few nodes below (which sit in one LevelDB block, see _pos)
-TOP_DEPTH = 18
-_TOP_CAP = 1 << (TOP_DEPTH + 1)
+# group records above TOP_DEPTH are cached without eviction: they are on every path (at
+# most 1 + 16 + ... + 16**4 current ones, ~70 MB when all full), so an update reads at most
+# the group or two below from LevelDB
+TOP_DEPTH = 20
 DEFAULT_VALUE_CACHE = 100_000
 MAX_UNWRITTEN = 2
 
 _MISS = object()
-_EMPTY_KIND, _LEAF_KIND, _INNER_KIND, _UNKNOWN = 0, 1, 2, 3
 _first = itemgetter(0)
+_INNER = b"\x01"
 
 
 class StateError(ValueError):
     """Bad argument or misuse of the state tree (wrong type, unknown root, bad savepoint)."""
+
+
+class _Group:
+    """A decoded group: ``s[j]`` is the hash at slot j (EMPTY if empty), ``k[j]`` the key
+    hash if that slot is a leaf (else None); ``present``/``leaves`` are the masks of
+    non-empty and leaf slots (bit j = slot j)."""
+
+    __slots__ = ("s", "k", "present", "leaves")
+
+    def __init__(self, s: list, k: list, present: int, leaves: int) -> None:
+        self.s = s
+        self.k = k
+        self.present = present
+        self.leaves = leaves
+
+    def put(self, j: int, h: bytes, kh: bytes | None) -> None:
+        self.s[j] = h
+        self.k[j] = kh
+        bit = 1 << j
+        if h == EMPTY:
+            self.present &= ~bit
+        else:
+            self.present |= bit
+        if kh is None:
+            self.leaves &= ~bit
+        else:
+            self.leaves |= bit
+
+
+def _new_group() -> _Group:
+    return _Group([EMPTY] * SLOTS, [None] * SLOTS, 0, 0)
+
+
+_SLOT_LISTS: dict[int, tuple[int, ...]] = {}
+
+
+def _slots_of(mask: int) -> tuple[int, ...]:
+    """The slots whose bits are set in ``mask``, ascending (memoised: masks repeat)."""
+    slots = _SLOT_LISTS.get(mask)
+    if slots is None:
+        slots = tuple(j for j in range(SLOTS) if mask >> j & 1)
+        if len(_SLOT_LISTS) < 1 << 16:
+            _SLOT_LISTS[mask] = slots
+    return slots
+
+
+def _decode(rec: bytes, h: bytes) -> _Group:
+    """A group record (stored under ``h``) as a _Group; StateError if it is malformed."""
+    present = int.from_bytes(rec[1:5], "big")
+    leaves = int.from_bytes(rec[5:9], "big")
+    ps = _slots_of(present)
+    ls = _slots_of(leaves)
+    if (rec[0] != GROUP_TAG or present & ~_STORED or leaves & ~present
+            or len(rec) != _HEAD + 32 * (len(ps) + len(ls))):
+        raise StateError(f"state group {h.hex()} is malformed (damaged store)")
+    s = [EMPTY] * SLOTS
+    k: list[bytes | None] = [None] * SLOTS
+    s[1] = h
+    o = _HEAD
+    for j in ps:
+        s[j] = rec[o : o + 32]
+        o += 32
+    for j in ls:
+        k[j] = rec[o : o + 32]
+        o += 32
+    return _Group(s, k, present | 2, leaves)
+
+
+def _encode(g: _Group) -> bytes:
+    present = g.present & _STORED
+    leaves = g.leaves & _STORED
+    s, k = g.s, g.k
+    return b"".join([
+        _GROUP_HEAD, present.to_bytes(4, "big"), leaves.to_bytes(4, "big"),
+        *[s[j] for j in _slots_of(present)], *[k[j] for j in _slots_of(leaves)],
+    ])
+
+
+def node_record_ok(address: bytes, rec: bytes) -> bool:
+    """True iff ``rec`` is a well-formed node record whose hash is ``address`` (the last 32
+    bytes of its key): a leaf whose value matches its value hash, or a group whose binary
+    nodes hash to each other and to the address. For the auditor's integrity scan."""
+    if not rec:
+        return False
+    if rec[0] == LEAF_TAG:
+        return (len(rec) >= 65 and sha256(rec[:65]).digest() == address
+                and sha256(rec[65:]).digest() == rec[33:65])
+    try:
+        g = _decode(rec, address)
+    except StateError:
+        return False
+    s, k = g.s, g.k
+    for j in range(SLOTS - 1, 1, -1):  # a non-empty slot must hang under an inner one
+        if s[j] != EMPTY and (k[j >> 1] is not None or s[j >> 1] == EMPTY):
+            return False
+    for j in range(EDGE - 1, 0, -1):
+        if k[j] is None and s[j] != EMPTY:
+            left, right = s[2 * j], s[2 * j + 1]
+            if sha256(_INNER + left + right).digest() != s[j]:
+                return False
+            # canonical shape: a lone leaf (or nothing) below an inner node sits higher up
+            if (left == EMPTY and (right == EMPTY or k[2 * j + 1] is not None)) or (
+                    right == EMPTY and k[2 * j] is not None):
+                return False
+    return True
 
 
 class StateTree:
@@ -80,8 +204,8 @@ class StateTree:
         self._undo: list[dict[bytes, object]] = []
         # batches staged by recent commits that may not be written yet: (batch, root)
         self._staged: list[tuple[Batch, bytes]] = []
-        self._nodes: dict[bytes, bytes] = {}
-        self._top: dict[bytes, bytes] = {}
+        self._top: dict[bytes, bytes] = {}      # group records above TOP_DEPTH
+        self._nodes: dict[bytes, bytes] = {}    # deeper group records (FIFO)
         self._values: dict[bytes, bytes | None] = {}
         self._node_cap = max(node_cache, 16)
         self._value_cap = max(value_cache, 16)
@@ -91,16 +215,13 @@ class StateTree:
         self._node_prefix = NODE_PREFIX
         self._khs: list[bytes] = []
         self._rows: list[tuple[bytes, bytes | None]] = []
-        self._root_kind = _EMPTY_KIND
-        self._root_kh: bytes | None = None
+        self._root_kh: bytes | None = None   # the root's key hash if it is a leaf
         if root != EMPTY:
             desc = kv.get(ROOT_PREFIX + root)
             if desc is None:
                 raise StateError(f"unknown state root {root.hex()}")
             if desc[0] == 0:
-                self._root_kind, self._root_kh = _LEAF_KIND, desc[1:33]
-            else:
-                self._root_kind = _INNER_KIND
+                self._root_kh = desc[1:33]
 
     @staticmethod
     def stored_root(kv: KV) -> bytes | None:
@@ -241,22 +362,31 @@ class StateTree:
         self._node_prefix = node_prefix
 
         rows = []
+        append = rows.append
         for key, value in pending.items():
             kh = sha256(key).digest()
             if value is None:
-                rows.append((kh, None))
+                append((kh, None))
             else:
                 head = b"\x00" + kh + sha256(value).digest()
                 lh = sha256(head).digest()
                 ops[node_prefix + kh[:POS_BYTES] + lh] = head + value
-                rows.append((kh, lh))
+                append((kh, lh))
         rows.sort(key=_first)
         self._khs = [r[0] for r in rows]
         self._rows = rows
         try:
-            new_root, kind, kh = self._update(
-                self._root, self._root_kind, self._root_kh, 0, 0, len(rows)
-            )
+            root, root_kh = self._root, self._root_kh
+            if root != EMPTY and root_kh is None:
+                new_root, kh = self._update_group(root, 0, 0, len(rows))
+            else:
+                live = self._live(0, len(rows), root, root_kh)[0]
+                if len(live) >= 2:
+                    new_root, kh = self._build_group(0, live, 0, len(live)), None
+                elif live:
+                    kh, new_root = live[0]
+                else:
+                    new_root, kh = EMPTY, None
         finally:
             self._khs = self._rows = None  # type: ignore[assignment]
 
@@ -266,17 +396,13 @@ class StateTree:
                 ops[value_prefix + key] = value
             ops[base + META_ROOT_KEY] = new_root
         if new_root != EMPTY:
-            ops[base + ROOT_PREFIX + new_root] = b"\x01" if kind == _INNER_KIND else b"\x00" + kh
+            ops[base + ROOT_PREFIX + new_root] = b"\x01" if kh is None else b"\x00" + kh
         values = self._values
         values.update(pending)
         if len(values) > self._value_cap:
             _evict(values)
-        if len(self._nodes) > self._node_cap:
-            _evict(self._nodes)
-        if len(self._top) > _TOP_CAP:
-            _evict(self._top)
         self._pending = {}
-        self._root, self._root_kind, self._root_kh = new_root, kind, kh
+        self._root, self._root_kh = new_root, kh
         self._staged.append((staged, new_root))
         return new_root
 
@@ -294,50 +420,269 @@ class StateTree:
                 del staged[: i + 1]
                 return
 
-    def _update(
-        self, h: bytes, kind: int, lkh: bytes | None, depth: int, lo: int, hi: int
-    ) -> tuple[bytes, int, bytes | None]:
-        """New (hash, kind, key hash if a leaf) of the subtree ``h`` (of ``kind``; ``lkh``
-        is its key hash if it is a leaf) at ``depth`` after applying rows[lo:hi]."""
-        if kind == _INNER_KIND:
-            pos = _pos(self._khs[lo], depth)
-            rec = self._load(h, pos, depth)
-            flags = rec[65]
-            left = rec[1:33]
-            right = rec[33:65]
-            lkind = _EMPTY_KIND if left == EMPTY else (_LEAF_KIND if flags & 1 else _INNER_KIND)
-            rkind = _EMPTY_KIND if right == EMPTY else (_LEAF_KIND if flags & 2 else _INNER_KIND)
-            at = 66
-            left_kh = right_kh = None
-            if flags & 1:
-                left_kh = rec[66:98]
-                at = 98
-            if flags & 2:
-                right_kh = rec[at : at + 32]
-            mid = self._split(depth, lo, hi)
-            if mid > lo:
-                left, lkind, left_kh = self._update(left, lkind, left_kh, depth + 1, lo, mid)
-            if hi > mid:
-                right, rkind, right_kh = self._update(right, rkind, right_kh, depth + 1, mid, hi)
-            # the old version of this node is replaced: keep the caches to current nodes
-            (self._top if depth < TOP_DEPTH else self._nodes).pop(h, None)
-            if lkind == _EMPTY_KIND:
-                if rkind == _EMPTY_KIND:
-                    return EMPTY, _EMPTY_KIND, None
-                if rkind == _LEAF_KIND:
-                    return right, _LEAF_KIND, right_kh  # a lone leaf moves up
-            elif rkind == _EMPTY_KIND and lkind == _LEAF_KIND:
-                return left, _LEAF_KIND, left_kh
-            return self._inner(
-                left, lkind, left_kh, right, rkind, right_kh, pos, depth
-            ), _INNER_KIND, None
-        if kind == _EMPTY_KIND:
-            return self._build_live(depth, lo, hi, None)
-        khs = self._khs
-        i = bisect_left(khs, lkh, lo, hi)
-        if i < hi and khs[i] == lkh:
-            return self._build_live(depth, lo, hi, None)  # this leaf is rewritten
-        return self._build_live(depth, lo, hi, (lkh, h))
+    def _update_group(self, h: bytes, depth: int, lo: int, hi: int) -> tuple[bytes, bytes | None]:
+        """New (hash, key hash if it is now a leaf) of the inner node ``h`` at ``depth`` (a
+        group root) after applying rows[lo:hi]; stages the new group records."""
+        if hi - lo == 1:
+            return self._update_path(h, depth, lo)
+        pos = _pos(self._khs[lo], depth)
+        g = _decode(self._take(h, pos, depth), h)
+        nh, nk = self._update(g, 1, depth, lo, hi)
+        if nk is None and nh != EMPTY:
+            self._store(g, nh, pos, depth)
+        return nh, nk
+
+    def _take(self, h: bytes, pos: bytes, depth: int) -> bytes:
+        """The record of group ``h``, which this commit replaces: it leaves the cache, so
+        the caches hold current groups only."""
+        cache = self._top if depth < TOP_DEPTH else self._nodes
+        rec = cache.pop(h, None)
+        return self._fetch(pos + h) if rec is None else rec
+
+    def _update_path(self, h: bytes, depth: int, i: int) -> tuple[bytes, bytes | None]:
+        """``_update_group`` for the single row i: follow its path down the groups to where
+        it ends, change that slot, then rewrite the groups on the way back up.
+
+        Usually no slot but the one that changed changes kind (a value rewritten, a key
+        added in an empty slot, a leaf at a group's edge pushed into a new group, or any
+        change further down), so a group's new record is the old one with that slot's
+        entries replaced, inserted or removed and the path's hashes replaced in place.
+        Anything else (a subtree built or collapsing inside a group) goes through the
+        decoded group."""
+        kh, lh = self._rows[i]
+        frames = []
+        kpos = int.from_bytes(kh[:POS_BYTES], "big")
+        while True:
+            pos = kh[:POS_BYTES] if depth >= 32 else (kpos & _POS_MASK[depth]).to_bytes(
+                POS_BYTES, "big")
+            rec = self._take(h, pos, depth)
+            present = int.from_bytes(rec[1:5], "big")
+            leaves = int.from_bytes(rec[5:9], "big")
+            # the group spans bits depth..depth+3 of the path: one nibble of the key hash;
+            # the path ends at its shallowest slot that is empty or a leaf, else at the edge
+            nib = kh[depth >> 3]
+            nib = nib & 15 if depth & 4 else nib >> 4
+            ends = (~present | leaves) & _PATH_MASK[nib]
+            j = (ends & -ends).bit_length() - 1 if ends else EDGE | nib
+            bit = 1 << j
+            off = _HEAD + ((present & (bit - 1)).bit_count() << 5)
+            frames.append((h, rec, pos, depth, present, leaves, j, off))
+            if not present & bit:
+                oh, ok = EMPTY, None
+                break
+            oh = rec[off : off + 32]
+            if leaves & bit:
+                ko = _HEAD + 32 * (present.bit_count() + (leaves & (bit - 1)).bit_count())
+                ok = rec[ko : ko + 32]
+                break
+            h = oh  # an inner node at the group's edge: the next group
+            depth += GROUP_LEVELS
+        # where the path ends: an empty slot or a leaf
+        if ok == kh:
+            nh, nk = (EMPTY, None) if lh is None else (lh, kh)
+        elif lh is None:  # deleting a key that is absent: nothing changes
+            for h, rec, _, depth, *_ in frames:
+                self._cache_record(h, rec, depth)
+            return frames[0][0], None
+        elif ok is None:
+            nh, nk = lh, kh
+        else:  # another key's leaf: both go below it
+            pair = [(ok, oh), (kh, lh)] if ok < kh else [(kh, lh), (ok, oh)]
+            if j < EDGE:  # a subtree inside this group
+                h, rec, pos, depth = frames.pop()[:4]
+                g = _decode(rec, h)
+                nh, nk = self._fill(g, j, depth + j.bit_length() - 1, pair, 0, 2)
+                nh, nk = self._finish(g, j, nh, nk, pos, depth)
+                if not frames:
+                    return nh, nk
+                oh, ok = h, None
+            else:
+                nh, nk = self._build_group(frames[-1][3] + GROUP_LEVELS, pair, 0, 2), None
+        while frames:
+            h, rec, pos, depth, present, leaves, j, off = frames.pop()
+            nh, nk = self._rewrite(h, rec, pos, depth, present, leaves, j, off, oh, ok, nh, nk)
+            oh, ok = h, None
+        return nh, nk
+
+    def _rewrite(self, h: bytes, rec: bytes, pos: bytes, depth: int, present: int,
+                 leaves: int, j: int, off: int, oh: bytes, ok: bytes | None, nh: bytes,
+                 nk: bytes | None) -> tuple[bytes, bytes | None]:
+        """Group ``h`` (record ``rec``) with slot ``j`` (at byte ``off``) changed from
+        (oh, ok) to (nh, nk): stage its new record; returns what its root became."""
+        bit = 1 << j
+        out = None
+        if nk is None:
+            if nh != EMPTY and (ok is None or j >= EDGE) and oh != EMPTY:
+                # inner stays inner, or a leaf at the edge became a new group below
+                out = bytearray(rec)
+                out[off : off + 32] = nh
+                if ok is not None:
+                    ko = _HEAD + 32 * (present.bit_count() + (leaves & (bit - 1)).bit_count())
+                    del out[ko : ko + 32]
+                    leaves ^= bit
+                    out[5:9] = leaves.to_bytes(4, "big")
+        elif ok == nk and oh != EMPTY:  # a leaf rewritten
+            out = bytearray(rec)
+            out[off : off + 32] = nh
+        elif oh == EMPTY:  # a new leaf in an empty slot (whose sibling is inner)
+            out = bytearray(rec)
+            out[off:off] = nh
+            new_present = present | bit
+            ko = _HEAD + 32 * (new_present.bit_count() + (leaves & (bit - 1)).bit_count())
+            out[ko:ko] = nk
+            leaves |= bit
+            out[1:9] = new_present.to_bytes(4, "big") + leaves.to_bytes(4, "big")
+            # siblings are read from the old record below, path slots written at new offsets
+            old_present, present = present, new_present
+        if out is None:  # the slot changes kind otherwise: rework the decoded group
+            g = _decode(rec, h)
+            g.put(j, nh, nk)
+            return self._finish(g, j, nh, nk, pos, depth)
+        if oh != EMPTY:
+            old_present = present
+        # rehash the path up to the group's root: the slots on it stay inner
+        while j > 1:
+            sbit = 1 << (j ^ 1)
+            if old_present & sbit:
+                so = _HEAD + 32 * (old_present & (sbit - 1)).bit_count()
+                sh = rec[so : so + 32]
+            else:
+                sh = EMPTY
+            nh = sha256(_INNER + sh + nh if j & 1 else _INNER + nh + sh).digest()
+            j >>= 1
+            if j > 1:
+                o = _HEAD + 32 * (present & ((1 << j) - 1)).bit_count()
+                out[o : o + 32] = nh
+        rec = bytes(out)
+        self._ops[self._node_prefix + pos + nh] = rec
+        self._cache_record(nh, rec, depth)
+        return nh, None
+
+    def _finish(self, g: _Group, j: int, nh: bytes, nk: bytes | None, pos: bytes, depth: int
+                ) -> tuple[bytes, bytes | None]:
+        """Slot ``j`` of the decoded group ``g`` (at ``depth``) is now (nh, nk): rehash up
+        to its root, store it if it is still inner, and return what the root became."""
+        path = []
+        p = j >> 1
+        while p:
+            path.append(p)
+            p >>= 1
+        nh, nk = self._rehash_up(g, j, path, nh, nk)
+        if nk is None and nh != EMPTY:
+            self._store(g, nh, pos, depth)
+        return nh, nk
+
+    def _update(self, g: _Group, j: int, depth: int, lo: int, hi: int) -> tuple[bytes, bytes | None]:
+        """Apply rows[lo:hi] (which share the path to slot ``j`` of ``g``, at ``depth``) to
+        that slot; returns its new (hash, leaf key hash or None)."""
+        s, k = g.s, g.k
+        h = s[j]
+        if k[j] is not None or h == EMPTY:
+            nh, nk = self._fill(g, j, depth, *self._live(lo, hi, h, k[j]))
+            return nh, nk
+        if j >= EDGE:
+            nh, nk = self._update_group(h, depth, lo, hi)
+            g.put(j, nh, nk)
+            return nh, nk
+        mid = self._split(depth, lo, hi)
+        c = 2 * j
+        d1 = depth + 1
+        if mid - lo == 1:
+            lh, lk = self._update_one(g, c, d1, lo)
+        elif mid > lo:
+            lh, lk = self._update(g, c, d1, lo, mid)
+        else:
+            lh, lk = s[c], k[c]
+        if hi - mid == 1:
+            rh, rk = self._update_one(g, c + 1, d1, mid)
+        elif hi > mid:
+            rh, rk = self._update(g, c + 1, d1, mid, hi)
+        else:
+            rh, rk = s[c + 1], k[c + 1]
+        if lh == EMPTY:
+            if rk is not None or rh == EMPTY:  # a lone leaf (or nothing) moves up
+                if rh != EMPTY:
+                    g.put(c + 1, EMPTY, None)
+                g.put(j, rh, rk)
+                return rh, rk
+        elif rh == EMPTY and lk is not None:
+            g.put(c, EMPTY, None)
+            g.put(j, lh, lk)
+            return lh, lk
+        nh = sha256(_INNER + lh + rh).digest()
+        g.put(j, nh, None)
+        return nh, None
+
+    def _update_one(self, g: _Group, j: int, depth: int, i: int) -> tuple[bytes, bytes | None]:
+        """``_update`` for the single row i: walk down to where its path ends in this
+        group, change it there, and rehash the path back up (no splitting)."""
+        kh, lh = self._rows[i]
+        s, k = g.s, g.k
+        top = j
+        path = []
+        while True:
+            h = s[j]
+            lk = k[j]
+            if lk is not None or h == EMPTY or j >= EDGE:
+                break
+            path.append(j)
+            j = 2 * j + ((kh[depth >> 3] >> (7 - (depth & 7))) & 1)
+            depth += 1
+        if lk is None and h != EMPTY:  # an inner node at the group's edge
+            nh, nk = self._update_path(h, depth, i)
+        elif lk == kh:  # this key's own leaf
+            nh, nk = (EMPTY, None) if lh is None else (lh, kh)
+        elif lh is None:  # deleting a key that is absent: nothing changes
+            return s[top], k[top]
+        elif h == EMPTY:
+            nh, nk = lh, kh
+        else:  # another key's leaf: both go below it
+            pair = [(lk, h), (kh, lh)] if lk < kh else [(kh, lh), (lk, h)]
+            nh, nk = self._fill(g, j, depth, pair, 0, 2)
+        g.put(j, nh, nk)
+        path.reverse()
+        return self._rehash_up(g, j, path, nh, nk)
+
+    @staticmethod
+    def _rehash_up(g: _Group, j: int, path: list[int], nh: bytes, nk: bytes | None
+                   ) -> tuple[bytes, bytes | None]:
+        """Slot ``j`` of ``g`` changed to (nh, nk): rehash its ancestors ``path`` (inner
+        slots, nearest first), moving a leaf up where it is left alone."""
+        s, k = g.s, g.k
+        for p in path:
+            sib = j ^ 1
+            sh = s[sib]
+            sk = k[sib]
+            if nh == EMPTY:
+                if sk is not None or sh == EMPTY:  # a lone leaf (or nothing) moves up
+                    if sh != EMPTY:
+                        g.put(sib, EMPTY, None)
+                    nh, nk = sh, sk
+                    g.put(p, nh, nk)
+                    j = p
+                    continue
+            elif nk is not None and sh == EMPTY:
+                g.put(j, EMPTY, None)
+                g.put(p, nh, nk)
+                j = p
+                continue
+            nh = sha256(_INNER + sh + nh if j & 1 else _INNER + nh + sh).digest()
+            nk = None
+            s[p] = nh  # p was inner and stays inner: its mask bits do not change
+            j = p
+        return nh, nk
+
+    def _live(self, lo: int, hi: int, h: bytes, kh: bytes | None) -> tuple[list, int, int]:
+        """(rows, 0, n): the set rows of rows[lo:hi] plus the leaf (``h``, ``kh``) that was
+        there (if any and if not rewritten), sorted by key hash."""
+        live = [r for r in islice(self._rows, lo, hi) if r[1] is not None]
+        if kh is not None:
+            khs = self._khs
+            i = bisect_left(khs, kh, lo, hi)
+            if i == hi or khs[i] != kh:
+                live.append((kh, h))
+                live.sort(key=_first)
+        return live, 0, len(live)
 
     def _split(self, depth: int, lo: int, hi: int) -> int:
         """First index in rows[lo:hi] (which share their first ``depth`` bits) whose bit
@@ -355,27 +700,28 @@ class StateTree:
         threshold = first[:byte] + bytes(((first[byte] & (0xFF00 >> (depth & 7)) & 0xFF) | mask,))
         return bisect_left(khs, threshold, lo, hi)
 
-    def _build_live(
-        self, depth: int, lo: int, hi: int, extra: tuple[bytes, bytes] | None
-    ) -> tuple[bytes, int, bytes | None]:
-        """Build a fresh subtree at ``depth`` from the set rows in [lo, hi) plus ``extra``."""
-        rows = self._rows
-        if hi - lo == 1 and extra is None:
-            kh, lh = rows[lo]
-            return (EMPTY, _EMPTY_KIND, None) if lh is None else (lh, _LEAF_KIND, kh)
-        live = [r for r in islice(rows, lo, hi) if r[1] is not None]
-        if extra is not None:
-            live.append(extra)
-            live.sort(key=_first)
-        return self._build(depth, live, 0, len(live))
-
-    def _build(self, depth: int, live: list, lo: int, hi: int) -> tuple[bytes, int, bytes | None]:
+    def _fill(self, g: _Group, j: int, depth: int, live: list, lo: int, hi: int
+              ) -> tuple[bytes, bytes | None]:
+        """Build the subtree of the leaves live[lo:hi] (sorted (key hash, leaf hash) pairs
+        sharing their first ``depth`` bits) at slot ``j`` of ``g``, whose slots below ``j``
+        are empty; returns its (hash, leaf key hash or None)."""
         n = hi - lo
-        if n == 1:
-            kh, lh = live[lo]
-            return lh, _LEAF_KIND, kh
-        if n == 0:
-            return EMPTY, _EMPTY_KIND, None
+        if n >= 2:
+            nh, nk = self._fill_inner(g, j, depth, live, lo, hi), None
+        elif n == 1:
+            nk, nh = live[lo]
+        else:
+            nh, nk = EMPTY, None
+        g.put(j, nh, nk)
+        return nh, nk
+
+    def _fill_inner(self, g: _Group, j: int, depth: int, live: list, lo: int, hi: int
+                    ) -> bytes:
+        """``_fill`` for two or more leaves: fills the slots below ``j`` (or a new group
+        if ``j`` is at the edge) and returns the hash of the inner node at ``j``; the
+        caller sets slot ``j`` itself. The bulk of an import runs here."""
+        if j >= EDGE:
+            return self._build_group(depth, live, lo, hi)
         byte = depth >> 3
         mask = 0x80 >> (depth & 7)
         first = live[lo][0]
@@ -385,80 +731,79 @@ class StateTree:
             mid = hi
         else:
             threshold = first[:byte] + bytes(
-                ((first[byte] & (0xFF00 >> (depth & 7)) & 0xFF) | mask,)
-            )
+                ((first[byte] & (0xFF00 >> (depth & 7)) & 0xFF) | mask,))
             mid = bisect_left(live, threshold, lo, hi, key=_first)
-        # one-leaf and empty halves are common at the bottom: no call for them
+        s, k = g.s, g.k
+        c = 2 * j
         n = mid - lo
-        if n == 1:
-            lkh, left = live[lo]
-            lkind = _LEAF_KIND
-        elif n == 0:
-            left, lkind, lkh = EMPTY, _EMPTY_KIND, None
+        if n >= 2:
+            left = s[c] = self._fill_inner(g, c, depth + 1, live, lo, mid)
+            g.present |= 1 << c
+        elif n:
+            k[c], left = live[lo]
+            s[c] = left
+            g.present |= 1 << c
+            g.leaves |= 1 << c
         else:
-            left, lkind, lkh = self._build(depth + 1, live, lo, mid)
+            left = EMPTY
+        c += 1
         n = hi - mid
-        if n == 1:
-            rkh, right = live[mid]
-            rkind = _LEAF_KIND
-        elif n == 0:
-            right, rkind, rkh = EMPTY, _EMPTY_KIND, None
+        if n >= 2:
+            right = s[c] = self._fill_inner(g, c, depth + 1, live, mid, hi)
+            g.present |= 1 << c
+        elif n:
+            k[c], right = live[mid]
+            s[c] = right
+            g.present |= 1 << c
+            g.leaves |= 1 << c
         else:
-            right, rkind, rkh = self._build(depth + 1, live, mid, hi)
-        return self._inner(
-            left, lkind, lkh, right, rkind, rkh, _pos(first, depth), depth
-        ), _INNER_KIND, None
+            right = EMPTY
+        return sha256(_INNER + left + right).digest()
 
-    def _inner(
-        self,
-        left: bytes,
-        lkind: int,
-        lkh: bytes | None,
-        right: bytes,
-        rkind: int,
-        rkh: bytes | None,
-        pos: bytes,
-        depth: int,
-    ) -> bytes:
-        content = b"\x01" + left + right
-        h = sha256(content).digest()
-        # the stored record also says which children are leaves and their key hashes, so
-        # an update never reads a leaf just to learn where it sits
-        if lkind == _LEAF_KIND:
-            rec = content + (b"\x03" + lkh + rkh if rkind == _LEAF_KIND else b"\x01" + lkh)
-        elif rkind == _LEAF_KIND:
-            rec = content + b"\x02" + rkh
-        else:
-            rec = content + b"\x00"
+    def _build_group(self, depth: int, live: list, lo: int, hi: int) -> bytes:
+        """A new group at ``depth`` holding the (two or more) leaves live[lo:hi]; its hash."""
+        g = _new_group()
+        h = self._fill_inner(g, 1, depth, live, lo, hi)
+        self._store(g, h, _pos(live[lo][0], depth), depth)
+        return h
+
+    def _store(self, g: _Group, h: bytes, pos: bytes, depth: int) -> None:
+        g.s[1] = h
+        rec = _encode(g)
         self._ops[self._node_prefix + pos + h] = rec
+        self._cache_record(h, rec, depth)
+
+    def _cache_record(self, h: bytes, rec: bytes, depth: int) -> None:
         if depth < TOP_DEPTH:
             self._top[h] = rec
         else:
-            self._nodes[h] = rec
-        return h
+            nodes = self._nodes
+            nodes[h] = rec
+            if len(nodes) > self._node_cap:
+                _evict(nodes)
 
     # -- reading nodes -------------------------------------------------------------------
 
-    def _load(self, h: bytes, pos: bytes, depth: int) -> bytes:
-        """The stored record of node ``h`` at ``depth`` and position ``pos`` (inner record,
-        or leaf record with its value)."""
-        cache = self._top if depth < TOP_DEPTH else self._nodes
-        rec = cache.get(h)
-        if rec is not None:
-            return rec
-        key = NODE_PREFIX + pos + h
+    def _fetch(self, key: bytes) -> bytes:
+        """A node record (key relative to ``n``), read through unwritten batches."""
+        key = NODE_PREFIX + key
         for batch, _ in reversed(self._staged):
             rec = batch.staged(key)[1]
             if rec is not None:
-                break
-        else:
-            rec = self._kv.get(key)
+                return rec
+        rec = self._kv.get(key)
         if rec is None:
-            raise StateError(f"state node {h.hex()} is missing (unknown root or damaged store)")
-        if rec[0] == 1:  # leaf records carry values: read them through, do not cache
-            cache[h] = rec
-            if len(cache) > (_TOP_CAP if depth < TOP_DEPTH else self._node_cap):
-                _evict(cache)
+            raise StateError(
+                f"state node {key[-32:].hex()} is missing (unknown root or damaged store)")
+        return rec
+
+    def _record(self, h: bytes, pos: bytes, depth: int) -> bytes:
+        """The record of the group whose root is ``h`` at ``depth`` and position ``pos``."""
+        cache = self._top if depth < TOP_DEPTH else self._nodes
+        rec = cache.get(h)
+        if rec is None:
+            rec = self._fetch(pos + h)
+            self._cache_record(h, rec, depth)
         return rec
 
     def _walk(self, key: bytes) -> tuple[list[bytes], bytes | None]:
@@ -466,30 +811,23 @@ class StateTree:
         the path ends (None if it ends at an empty subtree)."""
         kh = sha256(key).digest()
         siblings: list[bytes] = []
-        h, kind, leaf_kh = self._root, self._root_kind, self._root_kh
+        h, lk = self._root, self._root_kh
         depth = 0
-        while kind == _INNER_KIND:
-            rec = self._load(h, _pos(kh, depth), depth)
-            flags = rec[65]
-            if bit(kh, depth):
-                siblings.append(rec[1:33])
-                h = rec[33:65]
-                if flags & 2:
-                    kind = _LEAF_KIND
-                    leaf_kh = rec[98:130] if flags & 1 else rec[66:98]
-            else:
-                siblings.append(rec[33:65])
-                h = rec[1:33]
-                if flags & 1:
-                    kind = _LEAF_KIND
-                    leaf_kh = rec[66:98]
-            if h == EMPTY:
-                kind = _EMPTY_KIND
+        j = EDGE  # the root starts a group
+        g = None
+        while lk is None and h != EMPTY:
+            if j >= EDGE:
+                g = _decode(self._record(h, _pos(kh, depth), depth), h)
+                j = 1
+            assert g is not None
+            c = 2 * j + ((kh[depth >> 3] >> (7 - (depth & 7))) & 1)
+            siblings.append(g.s[c ^ 1])
+            h, lk = g.s[c], g.k[c]
+            j = c
             depth += 1
-        if kind == _EMPTY_KIND:
+        if lk is None:
             return siblings, None
-        assert leaf_kh is not None
-        return siblings, self._load(h, leaf_kh[:POS_BYTES], depth)
+        return siblings, self._fetch(lk[:POS_BYTES] + h)
 
     def _read_committed(self, key: bytes) -> bytes | None:
         vkey = VALUE_PREFIX + key
@@ -513,9 +851,9 @@ class StateTree:
 
 
 def _pos(khash: bytes, depth: int) -> bytes:
-    """Where a node at ``depth`` on ``khash``'s path is stored: the first ``depth`` bits of
-    its path (at most 32), zero-padded to 4 bytes. A subtree's nodes thus sit together in
-    key order, so a bulk load writes nearly sorted keys and a path's lower nodes share
+    """Where a group at ``depth`` on ``khash``'s path is stored: the first ``depth`` bits of
+    its path (at most 32), zero-padded to 4 bytes. A subtree's groups thus sit together in
+    key order, so a bulk load writes nearly sorted keys and a path's lower groups share
     LevelDB blocks."""
     if depth >= 32:
         return khash[:POS_BYTES]

@@ -49,8 +49,7 @@ from contracts import records
 from contracts.calendar import age_years, cst_date, parse_date
 from contracts.kv import KV, MemoryKV
 from contracts.params import Params
-from contracts.proof import value_hash
-from contracts.tree import StateTree
+from contracts.tree import StateTree, node_record_ok
 from node.blockstore import PREFIXES, BlockStore, BlockStoreError
 from node.executor import Applied, BlockInvalid, Executor
 from node.progress import Progress
@@ -427,16 +426,14 @@ def _compare_flat(height: int, replay: KV, stored: KV) -> None:
 
 
 def _check_nodes(height: int, stored: KV, replay: KV) -> None:
-    """Every stored tree node must hash to its address (nodes are content-addressed), and
-    every leaf's value must match the value hash its address commits to."""
+    """Every stored tree record must hash to its address (records are content-addressed):
+    a leaf's value must match its value hash, a group's binary nodes must hash to each
+    other and to its address (``contracts.tree.node_record_ok``, docs/state.md §3)."""
     for k, rec in stored.iterate(b"n"):
         # the address is the key's last 32 bytes (anything between "n" and it only
-        # clusters nodes by position, see docs/state.md)
+        # clusters records by position, see docs/state.md)
         addr = k[-32:]
-        ok = len(rec) >= 65 and rec[0] in (0, 1) and sha256(rec[:65]) == addr
-        if ok and rec[0] == 0:
-            ok = value_hash(rec[65:]) == rec[33:65]
-        if not ok:
+        if not node_record_ok(addr, rec):
             name = f"node {addr.hex()}"
             if rec[:1] == b"\x00" and len(rec) >= 65:
                 kh = rec[1:33]

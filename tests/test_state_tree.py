@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from contracts.kv import MemoryKV
 from contracts.proof import EMPTY, Proof, ProofError, verify_proof
-from contracts.tree import StateError, StateTree
+from contracts.tree import StateError, StateTree, node_record_ok
 from node.kvstore import LevelKV
 
 VECTORS = Path(__file__).parent / "vectors" / "state_proof.json"
@@ -392,6 +392,166 @@ def test_leveldb_backend_gives_same_roots(tmp_path_factory, ops) -> None:
             assert again.get(key) == mem.get(key)
     finally:
         db.close()
+
+
+# -- many keys: several groups deep ------------------------------------------------------
+
+
+def _check_history(kv, history: list[tuple[bytes, dict[bytes, bytes]]], probes: list[bytes]):
+    """Every committed root reopens, reads and proves what the model held then."""
+    for root, model in history:
+        tree = StateTree(kv, root, node_cache=16, value_cache=16)
+        for key in probes:
+            value = model.get(key)
+            assert tree.get(key) == value
+            assert verify_proof(root, key, value, Proof.decode(tree.prove(key).encode()))
+
+
+def _check_records(kv) -> None:
+    n = 0
+    for k, rec in kv.iterate(b"n"):
+        assert len(k) == 37 and node_record_ok(k[-32:], rec), k.hex()
+        n += 1
+    assert n
+
+
+def test_large_random_history_matches_reference() -> None:
+    """Thousands of keys (paths five groups deep), batches from one key to most of the
+    tree, inserts, rewrites and deletes, with small caches so records are re-read."""
+    import random
+
+    rnd = random.Random(7)
+    kv = MemoryKV()
+    tree = StateTree(kv, node_cache=64, value_cache=64)
+    model: dict[bytes, bytes] = {}
+    history = []
+    keyspace = 4000
+    for batch in (1, 2000, 1, 3, 40, 1, 700, 2, 1500, 1, 5):
+        for _ in range(batch):
+            key = b"key-%d" % rnd.randrange(keyspace)
+            if model and rnd.random() < 0.35:
+                tree.delete(key)
+                model.pop(key, None)
+            else:
+                value = b"value-%d" % rnd.randrange(10**9)
+                tree.set(key, value)
+                model[key] = value
+        root = commit(tree, kv)
+        assert root == ref_root(model)
+        history.append((root, dict(model)))
+        if rnd.random() < 0.5:  # a restarted node continues from the stored root
+            tree = StateTree(kv, root, node_cache=64, value_cache=64)
+    # delete everything in two steps: the tree collapses back to EMPTY
+    keys = sorted(model)
+    for key in keys[: len(keys) // 2]:
+        tree.delete(key)
+        del model[key]
+    assert commit(tree, kv) == ref_root(model)
+    history.append((tree.root(), dict(model)))
+    for key in keys[len(keys) // 2 :]:
+        tree.delete(key)
+    assert commit(tree, kv) == EMPTY
+    probes = [b"key-%d" % rnd.randrange(keyspace) for _ in range(25)] + [b"never"]
+    _check_history(kv, rnd.sample(history, 4), probes)
+    _check_records(kv)
+
+
+def _deep_pair(n: int = 20000) -> tuple[bytes, bytes, int]:
+    """Two keys whose hashes share the longest prefix among ``n`` candidates (about
+    2·log2(n) ≈ 28 bits: their leaves sit seven groups deep) and its length in bits."""
+    hashed = sorted((H(b"deep-%d" % i), b"deep-%d" % i) for i in range(n))
+    best = (-1, b"", b"")
+    for (ha, ka), (hb, kb) in zip(hashed, hashed[1:], strict=False):
+        shared = 256 - (int.from_bytes(ha, "big") ^ int.from_bytes(hb, "big")).bit_length()
+        if shared > best[0]:
+            best = (shared, ka, kb)
+    return best[1], best[2], best[0]
+
+
+def test_leaves_move_down_and_up_across_groups() -> None:
+    """Two keys sharing ~28 bits hang under a chain of one-child inner nodes through
+    several groups; adding and removing them moves leaves down into new groups and back
+    up again, one key at a time and in batches."""
+    a, b, shared = _deep_pair()
+    assert shared >= 20
+    kv = MemoryKV()
+    tree = StateTree(kv, node_cache=16, value_cache=16)
+    base = {b"other-%d" % i: b"o" for i in range(40)}
+    model = dict(base)
+    for k, v in base.items():
+        tree.set(k, v)
+    history = [(commit(tree, kv), dict(model))]
+    steps = [[(a, b"A")], [(b, b"B")], [(a, None)], [(a, b"A2"), (b, None)],
+             [(b, b"B2")], [(a, None), (b, None)], [(a, b"A3"), (b, b"B3")], [(b, None)]]
+    for step in steps:
+        for key, value in step:
+            if value is None:
+                tree.delete(key)
+                model.pop(key, None)
+            else:
+                tree.set(key, value)
+                model[key] = value
+        root = commit(tree, kv)
+        assert root == ref_root(model)
+        history.append((root, dict(model)))
+    assert history[-1][0] == ref_root({**base, a: b"A3"})
+    _check_history(kv, history, [a, b, b"other-3", b"absent"])
+    # both keys present: the proof of one ends at its leaf below a long chain
+    both = next(root for root, m in history if a in m and b in m)
+    assert StateTree(kv, both).prove(a).depth > shared
+    _check_records(kv)
+
+
+def test_group_and_leaf_records_are_as_documented() -> None:
+    """docs/state.md §3 byte for byte, for two keys that differ in their first bit: one
+    group at the root holding both leaves in slots 2 and 3."""
+    k0 = next(b"doc-%d" % i for i in range(100) if H(b"doc-%d" % i)[0] < 0x80)
+    k1 = next(b"doc-%d" % i for i in range(100) if H(b"doc-%d" % i)[0] >= 0x80)
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    tree.set(k0, b"zero")
+    tree.set(k1, b"one")
+    root = commit(tree, kv)
+    l0 = H(b"\x00" + H(k0) + H(b"zero"))
+    l1 = H(b"\x00" + H(k1) + H(b"one"))
+    assert root == H(b"\x01" + l0 + l1)
+    slots = (1 << 2) | (1 << 3)
+    assert kv.get(b"n" + bytes(4) + root) == (
+        b"\x02" + slots.to_bytes(4, "big") + slots.to_bytes(4, "big") + l0 + l1
+        + H(k0) + H(k1))
+    assert kv.get(b"n" + H(k0)[:4] + l0) == b"\x00" + H(k0) + H(b"zero") + b"zero"
+    assert kv.get(b"n" + H(k1)[:4] + l1) == b"\x00" + H(k1) + H(b"one") + b"one"
+    assert kv.get(b"r" + root) == b"\x01"
+    assert kv.get(b"v" + k0) == b"zero" and kv.get(b"m") == root
+    assert sorted(k[:1] for k, _ in kv.iterate()) == [b"m", b"n", b"n", b"n", b"r", b"v", b"v"]
+    tree.delete(k1)
+    single = commit(tree, kv)
+    assert single == l0 and kv.get(b"r" + l0) == b"\x00" + H(k0)
+
+
+def test_damaged_records_are_detected() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv)
+    for i in range(300):
+        tree.set(b"k%d" % i, b"v%d" % i)
+    root = commit(tree, kv)
+    records = dict(kv.iterate(b"n"))
+    group_key = b"n" + bytes(4) + root
+    group = records[group_key]
+    leaf_key, leaf = next((k, v) for k, v in records.items() if v[0] == 0)
+    assert node_record_ok(root, group) and node_record_ok(leaf_key[-32:], leaf)
+    flipped_hash = group[:20] + bytes([group[20] ^ 1]) + group[21:]
+    bad_masks = group[:4] + bytes([group[4] ^ 0x10]) + group[5:]
+    for bad in (flipped_hash, bad_masks, group[:-1], group + b"\x00", b"", b"\x07" + group[1:]):
+        assert not node_record_ok(root, bad)
+    assert not node_record_ok(leaf_key[-32:], leaf[:-1] + bytes([leaf[-1] ^ 1]))
+    assert not node_record_ok(H(b"elsewhere"), group)
+    # a malformed group makes reads at that root fail loudly, not answer wrongly
+    batch = kv.batch()
+    batch.put(group_key, group[:-1])
+    kv.write(batch)
+    with pytest.raises(StateError):
+        StateTree(kv, root, node_cache=16).prove(b"k1")
 
 
 # -- the fixed vector -------------------------------------------------------------------
