@@ -12,7 +12,8 @@ from contracts.kv import MemoryKV
 from contracts.tree import StateTree
 
 REQUIRED = {"apply_per_s", "verify_per_s", "apply_over_verify", "settle_ms_1k", "settle_ms_1m",
-            "settle_ratio", "proof_bytes_1m", "import_per_s", "peak_rss_mb"}
+            "settle_ratio", "settle_rules_ms_1k", "settle_rules_ms_1m", "settle_rules_ratio",
+            "proof_bytes_1m", "import_per_s", "peak_rss_mb"}
 
 
 def test_bench_prints_json_line(tmp_path, capsys) -> None:
@@ -59,5 +60,8 @@ def test_run_with_custom_output(tmp_path) -> None:
     result = bench.run([30], blocks=1, per_block=10, claims=2, verify_s=0.01,
                        workdir=str(tmp_path), out=out)
     assert "settlement of period 2" in out.getvalue()
-    assert result["settle_ratio"] == 1.0
+    assert result["settle_ratio"] == 1.0 and result["settle_rules_ratio"] == 1.0
+    size = result["per_size"]["30"]
+    assert 0 < size["settle_rules_ms"] < size["settle_ms"]
+    assert size["settle_keys"] > size["settle_cases"]  # each paid claim is rewritten
     assert result["proof_bytes_1m"] <= 2048
