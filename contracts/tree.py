@@ -49,6 +49,8 @@ _POS_MASK = [(0xFFFFFFFF << (32 - d)) & 0xFFFFFFFF for d in range(33)]
 # A group is the binary subtree of GROUP_LEVELS levels below an inner node whose depth is a
 # multiple of GROUP_LEVELS, in heap order: slot 1 is that node, slot j has children 2j and
 # 2j+1, slots EDGE..2*EDGE-1 are the group's bottom row (the roots of the next groups).
+# Fixed at 4 (it is the storage format): a group spans one nibble of a key hash and its slot
+# masks fit 32 bits.
 GROUP_LEVELS = 4
 EDGE = 1 << GROUP_LEVELS
 SLOTS = 2 * EDGE
@@ -57,6 +59,26 @@ LEAF_TAG = 0x00
 GROUP_TAG = 0x02
 _GROUP_HEAD = bytes([GROUP_TAG])
 _HEAD = 9  # tag, present mask (u32be), leaf mask (u32be)
+
+
+def _ascent(j: int) -> tuple[tuple[int, int, int, bool], ...]:
+    """From slot j up to the root: per level (sibling's bit, mask of the slots before the
+    sibling, mask of the slots before the parent or 0 for the root, j is a right child)."""
+    steps = []
+    while j > 1:
+        sib, parent = j ^ 1, j >> 1
+        steps.append((1 << sib, (1 << sib) - 1, (1 << parent) - 1 if parent > 1 else 0,
+                      bool(j & 1)))
+        j = parent
+    return tuple(steps)
+
+
+_ASCENT = [_ascent(j) for j in range(SLOTS)]
+# the same for a group whose 30 slots are all present: (sibling offset, parent offset or 0,
+# j is a right child)
+_FULL_ASCENT = [tuple((_HEAD + 32 * (sbelow.bit_count() - 2),
+                       _HEAD + 32 * (pbelow.bit_count() - 2) if pbelow else 0, right)
+                      for _, sbelow, pbelow, right in steps) for steps in _ASCENT]
 # _PATH_MASK[nibble]: the slots at levels 1..4 on the path that the nibble's bits spell
 _PATH_MASK = [sum(1 << ((1 << lv) | (nib >> (GROUP_LEVELS - lv))) for lv in range(1, 5))
               for nib in range(EDGE)]
@@ -541,18 +563,23 @@ class StateTree:
         if oh != EMPTY:
             old_present = present
         # rehash the path up to the group's root: the slots on it stay inner
-        while j > 1:
-            sbit = 1 << (j ^ 1)
-            if old_present & sbit:
-                so = _HEAD + 32 * (old_present & (sbit - 1)).bit_count()
+        if old_present == present == _STORED:  # a full group: every offset is fixed
+            for so, po, right in _FULL_ASCENT[j]:
                 sh = rec[so : so + 32]
-            else:
-                sh = EMPTY
-            nh = sha256(_INNER + sh + nh if j & 1 else _INNER + nh + sh).digest()
-            j >>= 1
-            if j > 1:
-                o = _HEAD + 32 * (present & ((1 << j) - 1)).bit_count()
-                out[o : o + 32] = nh
+                nh = sha256(_INNER + sh + nh if right else _INNER + nh + sh).digest()
+                if po:
+                    out[po : po + 32] = nh
+        else:
+            for sbit, sbelow, pbelow, right in _ASCENT[j]:
+                if old_present & sbit:
+                    so = _HEAD + ((old_present & sbelow).bit_count() << 5)
+                    sh = rec[so : so + 32]
+                else:
+                    sh = EMPTY
+                nh = sha256(_INNER + sh + nh if right else _INNER + nh + sh).digest()
+                if pbelow:
+                    o = _HEAD + ((present & pbelow).bit_count() << 5)
+                    out[o : o + 32] = nh
         rec = bytes(out)
         self._ops[self._node_prefix + pos + nh] = rec
         self._cache_record(nh, rec, depth)
@@ -609,8 +636,7 @@ class StateTree:
             g.put(c, EMPTY, None)
             g.put(j, lh, lk)
             return lh, lk
-        nh = sha256(_INNER + lh + rh).digest()
-        g.put(j, nh, None)
+        nh = s[j] = sha256(_INNER + lh + rh).digest()  # inner stays inner: same mask bits
         return nh, None
 
     def _update_one(self, g: _Group, j: int, depth: int, i: int) -> tuple[bytes, bytes | None]:
