@@ -34,7 +34,8 @@ from chain.hashing import HASH_SIZE, sha256
 from chain.vote import MessageError
 from contracts.kv import KV, Batch
 
-SCHEMA_VERSION = 1
+# 2: the state tree stores inner nodes in groups of four levels (docs/state.md)
+SCHEMA_VERSION = 2
 
 # Every prefix of the node's database, and who owns it. No prefix is a prefix of another.
 PREFIXES: dict[str, bytes] = {
