@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from chain import encoding
 from chain.block import Block
-from chain.certificate import CommitCertificate, verify_certificate
+from chain.certificate import CommitCertificate
 from chain.tx import Transaction
 from chain.vote import MessageError, Proposal, Vote
 from consensus.events import (
@@ -94,7 +94,6 @@ class ConsensusDriver:
         self._rebroadcast: asyncio.Task | None = None
         self._replaying = False
         self.last_commit_at: float | None = None
-        self.stopped_reason: str | None = None
         self._waiting_next_height = False
         self._next_height_seen = False
         self._start_poked = False
@@ -192,8 +191,8 @@ class ConsensusDriver:
             vote = item.payload
             if vote.height == self.machine.height + 1:
                 self._next_height_seen = True
-            if self._wal_input({"k": "v", "vote": vote.to_map()}, vote.height):
-                self._feed(VoteReceived(vote), item.peer, relay=("vote", vote.to_map()))
+            self._wal_input({"k": "v", "vote": vote.to_map()}, vote.height)
+            self._feed(VoteReceived(vote), item.peer, relay=("vote", vote.to_map()))
         elif item.kind == "timeout":
             self._feed(item.payload, None)
         elif item.kind == "block":  # a block fetched for a RequestBlock
@@ -231,12 +230,11 @@ class ConsensusDriver:
         handle = loop.call_later(0.05, lambda: self.submit("next_height", height))
         self._timers.add(handle)
 
-    def _wal_input(self, record: dict[str, Any], height: int) -> bool:
+    def _wal_input(self, record: dict[str, Any], height: int) -> None:
         """Log an input of the current height before it is handled (no fsync needed:
         losing it only loses a message peers re-send)."""
         if height == self.machine.height and not self._replaying:
             self.wal.append(encoding.encode(record), sync=False)
-        return True
 
     def _on_proposal(self, proposal: Proposal, block_bytes: bytes, peer: bytes | None) -> None:
         try:
@@ -441,10 +439,3 @@ class ConsensusDriver:
                 self.node.gossip("proposal", {
                     "proposal": proposal.to_map(),
                     "block": self.blocks[proposal.block_id].encode()})
-
-
-def verify_synced(cert: CommitCertificate, block: Block, chain_id: str,
-                  validators: Any) -> tuple[bool, str]:
-    """Check a synced block's certificate: +2/3 of the power precommitted this block."""
-    return verify_certificate(cert, chain_id, validators, block.height, block.block_id())
-
