@@ -15,7 +15,7 @@ from typing import Any
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
 from devnet.cluster import Cluster
-from node.client import Account, Client
+from node.client import Account
 
 MEMBERS = ("alice", "bob", "chen", "dai", "evan", "fang")
 JURORS = ("dai", "evan", "fang")
@@ -180,4 +180,4 @@ def run_demo(cluster: Cluster, say: Callable[[str], None] = print) -> dict[str, 
             "member_keys": {k: v.public_key.hex() for k, v in keys.items()}}
 
 
-__all__ = ["run_demo", "DemoError", "Client"]
+__all__ = ["run_demo", "DemoError"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from chain import encoding
+from chain.tx import to_jsonable
 from node.openapi import OPENAPI
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -219,8 +220,6 @@ class Api:
             raise ApiError(404, "not_found", f"no certificate for height {height}")
         if request.query.get("format") == "msgpack":
             return web.Response(body=cert.encode(), content_type="application/msgpack")
-        from chain.tx import to_jsonable
-
         return _json(to_jsonable(cert.to_map()))
 
     async def get_status(self, request: web.Request) -> web.Response:

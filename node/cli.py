@@ -7,6 +7,7 @@ input errors, 1 for a failed check or an unreachable node); never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -175,8 +176,7 @@ def cmd_recover_wal(args: argparse.Namespace) -> int:
     if not path.exists():
         raise CliError(f"no WAL at {path}")
     report = recover(path)
-    _print({"wal": str(path), **(report.__dict__ if hasattr(report, "__dict__") else
-                                 {"report": str(report)})})
+    _print({"wal": str(path), **dataclasses.asdict(report)})
     return 0
 
 
