@@ -45,7 +45,7 @@ from typing import Any
 
 import msgpack
 
-from chain.crypto import Domain, PrivateKey
+from chain.crypto import Domain, PrivateKey, sign_bytes
 from chain.genesis import Genesis
 from chain.tx import Transaction
 from contracts import params as params_mod
@@ -230,8 +230,7 @@ def measure_verify(seconds: float) -> tuple[float, float]:
     key = PrivateKey(sha256(b"bench signer").digest())
     tx = Transaction.create(key, CHAIN_ID, "register_member", 1,
                             register_body(bulk_pk(1), bulk_identity(1)))
-    msg = b"mutual-ledger/" + Domain.TX.value.encode() + b"\x00" + CHAIN_ID.encode() + b"\x00" \
-        + tx.signing_payload()
+    msg = sign_bytes(Domain.TX, CHAIN_ID, tx.signing_payload())
     pub = key.public_key
     assert pub.verify_raw(tx.sig, msg) and tx.verify_signature()
     rates = []

@@ -19,31 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from chain.crypto import PrivateKey
+from chain.verifyrate import measure_verify_rate
 from devnet.cluster import Cluster, ClusterError
 from devnet.load import TxFactory, run_load
 
 IN_TIME_S = 3.0
 
 
-def measure_verify_rate(seconds: float = 1.0) -> float:
-    key = PrivateKey.generate()
-    msg = os.urandom(200)
-    sig = key.sign_raw(msg)
-    pub = key.public_key
-    pub.verify_raw(sig, msg)
-    n = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(200):
-            pub.verify_raw(sig, msg)
-        n += 200
-    return n / (time.perf_counter() - start)
-
-
 def main(args: argparse.Namespace) -> int:
     cores = os.cpu_count() or 1
-    verify_per_s = measure_verify_rate()
+    verify_per_s = measure_verify_rate(1.0)
     print(f"Ed25519 verify on this machine: {verify_per_s:,.0f}/s per core, {cores} cores")
     with tempfile.TemporaryDirectory(prefix="mutual-bench-") as tmp:
         try:

@@ -39,11 +39,12 @@ import msgpack
 from chain import encoding
 from chain.block import Block
 from chain.certificate import CommitCertificate, verify_certificate
-from chain.crypto import Domain, PrivateKey, PublicKey
+from chain.crypto import Domain, PublicKey
 from chain.genesis import Genesis, GenesisError
 from chain.hashing import sha256
 from chain.tx import Transaction, TxError, to_jsonable
 from chain.validators import Validator, ValidatorSet
+from chain.verifyrate import measure_verify_rate
 from chain.vote import MessageError
 from contracts import records
 from contracts.calendar import age_years, cst_date, parse_date
@@ -614,25 +615,6 @@ def default_workers() -> int:
     if env is not None and env.strip().isdigit():
         return int(env)
     return max(0, (os.cpu_count() or 1) - 1)
-
-
-def measure_verify_rate(seconds: float = 0.3) -> float:
-    """Ed25519 verifications per second on one core, measured now on this machine with
-    the same code path a transaction check uses."""
-    key = PrivateKey(b"\x07" * 32)
-    tx = Transaction.create(key, "mutual-audit-calibration", "leave", 1, {})
-    pub, payload, sig = key.public_key, tx.signing_payload(), tx.sig
-    pub.verify(Domain.TX, tx.chain_id, payload, sig)  # warm the key cache
-    count = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(100):
-            pub.verify(Domain.TX, tx.chain_id, payload, sig)
-        count += 100
-        now = time.perf_counter()
-        if now >= deadline:
-            return count / (now - start)
 
 
 # =====================================================================================
