@@ -51,7 +51,8 @@ class DuplicateVoteEvidence:
             raise MessageError("evidence must be a map with vote_a and vote_b")
         return cls(Vote.from_map(m["vote_a"]), Vote.from_map(m["vote_b"]))
 
-    def verify(self, chain_id: str, validators: ValidatorSet) -> tuple[bool, str]:
+    def check_shape(self) -> tuple[bool, str]:
+        """Everything but the signatures: one step, one validator, two blocks, in order."""
         a, b = self.vote_a, self.vote_b
         if (a.height, a.round, a.type, a.validator) != (b.height, b.round, b.type, b.validator):
             return False, "votes are not for the same height, round, type and validator"
@@ -59,6 +60,13 @@ class DuplicateVoteEvidence:
             return False, "votes are for the same block"
         if a.encode() >= b.encode():
             return False, "votes are not in canonical order"
-        if not a.verify(chain_id, validators) or not b.verify(chain_id, validators):
+        return True, "ok"
+
+    def verify(self, chain_id: str, validators: ValidatorSet) -> tuple[bool, str]:
+        ok, why = self.check_shape()
+        if not ok:
+            return ok, why
+        if not self.vote_a.verify(chain_id, validators) or not self.vote_b.verify(
+                chain_id, validators):
             return False, "a vote signature is invalid"
         return True, "ok"
