@@ -33,6 +33,16 @@ class EncodingError(ValueError):
     """A value cannot be encoded canonically, or bytes are not a canonical encoding."""
 
 
+try:  # the same encoder in C; optional, see setup.py
+    from chain import _canonical
+except ImportError:  # pragma: no cover - only where the extension could not be built
+    _canonical = None  # type: ignore[assignment]
+else:
+    _canonical.set_error(EncodingError)
+
+NATIVE_AVAILABLE = _canonical is not None
+
+
 def _normalise(value: Any, depth: int) -> Any:
     # Exact-type checks first: this runs for every record the rules store and every
     # message signed, so the common plain types take the shortest path.
@@ -80,6 +90,17 @@ def _normalise_slow(value: Any, depth: int) -> Any:
 
 def encode(value: Any) -> bytes:
     """Return the canonical encoding of ``value``."""
+    if _canonical is not None:
+        try:
+            return _canonical.encode(value)
+        except _canonical.Unsupported:
+            pass  # a type only the reference below handles (a subclass, bytearray, ...)
+    return encode_reference(value)
+
+
+def encode_reference(value: Any) -> bytes:
+    """``encode`` in Python: the reference the C encoder (chain/_canonical.c) must match,
+    and the path for values of other types than the plain ones."""
     normalised = _normalise(value, 0)
     try:
         return msgpack.packb(normalised, use_bin_type=True, strict_types=False)

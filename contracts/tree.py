@@ -38,6 +38,13 @@ from operator import itemgetter
 from contracts.kv import KV, Batch
 from contracts.proof import EMPTY, Proof
 
+try:  # the same commit in C (contracts/_treecore.c); optional, see setup.py
+    from contracts import _treecore
+except ImportError:  # pragma: no cover - only where the extension could not be built
+    _treecore = None  # type: ignore[assignment]
+
+NATIVE_AVAILABLE = _treecore is not None
+
 NODE_PREFIX = b"n"
 ROOT_PREFIX = b"r"
 VALUE_PREFIX = b"v"
@@ -215,7 +222,13 @@ class StateTree:
         *,
         node_cache: int = DEFAULT_NODE_CACHE,
         value_cache: int = DEFAULT_VALUE_CACHE,
+        native: bool | None = None,
     ) -> None:
+        """``native``: commit with the C core (None: where it is built; False: the pure-
+        Python reference, e.g. to compare the two). Both give identical stores."""
+        if native and _treecore is None:
+            raise StateError("the native state-tree core is not built (see setup.py)")
+        self._native = _treecore if native is not False else None
         if root is None:
             root = EMPTY
         if type(root) is not bytes or len(root) != 32:
@@ -383,34 +396,10 @@ class StateTree:
         self._ops = ops
         self._node_prefix = node_prefix
 
-        rows = []
-        append = rows.append
-        for key, value in pending.items():
-            kh = sha256(key).digest()
-            if value is None:
-                append((kh, None))
-            else:
-                head = b"\x00" + kh + sha256(value).digest()
-                lh = sha256(head).digest()
-                ops[node_prefix + kh[:POS_BYTES] + lh] = head + value
-                append((kh, lh))
-        rows.sort(key=_first)
-        self._khs = [r[0] for r in rows]
-        self._rows = rows
-        try:
-            root, root_kh = self._root, self._root_kh
-            if root != EMPTY and root_kh is None:
-                new_root, kh = self._update_group(root, 0, 0, len(rows))
-            else:
-                live = self._live(0, len(rows), root, root_kh)[0]
-                if len(live) >= 2:
-                    new_root, kh = self._build_group(0, live, 0, len(live)), None
-                elif live:
-                    kh, new_root = live[0]
-                else:
-                    new_root, kh = EMPTY, None
-        finally:
-            self._khs = self._rows = None  # type: ignore[assignment]
+        if self._native is not None:
+            new_root, kh = self._commit_native(pending, ops, node_prefix)
+        else:
+            new_root, kh = self._commit_python(pending, ops, node_prefix)
 
         if self._flat:
             value_prefix = base + VALUE_PREFIX
@@ -441,6 +430,56 @@ class StateTree:
             if written:
                 del staged[: i + 1]
                 return
+
+    def _commit_native(self, pending: dict, ops: dict, node_prefix: bytes
+                       ) -> tuple[bytes, bytes | None]:
+        """The commit's tree work in C (contracts/_treecore.c): same records, same root."""
+        try:
+            new_root, kh = self._native.commit(
+                pending, self._root, self._root_kh, self._fetch, ops, node_prefix,
+                self._top, self._nodes, TOP_DEPTH)
+        except StateError:
+            raise
+        except ValueError as e:  # a malformed record, reported by the C core
+            raise StateError(str(e)) from None
+        if len(self._nodes) > self._node_cap:
+            _evict(self._nodes)
+        return new_root, kh
+
+    def _commit_python(self, pending: dict, ops: dict, node_prefix: bytes
+                       ) -> tuple[bytes, bytes | None]:
+        """The commit's tree work in Python (the reference): stage a leaf record per set
+        key, then rebuild each touched path once, in key-hash order."""
+        rows = []
+        append = rows.append
+        for key, value in pending.items():
+            kh = sha256(key).digest()
+            if value is None:
+                append((kh, None))
+            else:
+                head = b"\x00" + kh + sha256(value).digest()
+                lh = sha256(head).digest()
+                ops[node_prefix + kh[:POS_BYTES] + lh] = head + value
+                append((kh, lh))
+        rows.sort(key=_first)
+        self._khs = [r[0] for r in rows]
+        self._rows = rows
+        try:
+            root, root_kh = self._root, self._root_kh
+            if root != EMPTY and root_kh is None:
+                new_root, kh = self._update_group(root, 0, 0, len(rows))
+            else:
+                live = self._live(0, len(rows), root, root_kh)[0]
+                if len(live) >= 2:
+                    new_root, kh = self._build_group(0, live, 0, len(live)), None
+                elif live:
+                    kh, new_root = live[0]
+                else:
+                    new_root, kh = EMPTY, None
+        finally:
+            self._khs = self._rows = None  # type: ignore[assignment]
+
+        return new_root, kh
 
     def _update_group(self, h: bytes, depth: int, lo: int, hi: int) -> tuple[bytes, bytes | None]:
         """New (hash, key hash if it is now a leaf) of the inner node ``h`` at ``depth`` (a

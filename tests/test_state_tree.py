@@ -16,12 +16,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts import tree as tree_mod
 from contracts.kv import MemoryKV
 from contracts.proof import EMPTY, Proof, ProofError, verify_proof
 from contracts.tree import StateError, StateTree, node_record_ok
 from node.kvstore import LevelKV
 
 VECTORS = Path(__file__).parent / "vectors" / "state_proof.json"
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def implementation(request, monkeypatch) -> str:
+    """Every test here runs twice: with the C commit (where built) and with the pure-Python
+    reference that tree.py falls back to."""
+    if request.param == "python":
+        monkeypatch.setattr(tree_mod, "_treecore", None)
+    elif tree_mod._treecore is None:
+        pytest.skip("the native core is not built (tests/test_tree_native.py says so)")
+    return request.param
 
 
 def H(data: bytes) -> bytes:

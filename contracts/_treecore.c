@@ -1,0 +1,534 @@
+/* The state tree's commit in C: the hot loop of contracts/tree.py, with the same
+ * semantics, byte for byte (docs/state.md). tree.py keeps the pure-Python version as the
+ * reference and fallback; tests/test_tree_native.py checks that both leave identical
+ * stores, roots and proofs.
+ *
+ * Pure like the rest of contracts/: no I/O of its own. Group records it does not find in
+ * the caller's caches come from the caller's `fetch` callable; every record it makes is
+ * put into the caller's `ops` dict (the batch) and caches.
+ *
+ * commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth)
+ *   pending: dict bytes -> bytes | None (None deletes)
+ *   root: 32 bytes; root_kh: 32 bytes if the root is a leaf, else None
+ *   fetch(key) -> bytes: the record stored under node_prefix-relative key pos ‖ hash
+ *   ops: dict, gets node_prefix ‖ pos ‖ hash -> record for every new leaf and group
+ *   top / nodes: group caches (hash -> record) for depth < top_depth / deeper; a group
+ *   this commit replaces is popped from them, every new group is put in them
+ * returns (new_root, new_root_kh or None)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <openssl/sha.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HASH 32
+#define EDGE 16
+#define SLOTS 32
+#define STORED 0xFFFFFFFCu /* slots 2..31 are in a record; slot 1 is its address */
+#define HEAD 9             /* tag, present mask (u32be), leaf mask (u32be) */
+#define GROUP_TAG 0x02
+#define LEAF_TAG 0x00
+#define POS_BYTES 4
+
+enum { K_EMPTY = 0, K_LEAF = 1, K_INNER = 2 };
+
+static const uint8_t EMPTY[HASH];
+
+typedef struct {
+    uint8_t s[SLOTS][HASH]; /* slot hashes (valid where present) */
+    uint8_t k[SLOTS][HASH]; /* leaf key hashes (valid where leaves) */
+    uint32_t present, leaves;
+} Group;
+
+typedef struct {
+    int kind;
+    uint8_t h[HASH];
+    uint8_t kh[HASH];
+} Node;
+
+typedef struct {
+    const uint8_t *kh;
+    const uint8_t *h; /* leaf hash, NULL for a delete */
+} Row;
+
+typedef struct {
+    Row *rows;
+    PyObject *fetch, *ops, *prefix, *top, *nodes;
+    int top_depth;
+} Ctx;
+
+static inline int bit_at(const uint8_t *kh, int depth) {
+    return (kh[depth >> 3] >> (7 - (depth & 7))) & 1;
+}
+
+static inline void inner_hash(const uint8_t *l, const uint8_t *r, uint8_t *out) {
+    uint8_t buf[1 + 2 * HASH];
+    buf[0] = 0x01;
+    memcpy(buf + 1, l, HASH);
+    memcpy(buf + 1 + HASH, r, HASH);
+    SHA256(buf, sizeof buf, out);
+}
+
+static void make_pos(const uint8_t *kh, int depth, uint8_t *out) {
+    if (depth >= 32) {
+        memcpy(out, kh, POS_BYTES);
+        return;
+    }
+    uint32_t v = ((uint32_t)kh[0] << 24) | ((uint32_t)kh[1] << 16) | ((uint32_t)kh[2] << 8) | kh[3];
+    v = depth == 0 ? 0 : v & (0xFFFFFFFFu << (32 - depth));
+    out[0] = v >> 24;
+    out[1] = (v >> 16) & 0xFF;
+    out[2] = (v >> 8) & 0xFF;
+    out[3] = v & 0xFF;
+}
+
+static void put(Group *g, int j, const Node *n) {
+    uint32_t bit = 1u << j;
+    if (n->kind == K_EMPTY) {
+        g->present &= ~bit;
+        g->leaves &= ~bit;
+        return;
+    }
+    memcpy(g->s[j], n->h, HASH);
+    g->present |= bit;
+    if (n->kind == K_LEAF) {
+        memcpy(g->k[j], n->kh, HASH);
+        g->leaves |= bit;
+    } else {
+        g->leaves &= ~bit;
+    }
+}
+
+static void get(const Group *g, int j, Node *n) {
+    uint32_t bit = 1u << j;
+    if (!(g->present & bit)) {
+        n->kind = K_EMPTY;
+        memset(n->h, 0, HASH);
+        return;
+    }
+    memcpy(n->h, g->s[j], HASH);
+    if (g->leaves & bit) {
+        n->kind = K_LEAF;
+        memcpy(n->kh, g->k[j], HASH);
+    } else {
+        n->kind = K_INNER;
+    }
+}
+
+static int decode(PyObject *rec, const uint8_t *h, Group *g) {
+    if (!PyBytes_Check(rec)) {
+        PyErr_SetString(PyExc_TypeError, "fetch must return bytes");
+        return -1;
+    }
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(rec);
+    Py_ssize_t len = PyBytes_GET_SIZE(rec);
+    uint32_t present = 0, leaves = 0;
+    if (len >= HEAD) {
+        present = ((uint32_t)b[1] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 8) | b[4];
+        leaves = ((uint32_t)b[5] << 24) | ((uint32_t)b[6] << 16) | ((uint32_t)b[7] << 8) | b[8];
+    }
+    if (len < HEAD || b[0] != GROUP_TAG || (present & ~STORED) || (leaves & ~present) ||
+        len != HEAD + (Py_ssize_t)HASH * (__builtin_popcount(present) + __builtin_popcount(leaves))) {
+        char hex[2 * HASH + 1];
+        for (int i = 0; i < HASH; i++) snprintf(hex + 2 * i, 3, "%02x", h[i]);
+        PyErr_Format(PyExc_ValueError, "state group %s is malformed (damaged store)", hex);
+        return -1;
+    }
+    const uint8_t *p = b + HEAD;
+    for (int j = 2; j < SLOTS; j++)
+        if (present >> j & 1) {
+            memcpy(g->s[j], p, HASH);
+            p += HASH;
+        }
+    for (int j = 2; j < SLOTS; j++)
+        if (leaves >> j & 1) {
+            memcpy(g->k[j], p, HASH);
+            p += HASH;
+        }
+    memcpy(g->s[1], h, HASH);
+    g->present = present | 2u;
+    g->leaves = leaves;
+    return 0;
+}
+
+static PyObject *encode(const Group *g) {
+    uint32_t present = g->present & STORED, leaves = g->leaves & STORED;
+    Py_ssize_t len = HEAD + (Py_ssize_t)HASH * (__builtin_popcount(present) + __builtin_popcount(leaves));
+    PyObject *rec = PyBytes_FromStringAndSize(NULL, len);
+    if (!rec) return NULL;
+    uint8_t *b = (uint8_t *)PyBytes_AS_STRING(rec);
+    b[0] = GROUP_TAG;
+    b[1] = present >> 24; b[2] = (present >> 16) & 0xFF; b[3] = (present >> 8) & 0xFF; b[4] = present & 0xFF;
+    b[5] = leaves >> 24; b[6] = (leaves >> 16) & 0xFF; b[7] = (leaves >> 8) & 0xFF; b[8] = leaves & 0xFF;
+    uint8_t *p = b + HEAD;
+    for (int j = 2; j < SLOTS; j++)
+        if (present >> j & 1) {
+            memcpy(p, g->s[j], HASH);
+            p += HASH;
+        }
+    for (int j = 2; j < SLOTS; j++)
+        if (leaves >> j & 1) {
+            memcpy(p, g->k[j], HASH);
+            p += HASH;
+        }
+    return rec;
+}
+
+static PyObject *node_key(Ctx *c, const uint8_t *pos, const uint8_t *h) {
+    Py_ssize_t plen = PyBytes_GET_SIZE(c->prefix);
+    PyObject *key = PyBytes_FromStringAndSize(NULL, plen + POS_BYTES + HASH);
+    if (!key) return NULL;
+    char *kb = PyBytes_AS_STRING(key);
+    memcpy(kb, PyBytes_AS_STRING(c->prefix), plen);
+    memcpy(kb + plen, pos, POS_BYTES);
+    memcpy(kb + plen + POS_BYTES, h, HASH);
+    return key;
+}
+
+static int store(Ctx *c, const Group *g, const uint8_t *h, const uint8_t *pos, int depth) {
+    PyObject *rec = encode(g);
+    if (!rec) return -1;
+    PyObject *key = node_key(c, pos, h);
+    PyObject *hb = PyBytes_FromStringAndSize((const char *)h, HASH);
+    int rc = -1;
+    if (key && hb && PyDict_SetItem(c->ops, key, rec) == 0 &&
+        PyDict_SetItem(depth < c->top_depth ? c->top : c->nodes, hb, rec) == 0)
+        rc = 0;
+    Py_XDECREF(key);
+    Py_XDECREF(hb);
+    Py_DECREF(rec);
+    return rc;
+}
+
+/* The record of group h at depth, which this commit replaces: popped from its cache (so
+ * the caches hold current groups only) or fetched. New reference. */
+static PyObject *take(Ctx *c, const uint8_t *h, const uint8_t *pos, int depth) {
+    PyObject *cache = depth < c->top_depth ? c->top : c->nodes;
+    PyObject *hb = PyBytes_FromStringAndSize((const char *)h, HASH);
+    if (!hb) return NULL;
+    PyObject *rec = PyDict_GetItemWithError(cache, hb);
+    if (rec) {
+        Py_INCREF(rec);
+        if (PyDict_DelItem(cache, hb) < 0) {
+            Py_DECREF(rec);
+            rec = NULL;
+        }
+        Py_DECREF(hb);
+        return rec;
+    }
+    Py_DECREF(hb);
+    if (PyErr_Occurred()) return NULL;
+    uint8_t kb[POS_BYTES + HASH];
+    memcpy(kb, pos, POS_BYTES);
+    memcpy(kb + POS_BYTES, h, HASH);
+    PyObject *key = PyBytes_FromStringAndSize((const char *)kb, sizeof kb);
+    if (!key) return NULL;
+    rec = PyObject_CallOneArg(c->fetch, key);
+    Py_DECREF(key);
+    return rec;
+}
+
+/* First index in [lo, hi) whose bit `depth` is 1 (entries share their first depth bits
+ * and are sorted, so the bit is monotone). */
+static Py_ssize_t split(const Row *r, Py_ssize_t lo, Py_ssize_t hi, int depth) {
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (bit_at(r[mid].kh, depth))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static int build_group(Ctx *c, int depth, const Row *live, Py_ssize_t lo, Py_ssize_t hi, uint8_t *hout);
+
+/* Fill the empty slots below j with the (two or more) leaves live[lo:hi]; the inner
+ * node's hash goes to hout (the caller sets slot j). */
+static int fill_inner(Ctx *c, Group *g, int j, int depth, const Row *live, Py_ssize_t lo,
+                      Py_ssize_t hi, uint8_t *hout) {
+    if (j >= EDGE) return build_group(c, depth, live, lo, hi, hout);
+    Py_ssize_t mid = split(live, lo, hi, depth);
+    Node n[2];
+    Py_ssize_t b[3] = {lo, mid, hi};
+    for (int side = 0; side < 2; side++) {
+        Py_ssize_t cnt = b[side + 1] - b[side];
+        int cj = 2 * j + side;
+        if (cnt >= 2) {
+            n[side].kind = K_INNER;
+            if (fill_inner(c, g, cj, depth + 1, live, b[side], b[side + 1], n[side].h) < 0) return -1;
+        } else if (cnt == 1) {
+            n[side].kind = K_LEAF;
+            memcpy(n[side].kh, live[b[side]].kh, HASH);
+            memcpy(n[side].h, live[b[side]].h, HASH);
+        } else {
+            n[side].kind = K_EMPTY;
+            memset(n[side].h, 0, HASH);
+        }
+        put(g, cj, &n[side]);
+    }
+    inner_hash(n[0].h, n[1].h, hout);
+    return 0;
+}
+
+static int build_group(Ctx *c, int depth, const Row *live, Py_ssize_t lo, Py_ssize_t hi, uint8_t *hout) {
+    Group g;
+    g.present = g.leaves = 0;
+    if (fill_inner(c, &g, 1, depth, live, lo, hi, hout) < 0) return -1;
+    memcpy(g.s[1], hout, HASH);
+    g.present |= 2u;
+    uint8_t pos[POS_BYTES];
+    make_pos(live[lo].kh, depth, pos);
+    return store(c, &g, hout, pos, depth);
+}
+
+/* The set rows of rows[lo:hi] plus the old leaf (okh, oh) unless a row rewrites or
+ * deletes it, sorted by key hash. Returns the count; *out is malloc'ed (caller frees). */
+static Py_ssize_t live_rows(const Row *rows, Py_ssize_t lo, Py_ssize_t hi, const uint8_t *okh,
+                            const uint8_t *oh, Row **out) {
+    Row *live = malloc(sizeof(Row) * (size_t)(hi - lo + 1));
+    if (!live) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t m = 0;
+    int placed = okh == NULL;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (!placed) {
+            int cmp = memcmp(rows[i].kh, okh, HASH);
+            if (cmp == 0) {
+                placed = 1; /* rewritten or deleted by this row */
+            } else if (cmp > 0) {
+                live[m].kh = okh;
+                live[m++].h = oh;
+                placed = 1;
+            }
+        }
+        if (rows[i].h) live[m++] = rows[i];
+    }
+    if (!placed) {
+        live[m].kh = okh;
+        live[m++].h = oh;
+    }
+    *out = live;
+    return m;
+}
+
+/* Slot j of g becomes the subtree of live[0:m]; *out says what it is. */
+static int fill(Ctx *c, Group *g, int j, int depth, const Row *live, Py_ssize_t m, Node *out) {
+    if (m >= 2) {
+        out->kind = K_INNER;
+        if (fill_inner(c, g, j, depth, live, 0, m, out->h) < 0) return -1;
+    } else if (m == 1) {
+        out->kind = K_LEAF;
+        memcpy(out->kh, live[0].kh, HASH);
+        memcpy(out->h, live[0].h, HASH);
+    } else {
+        out->kind = K_EMPTY;
+        memset(out->h, 0, HASH);
+    }
+    put(g, j, out);
+    return 0;
+}
+
+static int update_group(Ctx *c, const uint8_t *h, int depth, Py_ssize_t lo, Py_ssize_t hi, Node *out);
+
+/* Apply rows[lo:hi] (which share the path to slot j of g, at depth) to that slot. On
+ * return the slot holds *out, and if *out is a leaf or empty every slot below j is empty
+ * (the tree's canonical shape: a lone leaf sits as high as it can). */
+static int update_slot(Ctx *c, Group *g, int j, int depth, Py_ssize_t lo, Py_ssize_t hi, Node *out) {
+    uint32_t bit = 1u << j;
+    if (!(g->present & bit) || (g->leaves & bit)) {
+        uint8_t okh[HASH], oh[HASH];
+        int has_old = (g->leaves & bit) != 0;
+        if (has_old) {
+            memcpy(okh, g->k[j], HASH);
+            memcpy(oh, g->s[j], HASH);
+        }
+        Row *live;
+        Py_ssize_t m = live_rows(c->rows, lo, hi, has_old ? okh : NULL, oh, &live);
+        if (m < 0) return -1;
+        int rc = fill(c, g, j, depth, live, m, out);
+        free(live);
+        return rc;
+    }
+    if (j >= EDGE) {
+        uint8_t h[HASH];
+        memcpy(h, g->s[j], HASH);
+        if (update_group(c, h, depth, lo, hi, out) < 0) return -1;
+        put(g, j, out);
+        return 0;
+    }
+    Py_ssize_t mid = split(c->rows, lo, hi, depth);
+    int cj = 2 * j;
+    Node l, r;
+    if (mid > lo) {
+        if (update_slot(c, g, cj, depth + 1, lo, mid, &l) < 0) return -1;
+    } else {
+        get(g, cj, &l);
+    }
+    if (hi > mid) {
+        if (update_slot(c, g, cj + 1, depth + 1, mid, hi, &r) < 0) return -1;
+    } else {
+        get(g, cj + 1, &r);
+    }
+    static const Node empty_node;
+    if (l.kind == K_EMPTY && r.kind != K_INNER) { /* a lone leaf (or nothing) moves up */
+        if (r.kind != K_EMPTY) put(g, cj + 1, &empty_node);
+        *out = r;
+        put(g, j, out);
+        return 0;
+    }
+    if (r.kind == K_EMPTY && l.kind == K_LEAF) {
+        put(g, cj, &empty_node);
+        *out = l;
+        put(g, j, out);
+        return 0;
+    }
+    out->kind = K_INNER;
+    inner_hash(l.h, r.h, out->h);
+    put(g, j, out);
+    return 0;
+}
+
+/* The inner node h at depth (a group root) after rows[lo:hi]: stores its new group. */
+static int update_group(Ctx *c, const uint8_t *h, int depth, Py_ssize_t lo, Py_ssize_t hi, Node *out) {
+    uint8_t pos[POS_BYTES];
+    make_pos(c->rows[lo].kh, depth, pos);
+    PyObject *rec = take(c, h, pos, depth);
+    if (!rec) return -1;
+    Group g;
+    int rc = decode(rec, h, &g);
+    Py_DECREF(rec);
+    if (rc < 0) return -1;
+    if (update_slot(c, &g, 1, depth, lo, hi, out) < 0) return -1;
+    if (out->kind == K_INNER) return store(c, &g, out->h, pos, depth);
+    return 0;
+}
+
+static int cmp_rows(const void *a, const void *b) {
+    return memcmp(((const Row *)a)->kh, ((const Row *)b)->kh, HASH);
+}
+
+static int hash32(PyObject *o, const char *what) {
+    if (!PyBytes_Check(o) || PyBytes_GET_SIZE(o) != HASH) {
+        PyErr_Format(PyExc_TypeError, "%s must be 32 bytes", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *commit(PyObject *self, PyObject *args) {
+    PyObject *pending, *root, *root_kh, *fetch, *ops, *prefix, *top, *nodes;
+    int top_depth;
+    if (!PyArg_ParseTuple(args, "O!SOOO!SO!O!i", &PyDict_Type, &pending, &root, &root_kh, &fetch,
+                          &PyDict_Type, &ops, &prefix, &PyDict_Type, &top, &PyDict_Type, &nodes,
+                          &top_depth))
+        return NULL;
+    if (hash32(root, "root") < 0 || (root_kh != Py_None && hash32(root_kh, "root_kh") < 0))
+        return NULL;
+    Py_ssize_t n = PyDict_GET_SIZE(pending);
+    Row *rows = malloc(sizeof(Row) * (size_t)(n ? n : 1));
+    uint8_t *hashes = malloc((size_t)(n ? n : 1) * 2 * HASH);
+    PyObject *result = NULL;
+    if (!rows || !hashes) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Ctx c = {rows, fetch, ops, prefix, top, nodes, top_depth};
+    /* leaves: hash every written key and value, stage the leaf records */
+    Py_ssize_t it = 0, i = 0;
+    PyObject *key, *value;
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix);
+    while (PyDict_Next(pending, &it, &key, &value)) {
+        if (!PyBytes_Check(key) || (value != Py_None && !PyBytes_Check(value))) {
+            PyErr_SetString(PyExc_TypeError, "keys and values must be bytes");
+            goto done;
+        }
+        uint8_t *kh = hashes + 2 * HASH * i, *lh = kh + HASH;
+        SHA256((const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), kh);
+        rows[i].kh = kh;
+        rows[i].h = NULL;
+        if (value != Py_None) {
+            Py_ssize_t vlen = PyBytes_GET_SIZE(value);
+            PyObject *rec = PyBytes_FromStringAndSize(NULL, 1 + 2 * HASH + vlen);
+            if (!rec) goto done;
+            uint8_t *rb = (uint8_t *)PyBytes_AS_STRING(rec);
+            rb[0] = LEAF_TAG;
+            memcpy(rb + 1, kh, HASH);
+            SHA256((const uint8_t *)PyBytes_AS_STRING(value), vlen, rb + 1 + HASH);
+            memcpy(rb + 1 + 2 * HASH, PyBytes_AS_STRING(value), vlen);
+            SHA256(rb, 1 + 2 * HASH, lh);
+            rows[i].h = lh;
+            PyObject *nk = PyBytes_FromStringAndSize(NULL, plen + POS_BYTES + HASH);
+            if (!nk) {
+                Py_DECREF(rec);
+                goto done;
+            }
+            char *nb = PyBytes_AS_STRING(nk);
+            memcpy(nb, PyBytes_AS_STRING(prefix), plen);
+            memcpy(nb + plen, kh, POS_BYTES);
+            memcpy(nb + plen + POS_BYTES, lh, HASH);
+            int rc = PyDict_SetItem(ops, nk, rec);
+            Py_DECREF(nk);
+            Py_DECREF(rec);
+            if (rc < 0) goto done;
+        }
+        i++;
+    }
+    qsort(rows, (size_t)n, sizeof(Row), cmp_rows);
+
+    Node out;
+    const uint8_t *rh = (const uint8_t *)PyBytes_AS_STRING(root);
+    if (n == 0) {
+        out.kind = memcmp(rh, EMPTY, HASH) == 0 ? K_EMPTY : (root_kh == Py_None ? K_INNER : K_LEAF);
+        memcpy(out.h, rh, HASH);
+        if (out.kind == K_LEAF) memcpy(out.kh, PyBytes_AS_STRING(root_kh), HASH);
+    } else if (memcmp(rh, EMPTY, HASH) != 0 && root_kh == Py_None) {
+        if (update_group(&c, rh, 0, 0, n, &out) < 0) goto done;
+    } else {
+        Row *live;
+        const uint8_t *okh = root_kh == Py_None ? NULL : (const uint8_t *)PyBytes_AS_STRING(root_kh);
+        Py_ssize_t m = live_rows(rows, 0, n, okh, rh, &live);
+        if (m < 0) goto done;
+        int rc = 0;
+        if (m >= 2) {
+            out.kind = K_INNER;
+            rc = build_group(&c, 0, live, 0, m, out.h);
+        } else if (m == 1) {
+            out.kind = K_LEAF;
+            memcpy(out.kh, live[0].kh, HASH);
+            memcpy(out.h, live[0].h, HASH);
+        } else {
+            out.kind = K_EMPTY;
+            memset(out.h, 0, HASH);
+        }
+        free(live);
+        if (rc < 0) goto done;
+    }
+    if (out.kind == K_LEAF)
+        result = Py_BuildValue("(y#y#)", out.h, (Py_ssize_t)HASH, out.kh, (Py_ssize_t)HASH);
+    else
+        result = Py_BuildValue("(y#O)", out.h, (Py_ssize_t)HASH, Py_None);
+done:
+    free(rows);
+    free(hashes);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"commit", commit, METH_VARARGS,
+     "commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth) -> "
+     "(new_root, new_root_kh or None): the state tree's commit (see contracts/tree.py)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "contracts._treecore",
+    "The state tree's commit in C (contracts/tree.py is the reference).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__treecore(void) { return PyModule_Create(&module); }
