@@ -5,7 +5,8 @@
  *
  * Pure like the rest of contracts/: no I/O of its own. Group records it does not find in
  * the caller's caches come from the caller's `fetch` callable; every record it makes is
- * put into the caller's `ops` dict (the batch) and caches.
+ * put into the caller's `ops` dict (the batch) and caches. SHA-256 is OpenSSL's, as in
+ * hashlib's.
  *
  * commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth)
  *   pending: dict bytes -> bytes | None (None deletes)
@@ -18,7 +19,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,12 +64,24 @@ static inline int bit_at(const uint8_t *kh, int depth) {
     return (kh[depth >> 3] >> (7 - (depth & 7))) & 1;
 }
 
+/* SHA-256 through EVP with the algorithm fetched once and one reused context: OpenSSL 3's
+ * one-shot digest looks the algorithm up on every call, which costs three times the
+ * hash of a 65-byte node. Only called with the GIL held, so one context is enough. */
+static const EVP_MD *sha256_md;
+static EVP_MD_CTX *sha256_ctx;
+
+static void sha256(const uint8_t *data, size_t len, uint8_t *out) {
+    EVP_DigestInit_ex(sha256_ctx, sha256_md, NULL);
+    EVP_DigestUpdate(sha256_ctx, data, len);
+    EVP_DigestFinal_ex(sha256_ctx, out, NULL);
+}
+
 static inline void inner_hash(const uint8_t *l, const uint8_t *r, uint8_t *out) {
     uint8_t buf[1 + 2 * HASH];
     buf[0] = 0x01;
     memcpy(buf + 1, l, HASH);
     memcpy(buf + 1 + HASH, r, HASH);
-    SHA256(buf, sizeof buf, out);
+    sha256(buf, sizeof buf, out);
 }
 
 static void make_pos(const uint8_t *kh, int depth, uint8_t *out) {
@@ -448,7 +461,7 @@ static PyObject *commit(PyObject *self, PyObject *args) {
             goto done;
         }
         uint8_t *kh = hashes + 2 * HASH * i, *lh = kh + HASH;
-        SHA256((const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), kh);
+        sha256((const uint8_t *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key), kh);
         rows[i].kh = kh;
         rows[i].h = NULL;
         if (value != Py_None) {
@@ -458,9 +471,9 @@ static PyObject *commit(PyObject *self, PyObject *args) {
             uint8_t *rb = (uint8_t *)PyBytes_AS_STRING(rec);
             rb[0] = LEAF_TAG;
             memcpy(rb + 1, kh, HASH);
-            SHA256((const uint8_t *)PyBytes_AS_STRING(value), vlen, rb + 1 + HASH);
+            sha256((const uint8_t *)PyBytes_AS_STRING(value), (size_t)vlen, rb + 1 + HASH);
             memcpy(rb + 1 + 2 * HASH, PyBytes_AS_STRING(value), vlen);
-            SHA256(rb, 1 + 2 * HASH, lh);
+            sha256(rb, 1 + 2 * HASH, lh);
             rows[i].h = lh;
             PyObject *nk = PyBytes_FromStringAndSize(NULL, plen + POS_BYTES + HASH);
             if (!nk) {
@@ -531,4 +544,16 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__treecore(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__treecore(void) {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    sha256_md = EVP_sha256();
+#endif
+    sha256_ctx = EVP_MD_CTX_new();
+    if (!sha256_md || !sha256_ctx) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

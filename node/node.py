@@ -79,7 +79,9 @@ class Node:
         data_dir = self.config.path(self.config.node.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.kv = open_kv(data_dir / "db")
+            sc = self.config.storage
+            self.kv = open_kv(data_dir / "db", cache_bytes=sc.cache_mb << 20,
+                              max_open_files=sc.max_open_files)
         except Exception as exc:  # plyvel raises IOError subclasses for a held lock
             raise NodeError(f"cannot open database {data_dir / 'db'}: {exc} "
                             "(is another node running on this home?)") from None

@@ -101,6 +101,8 @@ def test_errors_are_one_line(tmp_path, capsys, argv, fragment):
         ("[p2p]\nmax_peers = -1\n", "positive"),
         ("[p2p]\nallowed_keys = [\"zz\"]\n", "64-hex"),
         ("[log]\nlevel = \"loud\"\n", "level"),
+        ("[storage]\nmax_open_files = 20\n", "at least 74"),
+        ("[storage]\ncache_mb = 0\n", "positive"),
         ("[api\n", "invalid TOML"),
     ],
 )
