@@ -18,11 +18,11 @@ from contracts.kv import KV, KVError
 
 DEFAULT_CACHE_BYTES = 32 << 20
 DEFAULT_WRITE_BUFFER_BYTES = 16 << 20
-# No block compression by default: almost everything stored is hashes, signatures and keys
-# (state-tree groups are 32-byte hashes end to end), which snappy cannot shrink, yet LevelDB
-# tries every block on every flush and compaction. Measured at 1M members
-# (python -m contracts.bench): the import took 34 s with snappy and 20 s without, a third
-# of the compaction thread's CPU being failed compression attempts.
+# No block compression by default: on two cores the compaction thread competes with block
+# execution, and snappy made it the busiest thread. Measured loading 1M members
+# (contracts.bench, random keys): 19 s and 1.4 GB without, 34 s and 0.8 GB with snappy
+# (state-tree groups are hashes end to end and do not shrink; records' field names do).
+# Nodes choose with [storage] compression.
 DEFAULT_COMPRESSION: str | None = None
 # LevelDB's default. LevelDB mmaps the table files it keeps open, so the pages a read
 # touches count in the process's RSS (clean file pages the kernel can drop): a lower
@@ -161,6 +161,6 @@ class LevelKV(KV):
         return bool(self._store.db.closed)  # type: ignore[attr-defined]
 
 
-def open_kv(path: str | os.PathLike[str], **options: int | bool) -> LevelKV:
+def open_kv(path: str | os.PathLike[str], **options: int | bool | str | None) -> LevelKV:
     """Open (creating if missing) the LevelDB database at ``path``."""
     return LevelKV(path, **options)  # type: ignore[arg-type]

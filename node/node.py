@@ -81,7 +81,8 @@ class Node:
         try:
             sc = self.config.storage
             self.kv = open_kv(data_dir / "db", cache_bytes=sc.cache_mb << 20,
-                              max_open_files=sc.max_open_files)
+                              max_open_files=sc.max_open_files,
+                              compression=None if sc.compression == "none" else sc.compression)
         except Exception as exc:  # plyvel raises IOError subclasses for a held lock
             raise NodeError(f"cannot open database {data_dir / 'db'}: {exc} "
                             "(is another node running on this home?)") from None

@@ -103,6 +103,7 @@ def test_errors_are_one_line(tmp_path, capsys, argv, fragment):
         ("[log]\nlevel = \"loud\"\n", "level"),
         ("[storage]\nmax_open_files = 20\n", "at least 74"),
         ("[storage]\ncache_mb = 0\n", "positive"),
+        ("[storage]\ncompression = \"zstd\"\n", "none|snappy"),
         ("[api\n", "invalid TOML"),
     ],
 )
