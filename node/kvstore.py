@@ -156,6 +156,25 @@ class LevelKV(KV):
         except RuntimeError as exc:
             raise KVError(f"{self.path}: {exc}") from exc
 
+    def compaction_pending(self) -> bool:
+        """True while LevelDB has compaction debt: four or more level-0 tables, or a level
+        over its size budget (10 MiB for level 1, ten times more per level), i.e. while its
+        background thread still has merging to do (LevelDB's own compaction score >= 1)."""
+        try:
+            stats = self._store.db.get_property(b"leveldb.stats")  # type: ignore[attr-defined]
+        except RuntimeError as exc:
+            raise KVError(f"{self.path}: {exc}") from exc
+        for line in (stats or b"").decode().splitlines():
+            cols = line.split()
+            if len(cols) < 3 or not cols[0].isdigit() or not cols[1].isdigit():
+                continue
+            level, files, size_mb = int(cols[0]), int(cols[1]), float(cols[2])
+            if level == 0 and files >= 4:
+                return True
+            if level >= 1 and size_mb > 10 * 10 ** (level - 1):
+                return True
+        return False
+
     @property
     def closed(self) -> bool:
         return bool(self._store.db.closed)  # type: ignore[attr-defined]

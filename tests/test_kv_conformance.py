@@ -259,12 +259,19 @@ def test_leveldb_compact_covers_the_whole_database(tmp_path) -> None:
     db = LevelKV(tmp_path / "db", write_buffer_bytes=64 << 10)
     items = {b"k%06d" % i: bytes([i % 251]) * 200 for i in range(3000)}
     keys = list(items)
+    raw = db._store.db  # type: ignore[attr-defined]
     for r in range(6):  # each batch spans the whole key range, so flushes stay in level 0
         put_all(db, {k: items[k] for k in keys[r::6]})
-    raw = db._store.db  # type: ignore[attr-defined]
-    assert int(raw.get_property(b"leveldb.num-files-at-level0")) > 0
+
+    def levels() -> list[int]:
+        return [int(raw.get_property(b"leveldb.num-files-at-level%d" % i)) for i in range(7)]
+
     db.compact()
-    assert int(raw.get_property(b"leveldb.num-files-at-level0")) == 0
+    # everything merged into one level (a flush alone would leave the last memtable's
+    # table in level 0 beside the older ones)
+    after = levels()
+    assert after[0] == 0 and sum(1 for n in after if n) == 1, after
+    assert not db.compaction_pending()
     assert dict(db.iterate()) == items
     db.close()
     LevelKV(tmp_path / "empty").compact()  # nothing to compact is fine
@@ -279,3 +286,29 @@ def test_leveldb_options_are_checked_and_old_data_reads(tmp_path) -> None:
     plain = LevelKV(tmp_path / "db")  # blocks carry their own compression flag
     assert plain.get(b"a") == b"x" * 1000
     plain.close()
+
+
+def test_leveldb_compaction_debt_is_reported(tmp_path, monkeypatch) -> None:
+    db = LevelKV(tmp_path / "db")
+    assert not db.compaction_pending()
+    stats = ("Level  Files Size(MB) Time(sec) Read(MB) Write(MB)\n"
+             "--------------------------------------------------\n"
+             "  0        {l0}        1         0        0         1\n"
+             "  1        3       {l1}         0        0         0\n")
+
+    class FakeDB:
+        closed = False
+
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def get_property(self, name: bytes) -> bytes:
+            assert name == b"leveldb.stats"
+            return self.text.encode()
+
+    real = db._store.db  # type: ignore[attr-defined]
+    for l0, l1, pending in ((3, 9, False), (4, 9, True), (0, 11, True), (0, 10, False)):
+        monkeypatch.setattr(db._store, "db", FakeDB(stats.format(l0=l0, l1=l1)))
+        assert db.compaction_pending() is pending, (l0, l1)
+    monkeypatch.setattr(db._store, "db", real)
+    db.close()
