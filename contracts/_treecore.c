@@ -531,7 +531,57 @@ done:
     return result;
 }
 
+/* record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C (the auditor runs
+ * it over every stored record); the same checks in the same order. */
+static PyObject *record_ok(PyObject *self, PyObject *args) {
+    const uint8_t *addr, *b;
+    Py_ssize_t alen, len;
+    if (!PyArg_ParseTuple(args, "y#y#", &addr, &alen, &b, &len)) return NULL;
+    if (alen != HASH || len == 0) Py_RETURN_FALSE; /* no 32-byte hash equals it */
+    if (b[0] == LEAF_TAG) {
+        uint8_t h[HASH];
+        if (len < 1 + 2 * HASH) Py_RETURN_FALSE;
+        sha256(b, 1 + 2 * HASH, h);
+        if (memcmp(h, addr, HASH) != 0) Py_RETURN_FALSE;
+        sha256(b + 1 + 2 * HASH, (size_t)(len - 1 - 2 * HASH), h);
+        if (memcmp(h, b + 1 + HASH, HASH) != 0) Py_RETURN_FALSE;
+        Py_RETURN_TRUE;
+    }
+    PyObject *rec = PyBytes_FromStringAndSize((const char *)b, len);
+    if (!rec) return NULL;
+    Group g;
+    int rc = decode(rec, addr, &g);
+    Py_DECREF(rec);
+    if (rc < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    /* a slot's hash, EMPTY where absent; "empty" compares the bytes, as the reference does */
+#define SLOT(j) ((g.present >> (j) & 1) ? g.s[j] : EMPTY)
+#define IS_EMPTY(j) (memcmp(SLOT(j), EMPTY, HASH) == 0)
+#define IS_LEAF(j) ((g.leaves >> (j) & 1) != 0)
+    for (int j = SLOTS - 1; j > 1; j--) /* a non-empty slot must hang under an inner one */
+        if (!IS_EMPTY(j) && (IS_LEAF(j >> 1) || IS_EMPTY(j >> 1))) Py_RETURN_FALSE;
+    for (int j = EDGE - 1; j > 0; j--) {
+        if (IS_LEAF(j) || IS_EMPTY(j)) continue;
+        int l = 2 * j, r = 2 * j + 1;
+        uint8_t h[HASH];
+        inner_hash(SLOT(l), SLOT(r), h);
+        if (memcmp(h, SLOT(j), HASH) != 0) Py_RETURN_FALSE;
+        /* canonical shape: a lone leaf (or nothing) below an inner node sits higher up */
+        if ((IS_EMPTY(l) && (IS_EMPTY(r) || IS_LEAF(r))) || (IS_EMPTY(r) && IS_LEAF(l)))
+            Py_RETURN_FALSE;
+    }
+#undef SLOT
+#undef IS_EMPTY
+#undef IS_LEAF
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
+    {"record_ok", record_ok, METH_VARARGS,
+     "record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C"},
     {"commit", commit, METH_VARARGS,
      "commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth) -> "
      "(new_root, new_root_kh or None): the state tree's commit (see contracts/tree.py)"},
