@@ -4,7 +4,9 @@ Writes (``set``/``delete``) only go into an overlay dict; nothing is hashed unti
 ``commit(batch)``, which sorts the dirty keys by key hash and rebuilds each touched path
 once, so the top of the tree is hashed once per block rather than once per write. Commit
 does not write by itself: it stages its writes into the caller's ``Batch`` so the node can
-write block, certificate, state and receipts in one atomic synced batch.
+write block, certificate, state and receipts in one atomic synced batch. The commit's tree
+work runs in C where the extension is built (``contracts/_treecore.c``); the Python here
+is the reference it must match byte for byte, and the fallback.
 
 The tree is binary (docs/state.md §1: hashes, proofs and roots are the binary ones) but it
 is *stored* in groups of four levels: one record holds the 30 binary nodes below an inner
