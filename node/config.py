@@ -144,7 +144,7 @@ def _toml_value(value: Any) -> str:
 def render(config: Config) -> str:
     """A complete, commented config.toml for ``config``."""
     lines = ["# mutual-ledger node configuration. Every option is listed with its default.", ""]
-    for section in ("node", "api", "p2p", "mempool", "consensus", "log"):
+    for section in _HELP:  # every section, in the order they are documented
         lines.append(f"[{section}]")
         obj = getattr(config, section)
         for f in fields(obj):

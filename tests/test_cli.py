@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -131,3 +132,45 @@ def test_console_script_help():
     for cmd in ("keys", "genesis", "init", "start", "tx", "query", "status", "audit",
                 "verify-share", "recover-wal"):
         assert cmd in out.stdout
+
+
+def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
+    """[storage] in config.toml is what the node opens its database with."""
+    from node import node as node_mod
+    from node.keys import read_key
+
+    keys = {}
+    for name in ("v0", "reg", "ass", "op"):
+        keys[name] = tmp_path / f"{name}.json"
+        assert run(capsys, "keys", "new", "--out", str(keys[name]))[0] == 0
+    gpath = tmp_path / "genesis.json"
+    assert run(capsys, "genesis", "new", "--out", str(gpath), "--chain-id", "mutual-test",
+               "--validator", f"alice={keys['v0']}", "--registrar", str(keys["reg"]),
+               "--assessor", str(keys["ass"]), "--operator", str(keys["op"]),
+               "--profile", "devnet")[0] == 0
+    home = tmp_path / "home"
+    assert run(capsys, "init", "--home", str(home), "--genesis", str(gpath))[0] == 0
+    text = (home / "config.toml").read_text()
+    sections = [f.name for f in dataclasses.fields(cfg.Config) if f.name != "home"]
+    assert all(f"\n[{name}]\n" in text for name in sections), sections  # none forgotten
+    assert "max_open_files = 1000" in text
+    (home / "config.toml").write_text(
+        text.replace("cache_mb = 32", "cache_mb = 8")
+        .replace("max_open_files = 1000", "max_open_files = 80")
+        .replace('compression = "none"', 'compression = "snappy"'))
+    conf = cfg.load(home)
+    seen = {}
+    real_open = node_mod.open_kv
+
+    def spy(path, **options):
+        seen.update(options)
+        return real_open(path, **options)
+
+    monkeypatch.setattr(node_mod, "open_kv", spy)
+    node = node_mod.Node(conf, Genesis.load(gpath), read_key(home / "node_key.json"),
+                         read_key(home / "validator_key.json"))
+    node.open_storage()
+    try:
+        assert seen == {"cache_bytes": 8 << 20, "max_open_files": 80, "compression": "snappy"}
+    finally:
+        node.kv.close()
