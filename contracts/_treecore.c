@@ -531,6 +531,63 @@ done:
     return result;
 }
 
+/* lookup(key, root, root_kh, top, nodes, top_depth) -> 0 | 1 | 2: whether the committed
+ * tree at root holds key, answered from the group caches alone: 0 absent, 1 present, 2
+ * unknown (a group on the path is not cached, or a cached record is malformed; the caller
+ * then asks the store). Lets a read of an absent key skip the database. */
+static PyObject *lookup(PyObject *self, PyObject *args) {
+    const uint8_t *key, *root;
+    Py_ssize_t klen, rlen;
+    PyObject *root_kh, *top, *nodes;
+    int top_depth;
+    if (!PyArg_ParseTuple(args, "y#y#OO!O!i", &key, &klen, &root, &rlen, &root_kh, &PyDict_Type,
+                          &top, &PyDict_Type, &nodes, &top_depth))
+        return NULL;
+    if (rlen != HASH || (root_kh != Py_None && hash32(root_kh, "root_kh") < 0)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "root must be 32 bytes");
+        return NULL;
+    }
+    uint8_t kh[HASH], h[HASH];
+    sha256(key, (size_t)klen, kh);
+    if (memcmp(root, EMPTY, HASH) == 0) return PyLong_FromLong(0);
+    if (root_kh != Py_None)
+        return PyLong_FromLong(memcmp(PyBytes_AS_STRING(root_kh), kh, HASH) == 0);
+    memcpy(h, root, HASH);
+    for (int depth = 0; depth + 4 <= 8 * HASH; depth += 4) {
+        PyObject *hb = PyBytes_FromStringAndSize((const char *)h, HASH);
+        if (!hb) return NULL;
+        PyObject *rec = PyDict_GetItemWithError(depth < top_depth ? top : nodes, hb);
+        Py_DECREF(hb);
+        if (!rec) {
+            if (PyErr_Occurred()) return NULL;
+            return PyLong_FromLong(2);
+        }
+        if (!PyBytes_Check(rec)) return PyLong_FromLong(2);
+        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(rec);
+        Py_ssize_t len = PyBytes_GET_SIZE(rec);
+        if (len < HEAD || b[0] != GROUP_TAG) return PyLong_FromLong(2);
+        uint32_t present = ((uint32_t)b[1] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 8) | b[4];
+        uint32_t leaves = ((uint32_t)b[5] << 24) | ((uint32_t)b[6] << 16) | ((uint32_t)b[7] << 8) | b[8];
+        int np = __builtin_popcount(present);
+        if ((present & ~STORED) || (leaves & ~present) ||
+            len != HEAD + (Py_ssize_t)HASH * (np + __builtin_popcount(leaves)))
+            return PyLong_FromLong(2);
+        int j = 1;
+        for (int lv = 0; lv < 4; lv++) {
+            j = 2 * j + bit_at(kh, depth + lv);
+            uint32_t bit = 1u << j;
+            if (!(present & bit)) return PyLong_FromLong(0);
+            if (leaves & bit) {
+                const uint8_t *lk = b + HEAD + HASH * (np + __builtin_popcount(leaves & (bit - 1)));
+                return PyLong_FromLong(memcmp(lk, kh, HASH) == 0);
+            }
+        }
+        /* an inner node at the group's edge: the root of the next group */
+        memcpy(h, b + HEAD + HASH * __builtin_popcount(present & ((1u << j) - 1)), HASH);
+    }
+    return PyLong_FromLong(2);
+}
+
 /* record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C (the auditor runs
  * it over every stored record); the same checks in the same order. */
 static PyObject *record_ok(PyObject *self, PyObject *args) {
@@ -580,6 +637,8 @@ static PyObject *record_ok(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"lookup", lookup, METH_VARARGS,
+     "lookup(key, root, root_kh, top, nodes, top_depth) -> 0 absent | 1 present | 2 unknown"},
     {"record_ok", record_ok, METH_VARARGS,
      "record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C"},
     {"commit", commit, METH_VARARGS,

@@ -911,6 +911,11 @@ class StateTree:
             if found:
                 return value
         if self._flat:
+            # an absent key is often answered by the cached groups alone (the path ends in
+            # an empty slot or at another key's leaf), which spares the database a miss
+            if self._native is not None and self._native.lookup(
+                    key, self._root, self._root_kh, self._top, self._nodes, TOP_DEPTH) == 0:
+                return None
             return self._kv.get(VALUE_PREFIX + key)
         _, leaf = self._walk(key)
         if leaf is None or leaf[1:33] != sha256(key).digest():

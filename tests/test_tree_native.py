@@ -193,3 +193,56 @@ def test_record_check_matches_the_reference(data) -> None:
     assert tree_mod.node_record_ok(address, rec) is expected
     if how == "as is":
         assert expected
+
+
+@native_only
+@settings(max_examples=60, deadline=None)
+@given(n=st.one_of(st.integers(0, 5), st.integers(0, 3000)), probes=st.lists(st.integers(0, 6000), max_size=60),
+       cache=st.sampled_from([16, 1000, 150_000]))
+def test_cached_lookup_never_contradicts_the_store(n, probes, cache) -> None:
+    """lookup() answers from the group caches: absent (0) and present (1) must be true of
+    the committed state, and unknown (2) only where a group on the path is not cached."""
+    kv = MemoryKV()
+    tree = StateTree(kv, native=True, node_cache=cache)
+    for i in range(n):
+        tree.set(b"k%d" % i, b"v")
+    for i in range(0, n, 3):
+        tree.delete(b"k%d" % i)
+    batch = kv.batch()
+    tree.commit(batch)
+    kv.write(batch)
+    for p in probes + [0, 1, n - 1, n, n + 1]:
+        key = b"k%d" % p
+        got = tree_mod._treecore.lookup(key, tree.root(), tree._root_kh, tree._top,
+                                        tree._nodes, tree_mod.TOP_DEPTH)
+        truth = kv.get(b"v" + key) is not None
+        assert got in (0, 1, 2)
+        if got != 2:
+            assert got == truth, (key, got, truth)
+        assert tree.get(key) == (b"v" if truth else None)  # the read path that uses it
+        # with empty caches only an empty tree or a single-leaf root can answer
+        reopened = StateTree(kv, tree.root(), native=True)
+        inner_root = tree.root() != bytes(32) and tree._root_kh is None
+        assert tree_mod._treecore.lookup(key, reopened.root(), reopened._root_kh,
+                                         reopened._top, reopened._nodes,
+                                         tree_mod.TOP_DEPTH) == (2 if inner_root else truth)
+
+
+@native_only
+def test_cached_lookup_answers_most_misses_without_the_store() -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv, native=True)
+    for i in range(3000):
+        tree.set(b"k%d" % i, b"v")
+    batch = kv.batch()
+    tree.commit(batch)
+    kv.write(batch)
+
+    def ask(key: bytes) -> int:
+        return tree_mod._treecore.lookup(key, tree.root(), tree._root_kh, tree._top,
+                                         tree._nodes, tree_mod.TOP_DEPTH)
+
+    assert [ask(b"k%d" % i) for i in range(300)] == [1] * 300  # every group is cached
+    assert [ask(b"absent-%d" % i) for i in range(300)] == [0] * 300
+    with pytest.raises(TypeError):
+        tree_mod._treecore.lookup(b"k", b"short", None, {}, {}, 20)
