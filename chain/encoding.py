@@ -108,37 +108,6 @@ def encode_reference(value: Any) -> bytes:
         raise EncodingError(str(exc)) from exc
 
 
-def _check_keys(value: Any, depth: int) -> None:
-    if isinstance(value, list):
-        if depth >= MAX_DEPTH:
-            raise EncodingError(f"more than {MAX_DEPTH} levels of nesting")
-        for v in value:
-            _check_keys(v, depth + 1)
-    elif isinstance(value, dict):
-        if depth >= MAX_DEPTH:
-            raise EncodingError(f"more than {MAX_DEPTH} levels of nesting")
-        prev: bytes | None = None
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise EncodingError("map key is not text")
-            kb = k.encode("utf-8")
-            if prev is not None and kb <= prev:
-                raise EncodingError("map keys not sorted or not unique")
-            prev = kb
-            _check_keys(v, depth + 1)
-
-
-def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if not isinstance(k, str):
-            raise EncodingError("map key is not text")
-        if k in out:
-            raise EncodingError(f"duplicate map key {k!r}")
-        out[k] = v
-    return out
-
-
 def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     """Decode canonical bytes; refuse oversize, malformed or non-canonical input."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -154,7 +123,6 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Any:
             raw=False,
             use_list=True,
             strict_map_key=False,
-            object_pairs_hook=_pairs_hook,
             ext_hook=_refuse_ext,
         )
     except EncodingError:
@@ -162,7 +130,9 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError, RecursionError) as exc:
         raise EncodingError(f"malformed msgpack: {exc}") from exc
-    _check_keys(value, 0)
+    # Re-encoding is the whole canonical check: the encoder emits only canonical bytes and
+    # refuses non-text keys and deep nesting, so a duplicate key (the dict keeps one), an
+    # unsorted map, a longer-than-shortest form or a float cannot come back identical.
     if encode(value) != data:
         raise EncodingError("not the canonical encoding")
     return value

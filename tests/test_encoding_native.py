@@ -107,3 +107,34 @@ def test_map_keys_sort_by_utf8_bytes() -> None:
     value = {"b": 1, "a": 2, "é": 3, "z": 4, "ab": 5, "": 6, "\U0001f600": 7}
     assert encode(value) == encode_reference(value)
     assert list(encoding.decode(encode(value))) == ["", "a", "ab", "b", "z", "é", "\U0001f600"]
+
+
+_plain = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 64) - 1),
+              st.binary(max_size=20), st.text(max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=6),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=6)),
+    max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_plain, data=st.data())
+def test_decode_accepts_exactly_the_canonical_bytes(value, data) -> None:
+    """decode(encode(v)) == v, and any other byte string is refused unless it is itself
+    the canonical encoding of what it decodes to (the re-encoding check is the whole
+    canonical check: duplicates, order, forms, key types)."""
+    blob = encode(value)
+    assert encoding.decode(blob) == value
+    i = data.draw(st.integers(0, len(blob)))
+    how = data.draw(st.sampled_from(["flip", "insert", "cut"]))
+    if how == "flip" and i < len(blob):
+        mutated = blob[:i] + bytes([blob[i] ^ data.draw(st.integers(1, 255))]) + blob[i + 1:]
+    elif how == "insert":
+        mutated = blob[:i] + bytes([data.draw(st.integers(0, 255))]) + blob[i:]
+    else:
+        mutated = blob[:i]
+    try:
+        decoded = encoding.decode(mutated)
+    except EncodingError:
+        return
+    assert encode(decoded) == mutated
