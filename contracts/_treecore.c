@@ -130,20 +130,20 @@ static void get(const Group *g, int j, Node *n) {
     }
 }
 
-static int decode(PyObject *rec, const uint8_t *h, Group *g) {
-    if (!PyBytes_Check(rec)) {
-        PyErr_SetString(PyExc_TypeError, "fetch must return bytes");
-        return -1;
-    }
-    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(rec);
-    Py_ssize_t len = PyBytes_GET_SIZE(rec);
-    uint32_t present = 0, leaves = 0;
-    if (len >= HEAD) {
-        present = ((uint32_t)b[1] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 8) | b[4];
-        leaves = ((uint32_t)b[5] << 24) | ((uint32_t)b[6] << 16) | ((uint32_t)b[7] << 8) | b[8];
-    }
-    if (len < HEAD || b[0] != GROUP_TAG || (present & ~STORED) || (leaves & ~present) ||
-        len != HEAD + (Py_ssize_t)HASH * (__builtin_popcount(present) + __builtin_popcount(leaves))) {
+/* A group record's masks, if its header and length are well formed (docs/state.md §3):
+ * 1, else 0. The one check of a record's shape, for every reader here. */
+static int group_head(const uint8_t *b, Py_ssize_t len, uint32_t *present, uint32_t *leaves) {
+    if (len < HEAD || b[0] != GROUP_TAG) return 0;
+    *present = ((uint32_t)b[1] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 8) | b[4];
+    *leaves = ((uint32_t)b[5] << 24) | ((uint32_t)b[6] << 16) | ((uint32_t)b[7] << 8) | b[8];
+    return !(*present & ~STORED) && !(*leaves & ~*present) &&
+           len == HEAD + (Py_ssize_t)HASH * (__builtin_popcount(*present) + __builtin_popcount(*leaves));
+}
+
+/* Decode the group record b[0:len] stored under h; ValueError if it is malformed. */
+static int decode(const uint8_t *b, Py_ssize_t len, const uint8_t *h, Group *g) {
+    uint32_t present, leaves;
+    if (!group_head(b, len, &present, &leaves)) {
         char hex[2 * HASH + 1];
         for (int i = 0; i < HASH; i++) snprintf(hex + 2 * i, 3, "%02x", h[i]);
         PyErr_Format(PyExc_ValueError, "state group %s is malformed (damaged store)", hex);
@@ -413,7 +413,13 @@ static int update_group(Ctx *c, const uint8_t *h, int depth, Py_ssize_t lo, Py_s
     PyObject *rec = take(c, h, pos, depth);
     if (!rec) return -1;
     Group g;
-    int rc = decode(rec, h, &g);
+    int rc;
+    if (!PyBytes_Check(rec)) {
+        PyErr_SetString(PyExc_TypeError, "fetch must return bytes");
+        rc = -1;
+    } else {
+        rc = decode((const uint8_t *)PyBytes_AS_STRING(rec), PyBytes_GET_SIZE(rec), h, &g);
+    }
     Py_DECREF(rec);
     if (rc < 0) return -1;
     if (update_slot(c, &g, 1, depth, lo, hi, out) < 0) return -1;
@@ -565,13 +571,9 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
         if (!PyBytes_Check(rec)) return PyLong_FromLong(2);
         const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(rec);
         Py_ssize_t len = PyBytes_GET_SIZE(rec);
-        if (len < HEAD || b[0] != GROUP_TAG) return PyLong_FromLong(2);
-        uint32_t present = ((uint32_t)b[1] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 8) | b[4];
-        uint32_t leaves = ((uint32_t)b[5] << 24) | ((uint32_t)b[6] << 16) | ((uint32_t)b[7] << 8) | b[8];
+        uint32_t present, leaves;
+        if (!group_head(b, len, &present, &leaves)) return PyLong_FromLong(2);
         int np = __builtin_popcount(present);
-        if ((present & ~STORED) || (leaves & ~present) ||
-            len != HEAD + (Py_ssize_t)HASH * (np + __builtin_popcount(leaves)))
-            return PyLong_FromLong(2);
         int j = 1;
         for (int lv = 0; lv < 4; lv++) {
             j = 2 * j + bit_at(kh, depth + lv);
@@ -604,16 +606,10 @@ static PyObject *record_ok(PyObject *self, PyObject *args) {
         if (memcmp(h, b + 1 + HASH, HASH) != 0) Py_RETURN_FALSE;
         Py_RETURN_TRUE;
     }
-    PyObject *rec = PyBytes_FromStringAndSize((const char *)b, len);
-    if (!rec) return NULL;
     Group g;
-    int rc = decode(rec, addr, &g);
-    Py_DECREF(rec);
-    if (rc < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL;
-        PyErr_Clear();
-        Py_RETURN_FALSE;
-    }
+    uint32_t present, leaves;
+    if (!group_head(b, len, &present, &leaves)) Py_RETURN_FALSE;
+    if (decode(b, len, addr, &g) < 0) return NULL; /* cannot happen: the head is checked */
     /* a slot's hash, EMPTY where absent; "empty" compares the bytes, as the reference does */
 #define SLOT(j) ((g.present >> (j) & 1) ? g.s[j] : EMPTY)
 #define IS_EMPTY(j) (memcmp(SLOT(j), EMPTY, HASH) == 0)
