@@ -292,14 +292,16 @@ class Sized:
 
     def __init__(self, n: int, workdir: str, writer: ThreadPoolExecutor,
                  max_open_files: int | None = None) -> None:
-        from node.kvstore import LevelKV  # the only storage backend outside contracts
+        from node.kvstore import (  # the only backend outside contracts
+            DEFAULT_MAX_OPEN_FILES,
+            LevelKV,
+        )
 
         self.n = n
         self.g = genesis()
         self.g0 = self.g.genesis_time_ms
         self.dir = tempfile.mkdtemp(prefix=f"bench-{n}-", dir=workdir)
-        self.db = (LevelKV(self.dir) if max_open_files is None
-                   else LevelKV(self.dir, max_open_files=max_open_files))
+        self.db = LevelKV(self.dir, max_open_files=max_open_files or DEFAULT_MAX_OPEN_FILES)
         self.tree = StateTree(self.db.prefixed(STATE_PREFIX))
         self.app = Application(self.g, self.tree)
         self.writer = writer
