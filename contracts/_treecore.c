@@ -537,10 +537,12 @@ done:
     return result;
 }
 
-/* lookup(key, root, root_kh, top, nodes, top_depth) -> 0 | 1 | 2: whether the committed
- * tree at root holds key, answered from the group caches alone: 0 absent, 1 present, 2
- * unknown (a group on the path is not cached, or a cached record is malformed; the caller
- * then asks the store). Lets a read of an absent key skip the database. */
+/* lookup(key, root, root_kh, top, nodes, top_depth) -> 0 | 1 | 2 | (hash, depth): whether
+ * the committed tree at root holds key, answered from the group caches alone: 0 absent, 1
+ * present; (hash, depth) when the walk reached group `hash` at `depth` and it is not cached
+ * (the caller may fetch it and ask again); 2 when a cached record is malformed or the path
+ * is deeper than a key hash (the caller then asks the store). Lets a read of an absent key
+ * skip the flat copy. */
 static PyObject *lookup(PyObject *self, PyObject *args) {
     const uint8_t *key, *root;
     Py_ssize_t klen, rlen;
@@ -566,7 +568,7 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
         Py_DECREF(hb);
         if (!rec) {
             if (PyErr_Occurred()) return NULL;
-            return PyLong_FromLong(2);
+            return Py_BuildValue("(y#i)", h, (Py_ssize_t)HASH, depth);
         }
         if (!PyBytes_Check(rec)) return PyLong_FromLong(2);
         const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(rec);
@@ -634,7 +636,8 @@ static PyObject *record_ok(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"lookup", lookup, METH_VARARGS,
-     "lookup(key, root, root_kh, top, nodes, top_depth) -> 0 absent | 1 present | 2 unknown"},
+     "lookup(key, root, root_kh, top, nodes, top_depth) -> 0 absent | 1 present | "
+     "(hash, depth) of the first uncached group | 2 unknown"},
     {"record_ok", record_ok, METH_VARARGS,
      "record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C"},
     {"commit", commit, METH_VARARGS,

@@ -911,16 +911,32 @@ class StateTree:
             if found:
                 return value
         if self._flat:
-            # an absent key is often answered by the cached groups alone (the path ends in
-            # an empty slot or at another key's leaf), which spares the database a miss
-            if self._native is not None and self._native.lookup(
-                    key, self._root, self._root_kh, self._top, self._nodes, TOP_DEPTH) == 0:
+            if self._native is not None and self._absent(key):
                 return None
             return self._kv.get(VALUE_PREFIX + key)
         _, leaf = self._walk(key)
         if leaf is None or leaf[1:33] != sha256(key).digest():
             return None
         return leaf[65:]
+
+    def _absent(self, key: bytes) -> bool:
+        """True if the committed tree certainly lacks ``key``, found by walking its path
+        through the group caches and fetching (and caching) the groups missing from them.
+        A key that is read absent is mostly about to be created, and creating it needs
+        those same groups at commit: fetching them now costs the read no more than the
+        flat copy's miss would, and spares the commit a fetch. False means present (the
+        caller reads the value from the flat copy) or not decidable here."""
+        lookup = self._native.lookup  # type: ignore[union-attr]
+        kh = None
+        for _ in range(256 // GROUP_LEVELS):  # each pass caches one more group of the path
+            found = lookup(key, self._root, self._root_kh, self._top, self._nodes, TOP_DEPTH)
+            if type(found) is not tuple:
+                return found == 0
+            h, depth = found
+            if kh is None:
+                kh = sha256(key).digest()
+            self._record(h, _pos(kh, depth), depth)
+        return False
 
     def prove(self, key: bytes) -> Proof:
         """A proof of ``key``'s committed value (or of its absence) against ``root()``."""

@@ -201,7 +201,8 @@ def test_record_check_matches_the_reference(data) -> None:
        cache=st.sampled_from([16, 1000, 150_000]))
 def test_cached_lookup_never_contradicts_the_store(n, probes, cache) -> None:
     """lookup() answers from the group caches: absent (0) and present (1) must be true of
-    the committed state, and unknown (2) only where a group on the path is not cached."""
+    the committed state; where a group on the path is not cached it names that group
+    (hash, depth), which the store holds under that position."""
     kv = MemoryKV()
     tree = StateTree(kv, native=True, node_cache=cache)
     for i in range(n):
@@ -216,8 +217,13 @@ def test_cached_lookup_never_contradicts_the_store(n, probes, cache) -> None:
         got = tree_mod._treecore.lookup(key, tree.root(), tree._root_kh, tree._top,
                                         tree._nodes, tree_mod.TOP_DEPTH)
         truth = kv.get(b"v" + key) is not None
-        assert got in (0, 1, 2)
-        if got != 2:
+        if type(got) is tuple:
+            h, depth = got
+            assert depth % tree_mod.GROUP_LEVELS == 0
+            assert h not in (tree._top if depth < tree_mod.TOP_DEPTH else tree._nodes)
+            kh = hashlib.sha256(key).digest()
+            assert kv.get(b"n" + tree_mod._pos(kh, depth) + h) is not None
+        else:
             assert got == truth, (key, got, truth)
         assert tree.get(key) == (b"v" if truth else None)  # the read path that uses it
         # with empty caches only an empty tree or a single-leaf root can answer
@@ -225,7 +231,43 @@ def test_cached_lookup_never_contradicts_the_store(n, probes, cache) -> None:
         inner_root = tree.root() != bytes(32) and tree._root_kh is None
         assert tree_mod._treecore.lookup(key, reopened.root(), reopened._root_kh,
                                          reopened._top, reopened._nodes,
-                                         tree_mod.TOP_DEPTH) == (2 if inner_root else truth)
+                                         tree_mod.TOP_DEPTH) == (
+            (tree.root(), 0) if inner_root else truth)
+
+
+@native_only
+def test_absent_reads_fetch_the_path_and_skip_the_flat_copy() -> None:
+    """A read on a tree with cold caches walks the path, caching the groups it fetches
+    (the commit that creates the key needs them), and answers absent keys from them."""
+    flat_reads: list[bytes] = []
+
+    class CountingKV(MemoryKV):
+        __slots__ = ()
+
+        def get(self, key: bytes) -> bytes | None:
+            if key.startswith(b"v"):
+                flat_reads.append(key)
+            return super().get(key)
+
+    kv = CountingKV()
+    tree = StateTree(kv, native=True, node_cache=16)
+    for i in range(3000):
+        tree.set(b"k%d" % i, b"v%d" % i)
+    batch = kv.batch()
+    tree.commit(batch)
+    kv.write(batch)
+    cold = StateTree(kv, tree.root(), native=True, node_cache=16)
+    flat_reads.clear()
+    assert [cold.get(b"absent-%d" % i) for i in range(50)] == [None] * 50
+    assert flat_reads == []
+    assert cold._top  # the walk cached what it fetched
+    assert [cold.get(b"k%d" % i) for i in range(0, 3000, 97)] == [
+        b"v%d" % i for i in range(0, 3000, 97)]
+    # and the commit that creates absent keys after those reads gives the same root
+    for i in range(50):
+        cold.set(b"absent-%d" % i, b"x")
+        tree.set(b"absent-%d" % i, b"x")
+    assert cold.commit(kv.batch()) == tree.commit(kv.batch())
 
 
 @native_only
