@@ -118,8 +118,9 @@ _HELP = {
     "storage": {
         "cache_mb": "LevelDB block cache (MiB)",
         "max_open_files": "LevelDB tables kept open (at least 74). LevelDB maps open tables "
-                          "into memory, so the pages reads touch count in the node's RSS: "
-                          "lower bounds that (about 2 MiB per table) at some read speed",
+                          "into memory and reads map whole folios, so RSS grows towards "
+                          "(max_open_files - 10) x 2 MiB of clean page cache; lower caps it "
+                          "(README, Memory) at some read speed",
         "compression": "none | snappy: snappy makes the database ~40 % smaller and costs "
                        "CPU on every flush and compaction (1M members: 1.4 GB loaded in "
                        "19 s without, 0.8 GB in 34 s with, on 2 cores)",
