@@ -8,13 +8,17 @@
  * put into the caller's `ops` dict (the batch) and caches. SHA-256 is OpenSSL's, as in
  * hashlib's.
  *
- * commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth)
+ * commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth[, replaced])
  *   pending: dict bytes -> bytes | None (None deletes)
  *   root: 32 bytes; root_kh: 32 bytes if the root is a leaf, else None
  *   fetch(key) -> bytes: the record stored under node_prefix-relative key pos ‖ hash
  *   ops: dict, gets node_prefix ‖ pos ‖ hash -> record for every new leaf and group
  *   top / nodes: group caches (hash -> record) for depth < top_depth / deeper; a group
  *   this commit replaces is popped from them, every new group is put in them
+ *   replaced: None, or a list that gets the key (node_prefix ‖ pos ‖ hash) of every group
+ *   record this commit replaces and of every leaf record whose key it rewrites or deletes
+ *   (a key may also be put again in ops, when its content comes out unchanged; pruning
+ *   subtracts those)
  * returns (new_root, new_root_kh or None)
  */
 #define PY_SSIZE_T_CLEAN
@@ -58,6 +62,7 @@ typedef struct {
     Row *rows;
     PyObject *fetch, *ops, *prefix, *top, *nodes;
     int top_depth;
+    PyObject *replaced; /* a list, or NULL */
 } Ctx;
 
 static inline int bit_at(const uint8_t *kh, int depth) {
@@ -200,6 +205,16 @@ static PyObject *node_key(Ctx *c, const uint8_t *pos, const uint8_t *h) {
     return key;
 }
 
+/* Note that the record under pos ‖ h is replaced (for pruning), if the caller asked. */
+static int note_replaced(Ctx *c, const uint8_t *pos, const uint8_t *h) {
+    if (!c->replaced) return 0;
+    PyObject *key = node_key(c, pos, h);
+    if (!key) return -1;
+    int rc = PyList_Append(c->replaced, key);
+    Py_DECREF(key);
+    return rc;
+}
+
 static int store(Ctx *c, const Group *g, const uint8_t *h, const uint8_t *pos, int depth) {
     PyObject *rec = encode(g);
     if (!rec) return -1;
@@ -299,8 +314,9 @@ static int build_group(Ctx *c, int depth, const Row *live, Py_ssize_t lo, Py_ssi
 
 /* The set rows of rows[lo:hi] plus the old leaf (okh, oh) unless a row rewrites or
  * deletes it, sorted by key hash. Returns the count; *out is malloc'ed (caller frees). */
-static Py_ssize_t live_rows(const Row *rows, Py_ssize_t lo, Py_ssize_t hi, const uint8_t *okh,
+static Py_ssize_t live_rows(Ctx *c, Py_ssize_t lo, Py_ssize_t hi, const uint8_t *okh,
                             const uint8_t *oh, Row **out) {
+    const Row *rows = c->rows;
     Row *live = malloc(sizeof(Row) * (size_t)(hi - lo + 1));
     if (!live) {
         PyErr_NoMemory();
@@ -313,6 +329,10 @@ static Py_ssize_t live_rows(const Row *rows, Py_ssize_t lo, Py_ssize_t hi, const
             int cmp = memcmp(rows[i].kh, okh, HASH);
             if (cmp == 0) {
                 placed = 1; /* rewritten or deleted by this row */
+                if (note_replaced(c, okh, oh) < 0) { /* a leaf's pos is its key hash's */
+                    free(live);
+                    return -1;
+                }
             } else if (cmp > 0) {
                 live[m].kh = okh;
                 live[m++].h = oh;
@@ -361,7 +381,7 @@ static int update_slot(Ctx *c, Group *g, int j, int depth, Py_ssize_t lo, Py_ssi
             memcpy(oh, g->s[j], HASH);
         }
         Row *live;
-        Py_ssize_t m = live_rows(c->rows, lo, hi, has_old ? okh : NULL, oh, &live);
+        Py_ssize_t m = live_rows(c, lo, hi, has_old ? okh : NULL, oh, &live);
         if (m < 0) return -1;
         int rc = fill(c, g, j, depth, live, m, out);
         free(live);
@@ -412,6 +432,10 @@ static int update_group(Ctx *c, const uint8_t *h, int depth, Py_ssize_t lo, Py_s
     make_pos(c->rows[lo].kh, depth, pos);
     PyObject *rec = take(c, h, pos, depth);
     if (!rec) return -1;
+    if (note_replaced(c, pos, h) < 0) {
+        Py_DECREF(rec);
+        return -1;
+    }
     Group g;
     int rc;
     if (!PyBytes_Check(rec)) {
@@ -441,11 +465,16 @@ static int hash32(PyObject *o, const char *what) {
 
 static PyObject *commit(PyObject *self, PyObject *args) {
     PyObject *pending, *root, *root_kh, *fetch, *ops, *prefix, *top, *nodes;
+    PyObject *replaced = Py_None;
     int top_depth;
-    if (!PyArg_ParseTuple(args, "O!SOOO!SO!O!i", &PyDict_Type, &pending, &root, &root_kh, &fetch,
-                          &PyDict_Type, &ops, &prefix, &PyDict_Type, &top, &PyDict_Type, &nodes,
-                          &top_depth))
+    if (!PyArg_ParseTuple(args, "O!SOOO!SO!O!i|O", &PyDict_Type, &pending, &root, &root_kh,
+                          &fetch, &PyDict_Type, &ops, &prefix, &PyDict_Type, &top, &PyDict_Type,
+                          &nodes, &top_depth, &replaced))
         return NULL;
+    if (replaced != Py_None && !PyList_Check(replaced)) {
+        PyErr_SetString(PyExc_TypeError, "replaced must be a list or None");
+        return NULL;
+    }
     if (hash32(root, "root") < 0 || (root_kh != Py_None && hash32(root_kh, "root_kh") < 0))
         return NULL;
     Py_ssize_t n = PyDict_GET_SIZE(pending);
@@ -456,7 +485,8 @@ static PyObject *commit(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    Ctx c = {rows, fetch, ops, prefix, top, nodes, top_depth};
+    Ctx c = {rows, fetch, ops, prefix, top, nodes, top_depth,
+             replaced == Py_None ? NULL : replaced};
     /* leaves: hash every written key and value, stage the leaf records */
     Py_ssize_t it = 0, i = 0;
     PyObject *key, *value;
@@ -510,7 +540,7 @@ static PyObject *commit(PyObject *self, PyObject *args) {
     } else {
         Row *live;
         const uint8_t *okh = root_kh == Py_None ? NULL : (const uint8_t *)PyBytes_AS_STRING(root_kh);
-        Py_ssize_t m = live_rows(rows, 0, n, okh, rh, &live);
+        Py_ssize_t m = live_rows(&c, 0, n, okh, rh, &live);
         if (m < 0) goto done;
         int rc = 0;
         if (m >= 2) {
@@ -641,7 +671,7 @@ static PyMethodDef methods[] = {
     {"record_ok", record_ok, METH_VARARGS,
      "record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C"},
     {"commit", commit, METH_VARARGS,
-     "commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth) -> "
+     "commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth[, replaced]) -> "
      "(new_root, new_root_kh or None): the state tree's commit (see contracts/tree.py)"},
     {NULL, NULL, 0, NULL},
 };

@@ -51,6 +51,8 @@ NODE_PREFIX = b"n"
 ROOT_PREFIX = b"r"
 VALUE_PREFIX = b"v"
 META_ROOT_KEY = b"m"
+STALE_PREFIX = b"s"   # + u64be version -> the records that version made stale (pruning)
+VERSION_KEY = b"p"    # u64be: the last version a pruning tree committed
 POS_BYTES = 4
 # _POS_MASK[d] keeps the top d bits of a 32-bit position
 _POS_MASK = [(0xFFFFFFFF << (32 - d)) & 0xFFFFFFFF for d in range(33)]
@@ -233,11 +235,20 @@ class StateTree:
         node_cache: int = DEFAULT_NODE_CACHE,
         value_cache: int = DEFAULT_VALUE_CACHE,
         native: bool | None = None,
+        keep: int | None = None,
     ) -> None:
         """``native``: commit with the C core (None: where it is built; False: the pure-
-        Python reference, e.g. to compare the two). Both give identical stores."""
+        Python reference, e.g. to compare the two). Both give identical stores.
+
+        ``keep``: None keeps every committed root readable (an archive). A positive int
+        prunes: after each commit only the last ``keep`` roots stay readable, and records
+        that only older roots reference are deleted in the commit's own batch. Give it
+        only to the one tree that commits to a store; the store's pruning state lives in
+        it (docs/state.md, "Pruning")."""
         if native and _treecore is None:
             raise StateError("the native state-tree core is not built (see setup.py)")
+        if keep is not None and (type(keep) is not int or keep < 1):
+            raise StateError("keep must be None or a positive int")
         self._native = _treecore if native is not False else None
         if root is None:
             root = EMPTY
@@ -261,6 +272,13 @@ class StateTree:
         self._khs: list[bytes] = []
         self._rows: list[tuple[bytes, bytes | None]] = []
         self._root_kh: bytes | None = None   # the root's key hash if it is a leaf
+        self._keep = keep
+        self._replaced: list[bytes] | None = None  # filled by a pruning commit
+        self._version = 0
+        self._stale: dict[int, set[bytes]] = {}   # version -> store keys it made stale
+        self._stale_at: dict[bytes, int] = {}     # store key -> the version above
+        if keep is not None:
+            self._load_stale()
         if root != EMPTY:
             desc = kv.get(ROOT_PREFIX + root)
             if desc is None:
@@ -406,10 +424,15 @@ class StateTree:
         self._ops = ops
         self._node_prefix = node_prefix
 
-        if self._native is not None:
-            new_root, kh = self._commit_native(pending, ops, node_prefix)
-        else:
-            new_root, kh = self._commit_python(pending, ops, node_prefix)
+        old_root = self._root
+        replaced = self._replaced = [] if self._keep is not None else None
+        try:
+            if self._native is not None:
+                new_root, kh = self._commit_native(pending, ops, node_prefix)
+            else:
+                new_root, kh = self._commit_python(pending, ops, node_prefix)
+        finally:
+            self._replaced = None
 
         if self._flat:
             value_prefix = base + VALUE_PREFIX
@@ -418,6 +441,10 @@ class StateTree:
             ops[base + META_ROOT_KEY] = new_root
         if new_root != EMPTY:
             ops[base + ROOT_PREFIX + new_root] = b"\x01" if kh is None else b"\x00" + kh
+        if replaced is not None:
+            if old_root != EMPTY:
+                replaced.append(base + ROOT_PREFIX + old_root)
+            self._prune(ops, base, replaced)
         values = self._values
         values.update(pending)
         if len(values) > self._value_cap:
@@ -426,6 +453,62 @@ class StateTree:
         self._root, self._root_kh = new_root, kh
         self._staged.append((staged, new_root))
         return new_root
+
+    # -- pruning -------------------------------------------------------------------------
+
+    def _load_stale(self) -> None:
+        """Read the pruning state (the pending stale lists and the version) from the store."""
+        raw = self._kv.get(VERSION_KEY)
+        self._version = int.from_bytes(raw, "big") if raw else 0
+        base = self._kv.prefix
+        for k, v in self._kv.iterate(STALE_PREFIX):
+            if len(k) != 9:
+                raise StateError(f"stale list key {k.hex()} is malformed (damaged store)")
+            version = int.from_bytes(k[1:], "big")
+            keys = set(_unpack_keys(v, base))
+            self._stale[version] = keys
+            for key in keys:
+                self._stale_at[key] = version
+
+    def _prune(self, ops: dict, base: bytes, replaced: list[bytes]) -> None:
+        """Stage this commit's pruning into ``ops``: the records it replaced (and the old
+        root's descriptor) wait in a stale list under its version; a record written again
+        leaves the list it waited in (content-addressed keys come back when content
+        does); lists old enough that no kept root needs them are deleted with their
+        records."""
+        version = self._version + 1
+        stale, stale_at = self._stale, self._stale_at
+        touched = set()
+        if stale_at:
+            for k in ops:
+                v = stale_at.pop(k, None)
+                if v is not None:
+                    stale[v].discard(k)
+                    touched.add(v)
+        new = {k for k in replaced if k not in ops}
+        if new:
+            stale[version] = new
+            for k in new:
+                stale_at[k] = version
+            touched.add(version)
+        # records stale since version u were last needed by root u - 1
+        limit = version - self._keep + 1  # type: ignore[operator]
+        for v in [v for v in stale if v <= limit]:
+            for k in stale.pop(v):
+                ops[k] = None
+                del stale_at[k]
+            ops[base + STALE_PREFIX + v.to_bytes(8, "big")] = None
+            touched.discard(v)
+        for v in touched:
+            keys = stale[v]
+            list_key = base + STALE_PREFIX + v.to_bytes(8, "big")
+            if keys:
+                ops[list_key] = _pack_keys(keys, base)
+            else:
+                del stale[v]
+                ops[list_key] = None
+        ops[base + VERSION_KEY] = version.to_bytes(8, "big")
+        self._version = version
 
     def _forget_written(self) -> None:
         """Stop reading through batches that are on disk (batches are written in commit
@@ -447,7 +530,7 @@ class StateTree:
         try:
             new_root, kh = self._native.commit(
                 pending, self._root, self._root_kh, self._fetch, ops, node_prefix,
-                self._top, self._nodes, TOP_DEPTH)
+                self._top, self._nodes, TOP_DEPTH, self._replaced)
         except StateError:
             raise
         except ValueError as e:  # a malformed record, reported by the C core
@@ -508,7 +591,11 @@ class StateTree:
         the caches hold current groups only."""
         cache = self._top if depth < TOP_DEPTH else self._nodes
         rec = cache.pop(h, None)
-        return self._fetch(pos + h) if rec is None else rec
+        if rec is None:
+            rec = self._fetch(pos + h)
+        if self._replaced is not None:
+            self._replaced.append(self._node_prefix + pos + h)
+        return rec
 
     def _update_path(self, h: bytes, depth: int, i: int) -> tuple[bytes, bytes | None]:
         """``_update_group`` for the single row i: follow its path down the groups to where
@@ -551,9 +638,12 @@ class StateTree:
         # where the path ends: an empty slot or a leaf
         if ok == kh:
             nh, nk = (EMPTY, None) if lh is None else (lh, kh)
+            self._note_replaced(kh, oh)
         elif lh is None:  # deleting a key that is absent: nothing changes
             for h, rec, _, depth, *_ in frames:
                 self._cache_record(h, rec, depth)
+            if self._replaced is not None:  # the groups taken above stay as they are
+                del self._replaced[len(self._replaced) - len(frames):]
             return frames[0][0], None
         elif ok is None:
             nh, nk = lh, kh
@@ -707,6 +797,7 @@ class StateTree:
             nh, nk = self._update_path(h, depth, i)
         elif lk == kh:  # this key's own leaf
             nh, nk = (EMPTY, None) if lh is None else (lh, kh)
+            self._note_replaced(kh, h)
         elif lh is None:  # deleting a key that is absent: nothing changes
             return s[top], k[top]
         elif h == EMPTY:
@@ -757,7 +848,15 @@ class StateTree:
             if i == hi or khs[i] != kh:
                 live.append((kh, h))
                 live.sort(key=_first)
+            else:
+                self._note_replaced(kh, h)
         return live, 0, len(live)
+
+    def _note_replaced(self, kh: bytes, lh: bytes) -> None:
+        """The leaf record of key hash ``kh`` and leaf hash ``lh`` is rewritten or deleted
+        by this commit (for pruning; the C core reports the same)."""
+        if self._replaced is not None:
+            self._replaced.append(self._node_prefix + kh[:POS_BYTES] + lh)
 
     def _split(self, depth: int, lo: int, hi: int) -> int:
         """First index in rows[lo:hi] (which share their first ``depth`` bits) whose bit
@@ -954,6 +1053,23 @@ def _pos(khash: bytes, depth: int) -> bytes:
     if depth >= 32:
         return khash[:POS_BYTES]
     return (int.from_bytes(khash[:POS_BYTES], "big") & _POS_MASK[depth]).to_bytes(POS_BYTES, "big")
+
+
+def _pack_keys(keys: set[bytes], base: bytes) -> bytes:
+    """A stale list's value: its keys relative to the tree's view, sorted, each after a
+    one-byte length."""
+    cut = len(base)
+    return b"".join(bytes((len(k) - cut,)) + k[cut:] for k in sorted(keys))
+
+
+def _unpack_keys(data: bytes, base: bytes) -> Iterator[bytes]:
+    i, n = 0, len(data)
+    while i < n:
+        end = i + 1 + data[i]
+        if end > n:
+            raise StateError("stale list is malformed (damaged store)")
+        yield base + data[i + 1 : end]
+        i = end
 
 
 def _evict(cache: dict) -> None:
