@@ -298,6 +298,7 @@ class Sized:
 
     def __init__(self, n: int, workdir: str, writer: ThreadPoolExecutor,
                  max_open_files: int | None = None) -> None:
+        from node.config import DEFAULT_STATE_HISTORY  # a node's default, as below
         from node.kvstore import (  # the only backend outside contracts
             DEFAULT_MAX_OPEN_FILES,
             LevelKV,
@@ -308,7 +309,8 @@ class Sized:
         self.g0 = self.g.genesis_time_ms
         self.dir = tempfile.mkdtemp(prefix=f"bench-{n}-", dir=workdir)
         self.db = LevelKV(self.dir, max_open_files=max_open_files or DEFAULT_MAX_OPEN_FILES)
-        self.tree = StateTree(self.db.prefixed(STATE_PREFIX))
+        # pruned as a node prunes by default: records no kept root needs are deleted
+        self.tree = StateTree(self.db.prefixed(STATE_PREFIX), keep=DEFAULT_STATE_HISTORY)
         self.app = Application(self.g, self.tree)
         self.writer = writer
         self.height = 0

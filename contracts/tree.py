@@ -34,8 +34,9 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
 from hashlib import sha256
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter
+from struct import iter_unpack
 
 from contracts.kv import KV, Batch
 from contracts.proof import EMPTY, Proof
@@ -480,22 +481,22 @@ class StateTree:
         stale, stale_at = self._stale, self._stale_at
         touched = set()
         if stale_at:
-            for k in ops:
-                v = stale_at.pop(k, None)
-                if v is not None:
-                    stale[v].discard(k)
-                    touched.add(v)
-        new = {k for k in replaced if k not in ops}
+            for k in stale_at.keys() & ops.keys():  # rare: content that came back
+                v = stale_at.pop(k)
+                stale[v].discard(k)
+                touched.add(v)
+        new = set(replaced)
+        new.difference_update(ops)
         if new:
             stale[version] = new
-            for k in new:
-                stale_at[k] = version
+            stale_at.update(dict.fromkeys(new, version))
             touched.add(version)
-        # records stale since version u were last needed by root u - 1
+        # records stale since version v were last needed by root v - 1
         limit = version - self._keep + 1  # type: ignore[operator]
         for v in [v for v in stale if v <= limit]:
-            for k in stale.pop(v):
-                ops[k] = None
+            keys = stale.pop(v)
+            ops.update(dict.fromkeys(keys))  # deletes
+            for k in keys:
                 del stale_at[k]
             ops[base + STALE_PREFIX + v.to_bytes(8, "big")] = None
             touched.discard(v)
@@ -1056,20 +1057,31 @@ def _pos(khash: bytes, depth: int) -> bytes:
 
 
 def _pack_keys(keys: set[bytes], base: bytes) -> bytes:
-    """A stale list's value: its keys relative to the tree's view, sorted, each after a
-    one-byte length."""
+    """A stale list's value (docs/state.md, "Pruning"): 0x01 and the old root, or 0x00; then
+    the node records as sorted 36-byte entries (pos, hash). ``keys`` are store keys under
+    the view ``base``: node keys, and at most one root descriptor key."""
     cut = len(base)
-    return b"".join(bytes((len(k) - cut,)) + k[cut:] for k in sorted(keys))
+    ordered = sorted(keys)
+    head = b"\x00"
+    if ordered and ordered[-1][cut : cut + 1] == ROOT_PREFIX:  # "r" sorts after "n"
+        head = b"\x01" + ordered.pop()[cut + 1 :]
+    entries = iter_unpack(f"{cut + 1}x{POS_BYTES + 32}s", b"".join(ordered))
+    return head + b"".join(chain.from_iterable(entries))
 
 
-def _unpack_keys(data: bytes, base: bytes) -> Iterator[bytes]:
-    i, n = 0, len(data)
-    while i < n:
-        end = i + 1 + data[i]
-        if end > n:
-            raise StateError("stale list is malformed (damaged store)")
-        yield base + data[i + 1 : end]
-        i = end
+def _unpack_keys(data: bytes, base: bytes) -> list[bytes]:
+    """The store keys a stale list's value names (``_pack_keys`` reversed)."""
+    width = POS_BYTES + 32
+    if not data or data[0] > 1 or (len(data) - 1 - 32 * data[0]) % width:
+        raise StateError("a stale list is malformed (damaged store)")
+    keys = []
+    o = 1
+    if data[0]:
+        keys.append(base + ROOT_PREFIX + data[1:33])
+        o = 33
+    node = base + NODE_PREFIX
+    keys.extend(node + data[i : i + width] for i in range(o, len(data), width))
+    return keys
 
 
 def _evict(cache: dict) -> None:

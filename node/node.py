@@ -88,7 +88,8 @@ class Node:
                             "(is another node running on this home?)") from None
         self.store = BlockStore(self.kv)
         self.executor = Executor(self.genesis, self.kv, self.store, self._sig_check,
-                                 known_tx=lambda h: self.mempool.get_tx(h))
+                                 known_tx=lambda h: self.mempool.get_tx(h),
+                                 keep_roots=sc.state_history or None)
         mc = self.config.mempool
         self.mempool = Mempool(
             self.genesis.chain_id,

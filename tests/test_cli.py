@@ -105,6 +105,8 @@ def test_errors_are_one_line(tmp_path, capsys, argv, fragment):
         ("[storage]\nmax_open_files = 20\n", "at least 74"),
         ("[storage]\ncache_mb = 0\n", "positive"),
         ("[storage]\ncompression = \"zstd\"\n", "none|snappy"),
+        ("[storage]\nstate_history = 1\n", "at least 2"),
+        ("[storage]\nstate_history = -3\n", "negative"),
         ("[api\n", "invalid TOML"),
     ],
 )
@@ -157,7 +159,8 @@ def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
     (home / "config.toml").write_text(
         text.replace("cache_mb = 32", "cache_mb = 8")
         .replace("max_open_files = 1000", "max_open_files = 80")
-        .replace('compression = "none"', 'compression = "snappy"'))
+        .replace('compression = "none"', 'compression = "snappy"')
+        .replace("state_history = 8", "state_history = 3"))
     conf = cfg.load(home)
     seen = {}
     real_open = node_mod.open_kv
@@ -172,5 +175,16 @@ def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
     node.open_storage()
     try:
         assert seen == {"cache_bytes": 8 << 20, "max_open_files": 80, "compression": "snappy"}
+        assert node.executor.tree._keep == 3
     finally:
+        node.wal.close()
+        node.kv.close()
+    (home / "config.toml").write_text(text.replace("state_history = 8", "state_history = 0"))
+    node = node_mod.Node(cfg.load(home), Genesis.load(gpath), read_key(home / "node_key.json"),
+                         read_key(home / "validator_key.json"))
+    node.open_storage()
+    try:
+        assert node.executor.tree._keep is None  # 0: an archive node
+    finally:
+        node.wal.close()
         node.kv.close()

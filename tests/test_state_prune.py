@@ -176,3 +176,22 @@ def test_an_archive_tree_never_deletes() -> None:
     for i, root in enumerate(roots):
         assert StateTree(kv, root).get(b"k") == b"v%d" % i
     assert not stored(kv, tree_mod.STALE_PREFIX)
+
+
+@pytest.mark.parametrize("bad_key, bad_value", [
+    (tree_mod.STALE_PREFIX + b"\x01", b"\x00"),                   # key is not 8 bytes
+    (tree_mod.STALE_PREFIX + bytes(8), b"\x02"),                  # unknown head
+    (tree_mod.STALE_PREFIX + bytes(8), b"\x00" + bytes(35)),      # a cut entry
+    (tree_mod.STALE_PREFIX + bytes(8), b"\x01" + bytes(31)),      # a cut root
+])
+def test_a_damaged_stale_list_is_refused_on_open(bad_key, bad_value) -> None:
+    kv = MemoryKV()
+    tree = StateTree(kv, keep=2)
+    tree.set(b"k", b"v")
+    batch = kv.batch()
+    root = tree.commit(batch)
+    batch.put(bad_key, bad_value)
+    kv.write(batch)
+    with pytest.raises(StateError, match="malformed"):
+        StateTree(kv, root, keep=2)
+    assert StateTree(kv, root).get(b"k") == b"v"  # an archive reader does not look
