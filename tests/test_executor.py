@@ -156,3 +156,40 @@ def test_failed_write_leaves_state_and_store_unchanged():
     del ex.store.save_block
     ex.apply(b1, cert_for(b1))
     assert ex.height == 1
+
+
+def test_a_pruning_executor_keeps_the_last_roots_across_failures_and_reopens():
+    """keep_roots=2 (a node's state_history): the previous root, which proofs are served
+    against, stays readable; older ones are gone with every record only they needed, also
+    after a failed write (the tree is reopened from the store) and a restart."""
+    from contracts import tree as tree_mod
+    from contracts.tree import StateError
+    from tests.test_state_prune import reachable
+
+    kv = MemoryKV()
+    ex = Executor(GENESIS, kv, BlockStore(kv), keep_roots=2)
+    roots = [ex.state_root]
+    last = None
+    for h in range(1, 7):
+        block = build(ex, [register(h, h)], last_commit=last)
+        cert = cert_for(block)
+        if h == 3:  # a write that fails: nothing reaches the store, the retry works
+            def boom(*a, **k):
+                raise OSError("disk full")
+            ex.store.save_block = boom
+            with pytest.raises(OSError):
+                ex.apply(block, cert)
+            del ex.store.save_block
+        if h == 5:  # a restart
+            ex = Executor(GENESIS, kv, BlockStore(kv), keep_roots=2)
+        ex.apply(block, cert)
+        last = cert
+        roots.append(ex.state_root)
+        state = ex.state_kv
+        need = reachable(state, roots[-1]) | reachable(state, roots[-2])
+        assert {k for k, _ in state.iterate(tree_mod.NODE_PREFIX)} == need
+        app, tree = ex.view_at(block.header.state_root)  # the parent's state
+        assert app.next_nonce(REGISTRAR.public_key.raw) == h
+        if h >= 2:
+            with pytest.raises(StateError, match="unknown state root"):
+                ex.view_at(roots[-3])
