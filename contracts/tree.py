@@ -278,6 +278,8 @@ class StateTree:
         self._version = 0
         self._stale: dict[int, set[bytes]] = {}   # version -> store keys it made stale
         self._stale_at: dict[bytes, int] = {}     # store key -> the version above
+        # an archive tree drops a pruning tree's pending stale lists at its first commit
+        self._lists_checked = keep is not None
         if keep is not None:
             self._load_stale()
         if root != EMPTY:
@@ -446,6 +448,14 @@ class StateTree:
             if old_root != EMPTY:
                 replaced.append(base + ROOT_PREFIX + old_root)
             self._prune(ops, base, replaced)
+        elif not self._lists_checked:
+            # pruning was turned off: what the lists name is now kept like any old record
+            # (it may even be live again: nothing tracked what this tree writes back)
+            self._lists_checked = True
+            for k, _ in self._kv.iterate(STALE_PREFIX):
+                ops[base + k] = None
+            if self._kv.get(VERSION_KEY) is not None:
+                ops[base + VERSION_KEY] = None
         values = self._values
         values.update(pending)
         if len(values) > self._value_cap:

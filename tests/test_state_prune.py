@@ -195,3 +195,30 @@ def test_a_damaged_stale_list_is_refused_on_open(bad_key, bad_value) -> None:
     with pytest.raises(StateError, match="malformed"):
         StateTree(kv, root, keep=2)
     assert StateTree(kv, root).get(b"k") == b"v"  # an archive reader does not look
+
+
+@pytest.mark.parametrize("native", IMPLS)
+def test_switching_to_archive_and_back_never_deletes_a_live_record(native) -> None:
+    """An operator turns pruning off (state_history = 0) and later on again: records that
+    were waiting in stale lists and came back while pruning was off must survive."""
+    kv = MemoryKV()
+
+    def commit(tree: StateTree, writes: dict[bytes, bytes]) -> bytes:
+        for k, v in writes.items():
+            tree.set(k, v)
+        batch = kv.batch()
+        root = tree.commit(batch)
+        kv.write(batch)
+        return root
+
+    tree = StateTree(kv, native=native, keep=3)
+    commit(tree, {b"a": b"1", b"b": b"1"})
+    root = commit(tree, {b"a": b"2"})  # a's leaf with value 1 waits in a stale list
+    archive = StateTree(kv, root, native=native)
+    root = commit(archive, {b"a": b"1"})  # ... and comes back while nothing prunes
+    assert not stored(kv, tree_mod.STALE_PREFIX)  # the archive forgot the pending lists
+    pruning = StateTree(kv, root, native=native, keep=2)
+    for i in range(4):
+        root = commit(pruning, {b"b": b"x%d" % i})
+    assert reachable(kv, root)  # asserts every record it needs is there
+    assert StateTree(kv, root).get(b"a") == b"1"
