@@ -95,7 +95,11 @@ _FULL_ASCENT = [tuple((_HEAD + 32 * (sbelow.bit_count() - 2),
 _PATH_MASK = [sum(1 << ((1 << lv) | (nib >> (GROUP_LEVELS - lv))) for lv in range(1, 5))
               for nib in range(EDGE)]
 
-DEFAULT_NODE_CACHE = 150_000
+# deep group records (depth >= TOP_DEPTH) are cached in FIFO order, ~320 bytes each: a
+# million members make ~730,000 of them, so the default holds them all and an update at
+# that size reads no group from LevelDB (blocks applied ~25 % faster than with 150,000,
+# and the table pages those reads would have mapped cost more RSS than the cache does)
+DEFAULT_NODE_CACHE = 1_000_000
 # group records above TOP_DEPTH are cached without eviction: they are on every path (at
 # most 1 + 16 + ... + 16**4 current ones, ~70 MB when all full), so an update reads at most
 # the group or two below from LevelDB

@@ -60,13 +60,16 @@ class Executor:
     def __init__(self, genesis: Genesis, kv: KV, store: BlockStore,
                  sig_check: SignatureCheck = _default_sig_check,
                  known_tx: Callable[[bytes], Transaction | None] | None = None,
-                 keep_roots: int | None = None) -> None:
+                 keep_roots: int | None = None, tree_cache: int | None = None) -> None:
         """``keep_roots``: how many state roots stay readable (``StateTree``'s ``keep``);
-        None keeps them all (an archive, as the auditor's replay needs)."""
+        None keeps them all (an archive, as the auditor's replay needs). ``tree_cache``:
+        the state tree's ``node_cache`` (None: its default)."""
         self.genesis = genesis
         self.kv = kv
         self.store = store
         self.keep_roots = keep_roots
+        self._tree_options: dict[str, int] = {} if tree_cache is None else {
+            "node_cache": tree_cache}
         self.sig_check = sig_check
         # transactions this node already decoded (its mempool): no second decode
         self.known_tx = known_tx or (lambda tx_hash: None)
@@ -78,7 +81,7 @@ class Executor:
         self._validators_hash = genesis.validators.hash()
         stored_genesis = store.genesis_hash()
         if stored_genesis is None:
-            tree = StateTree(self.state_kv, keep=keep_roots)
+            tree = StateTree(self.state_kv, keep=keep_roots, **self._tree_options)
             app = Application(genesis, tree)
             app.init_chain()
             batch = kv.batch()
@@ -91,7 +94,7 @@ class Executor:
         root = store.state_root_after(self.height)
         if root is None:
             raise BlockInvalid(f"block store has no state root for height {self.height}")
-        self.tree = StateTree(self.state_kv, root, keep=keep_roots)
+        self.tree = StateTree(self.state_kv, root, keep=keep_roots, **self._tree_options)
         self.app = Application(genesis, self.tree)
 
     # ------------------------------------------------------------------ reading
@@ -234,7 +237,7 @@ class Executor:
         except BaseException:
             # nothing reached disk: reopen the state at the stored root so memory matches
             self.tree = StateTree(self.state_kv, self.store.state_root_after(self.height),
-                                  keep=self.keep_roots)
+                                  keep=self.keep_roots, **self._tree_options)
             self.app = Application(self.genesis, self.tree)
             raise
         self.height = h.height

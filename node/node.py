@@ -89,7 +89,8 @@ class Node:
         self.store = BlockStore(self.kv)
         self.executor = Executor(self.genesis, self.kv, self.store, self._sig_check,
                                  known_tx=lambda h: self.mempool.get_tx(h),
-                                 keep_roots=sc.state_history or None)
+                                 keep_roots=sc.state_history or None,
+                                 tree_cache=sc.state_cache_groups)
         mc = self.config.mempool
         self.mempool = Mempool(
             self.genesis.chain_id,

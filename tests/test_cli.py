@@ -107,6 +107,7 @@ def test_errors_are_one_line(tmp_path, capsys, argv, fragment):
         ("[storage]\ncompression = \"zstd\"\n", "none|snappy"),
         ("[storage]\nstate_history = 1\n", "at least 2"),
         ("[storage]\nstate_history = -3\n", "negative"),
+        ("[storage]\nstate_cache_groups = 0\n", "positive"),
         ("[api\n", "invalid TOML"),
     ],
 )
@@ -160,7 +161,8 @@ def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
         text.replace("cache_mb = 32", "cache_mb = 8")
         .replace("max_open_files = 1000", "max_open_files = 80")
         .replace('compression = "none"', 'compression = "snappy"')
-        .replace("state_history = 8", "state_history = 3"))
+        .replace("state_history = 8", "state_history = 3")
+        .replace("state_cache_groups = 1000000", "state_cache_groups = 5000"))
     conf = cfg.load(home)
     seen = {}
     real_open = node_mod.open_kv
@@ -175,7 +177,7 @@ def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
     node.open_storage()
     try:
         assert seen == {"cache_bytes": 8 << 20, "max_open_files": 80, "compression": "snappy"}
-        assert node.executor.tree._keep == 3
+        assert node.executor.tree._keep == 3 and node.executor.tree._node_cap == 5000
     finally:
         node.wal.close()
         node.kv.close()
