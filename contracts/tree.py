@@ -31,6 +31,7 @@ first write of a key inside the savepoint.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from hashlib import sha256
@@ -510,8 +511,7 @@ class StateTree:
         for v in [v for v in stale if v <= limit]:
             keys = stale.pop(v)
             ops.update(dict.fromkeys(keys))  # deletes
-            for k in keys:
-                del stale_at[k]
+            deque(map(stale_at.pop, keys), maxlen=0)
             ops[base + STALE_PREFIX + v.to_bytes(8, "big")] = None
             touched.discard(v)
         for v in touched:
