@@ -67,9 +67,10 @@ class Executor:
         self.genesis = genesis
         self.kv = kv
         self.store = store
-        self.keep_roots = keep_roots
-        self._tree_options: dict[str, int] = {} if tree_cache is None else {
-            "node_cache": tree_cache}
+        # how every tree this executor commits with is opened (views need neither)
+        self._tree_options: dict[str, int | None] = {"keep": keep_roots}
+        if tree_cache is not None:
+            self._tree_options["node_cache"] = tree_cache
         self.sig_check = sig_check
         # transactions this node already decoded (its mempool): no second decode
         self.known_tx = known_tx or (lambda tx_hash: None)
@@ -81,7 +82,7 @@ class Executor:
         self._validators_hash = genesis.validators.hash()
         stored_genesis = store.genesis_hash()
         if stored_genesis is None:
-            tree = StateTree(self.state_kv, keep=keep_roots, **self._tree_options)
+            tree = StateTree(self.state_kv, **self._tree_options)
             app = Application(genesis, tree)
             app.init_chain()
             batch = kv.batch()
@@ -94,7 +95,7 @@ class Executor:
         root = store.state_root_after(self.height)
         if root is None:
             raise BlockInvalid(f"block store has no state root for height {self.height}")
-        self.tree = StateTree(self.state_kv, root, keep=keep_roots, **self._tree_options)
+        self.tree = StateTree(self.state_kv, root, **self._tree_options)
         self.app = Application(genesis, self.tree)
 
     # ------------------------------------------------------------------ reading
@@ -237,7 +238,7 @@ class Executor:
         except BaseException:
             # nothing reached disk: reopen the state at the stored root so memory matches
             self.tree = StateTree(self.state_kv, self.store.state_root_after(self.height),
-                                  keep=self.keep_roots, **self._tree_options)
+                                  **self._tree_options)
             self.app = Application(self.genesis, self.tree)
             raise
         self.height = h.height
