@@ -21,13 +21,18 @@ LevelDB and measures:
   shared VM disk under compaction varies the most). ``DEFAULT_BLOCKS`` (20) blocks run,
   long enough that LevelDB flushes and compacts apply's own writes: a sustained rate, not
   the faster first blocks.
-* settle: the block whose begin_block runs the settlement of the period holding the
-  approved claims (same claim count at every size). ``settle_ms_*`` is the whole block:
-  begin_block + end_block + commit of the written keys + synced write, so it includes
-  the tree work, which grows with log N. ``settle_rules_ms_*`` is begin_block + end_block
-  alone (the rules: reads and writes into the uncommitted state), which must not grow
-  with the number of members (rule 7); ``settle_exec_ratio`` leaves out the synced write;
-  ``settle_keys`` is how many keys it wrote.
+* settle: the block whose begin_block runs a period's settlement, measured in
+  ``DEFAULT_SETTLE_ROUNDS`` (5) periods with the same claim count at every size: period 2
+  pays the claims filed during apply, each later period as many claims by members who
+  joined during apply. Each settlement block runs once LevelDB has finished compacting
+  what the blocks before it wrote (as apply runs after the import's compaction), so it
+  measures the settlement, not the disk work left by the apply blocks; the figures are
+  medians over the rounds. ``settle_ms_*`` is the whole block: begin_block + end_block +
+  commit of the written keys + synced write, so it includes the tree work, which grows
+  with log N. ``settle_rules_ms_*`` is begin_block + end_block alone (the rules: reads and
+  writes into the uncommitted state), which must not grow with the number of members
+  (rule 7); ``settle_exec_*`` leaves out the synced write; ``settle_keys`` is how many
+  keys it wrote.
 * proofs: encoded size of inclusion and non-inclusion proofs for random keys.
 
 It prints readable lines, then one final JSON line. ``settle_ms_1k``/``settle_ms_1m`` (and
@@ -48,6 +53,7 @@ import time
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
 from hashlib import sha256
+from statistics import median
 from typing import Any
 
 import msgpack
@@ -73,8 +79,9 @@ SECOND = 1000
 LOAD_TIME = 1 * SECOND       # bulk members join at genesis + 1 s (period 1)
 APPLY_START = 61 * SECOND    # period 2, after the waiting period, before notice 2
 NOTICE_2 = 80 * SECOND
-WINDOW_CLOSE_2 = 91 * SECOND
-SETTLE_2 = 105 * SECOND
+# settlements measured per size (the figure is their median): period 2 pays the claims filed
+# during apply, each later period as many claims again
+DEFAULT_SETTLE_ROUNDS = 5
 # keys per bulk-load commit: two chunks' batches are alive at once (one hashed, one being
 # written) and what they free fragments the heap; 10,000 loads as fast as 25,000 did and
 # peaks ~50 MB lower at 1M members
@@ -118,6 +125,11 @@ def bulk_pk(i: int) -> bytes:
 
 def bulk_identity(i: int) -> bytes:
     return (((i + 1) * _ID_MIX) & _MASK256).to_bytes(32, "big")
+
+
+def new_member_pk(j: int) -> bytes:
+    """The id of the j-th member who joins during apply."""
+    return sha256(b"bench new member" + j.to_bytes(8, "big")).digest()
 
 
 def register_body(pk: bytes, identity: bytes) -> dict[str, Any]:
@@ -317,6 +329,7 @@ class Sized:
         self.registrar_nonce = 0
         self.assessor_nonce = 0
         self.next_new = 0
+        self.next_claimant = 0  # members who joined during apply and have claimed
         self.claimants: list[bytes] = []
         self.filed: list[int] = []
         self.write_s = 0.0  # time in synced LevelDB writes
@@ -409,7 +422,7 @@ class Sized:
             self.next_new += 1
             self.registrar_nonce += 1
             txs.append(_tx(REGISTRAR, "register_member", self.registrar_nonce, register_body(
-                sha256(b"bench new member" + j.to_bytes(8, "big")).digest(),
+                new_member_pk(j),
                 sha256(b"bench new identity" + j.to_bytes(8, "big")).digest())))
         return txs
 
@@ -442,27 +455,71 @@ class Sized:
         return {"txs": count, "deliver_per_s": count / deliver, "apply_per_s": count / total,
                 "execute_per_s": count / (total - write)}
 
-    def settle(self) -> tuple[float, float, float, int, dict[str, Any]]:
-        """The settlement block of period 2: (total ms, rules ms, synced-write ms, keys
-        written, period). Total is begin_block (which runs the settlement) + end_block +
-        commit + synced write; rules is begin_block + end_block alone, before the state is
-        committed."""
-        self.block(NOTICE_2, [])
-        self.block(WINDOW_CLOSE_2, [])
+    def settle(self, n: int) -> dict[str, Any]:
+        """Notice, objection close and settlement of period ``n``, whose claims were
+        approved before its notice. The settlement block is measured once LevelDB has
+        finished compacting what the blocks before it wrote, as apply is measured after
+        the import's compaction: the figure is the settlement's own cost, not the disk
+        work left by earlier blocks. Returns its figures in ms: ``total`` is begin_block
+        (which runs the settlement) + end_block + commit + synced write; ``rules`` is
+        begin_block + end_block alone, before the state is committed."""
+        sch = self.app.schedule
+        self.block(sch.notice_ms(n) - self.g0, [])
+        self.block(sch.notice_ms(n) + self.g.params["objection_window_ms"] - self.g0, [])
+        self.wait_for_compactions()
         w0 = self.write_s
         t0 = time.perf_counter()
-        self._begin(SETTLE_2)
+        self._begin(sch.settlement_ms(n) - self.g0)
         self.app.end_block()
         t1 = time.perf_counter()
         written = self.tree.dirty
         self._commit()
         t2 = time.perf_counter()
-        period = self.app.get_period(2)
+        period = self.app.get_period(n)
         if period is None or period.get("status") != "settled":
-            raise RuntimeError(f"period 2 did not settle: {period}")
-        if period["cases"] != len(self.claimants):
-            raise RuntimeError(f"settled {period['cases']} cases, filed {len(self.claimants)}")
-        return (t2 - t0) * 1000, (t1 - t0) * 1000, (self.write_s - w0) * 1000, written, period
+            raise RuntimeError(f"period {n} did not settle: {period}")
+        write = (self.write_s - w0) * 1000
+        total = (t2 - t0) * 1000
+        return {"total": total, "rules": (t1 - t0) * 1000, "write": write,
+                "exec": total - write, "keys": written, "period": period}
+
+    def claim_round(self, n: int, claims: int) -> None:
+        """File and approve ``claims`` claims before period ``n``'s notice, by members who
+        joined during apply (fresh claimants: each paid claim ends a membership)."""
+        sch = self.app.schedule
+        if self.next_new - self.next_claimant < claims:
+            raise RuntimeError("not enough members joined during apply for another round")
+        t_file = sch.notice_ms(n) - self.g0 - 10 * SECOND
+        txs, pks = [], []
+        for _ in range(claims):
+            pk = new_member_pk(self.next_claimant)
+            self.next_claimant += 1
+            pks.append(pk)
+            txs.append(_tx(pk, "file_claim", 1, {
+                "disease": "malignant_tumor", "diagnosed_ms": self.g0 + t_file - SECOND,
+                "accident": False, "evidence_hash": sha256(b"evidence").digest()}))
+        _, _, _, receipts = self.block(t_file, txs)
+        for r in receipts:
+            if not r.ok:
+                raise RuntimeError(f"bench claim refused: {r.code} {r.reason}")
+            self.filed.append(next(e.attrs["claim_id"] for e in r.events
+                                   if e.type == "claim_filed"))
+        self.claimants.extend(pks)
+        self.block(t_file + 5 * SECOND, self.assessments(len(self.filed)))
+
+    def settle_rounds(self, rounds: int, claims: int) -> list[dict[str, Any]]:
+        """Settle period 2 (the claims filed during apply), then ``rounds - 1`` more
+        periods of ``claims`` claims each: one settlement is a single noisy sample."""
+        out = []
+        for n in range(2, rounds + 2):
+            if n > 2:
+                self.claim_round(n, claims)
+            before = len(self.claimants) if n == 2 else claims
+            r = self.settle(n)
+            if r["period"]["cases"] != before:
+                raise RuntimeError(f"settled {r['period']['cases']} cases, filed {before}")
+            out.append(r)
+        return out
 
     def proofs(self, samples: int) -> tuple[int, float]:
         """(max encoded proof bytes, mean) over member keys and absent keys; all verified."""
@@ -522,8 +579,8 @@ def label(n: int) -> str:
 
 
 def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: float,
-        workdir: str | None = None, out: Any = None,
-        max_open_files: int | None = None) -> dict[str, Any]:
+        workdir: str | None = None, out: Any = None, max_open_files: int | None = None,
+        settle_rounds: int = DEFAULT_SETTLE_ROUNDS) -> dict[str, Any]:
     def say(text: str) -> None:
         print(text, file=out or sys.stdout, flush=True)
 
@@ -551,12 +608,16 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
                     f"{ap['apply_per_s']:,.0f} tx/s with commit + synced write, "
                     f"{ap['execute_per_s']:,.0f} tx/s without the write, "
                     f"{ap['deliver_per_s']:,.0f} tx/s deliver_tx alone")
-                settle_ms, rules_ms, write_ms, written, period = s.settle()
-                say(f"[{label(n)}] settlement of period 2: {settle_ms:.2f} ms, of which "
-                    f"{rules_ms:.2f} ms rules, {settle_ms - rules_ms - write_ms:.2f} ms "
-                    f"committing {written} keys to the tree and {write_ms:.2f} ms the synced "
-                    f"write (M={period['M']:,} members, {period['cases']} cases, "
-                    f"share {period['share']} fen)")
+                rounds = s.settle_rounds(settle_rounds, claims)
+                st = {f: median(r[f] for r in rounds) for f in ("total", "rules", "exec",
+                                                               "write")}
+                period = rounds[-1]["period"]
+                say(f"[{label(n)}] {len(rounds)} settlements of {period['cases']} cases "
+                    f"each (M={period['M']:,} members at the last), medians: "
+                    f"{st['total']:.2f} ms per block, of which {st['rules']:.2f} ms rules, "
+                    f"{st['exec'] - st['rules']:.2f} ms committing {rounds[-1]['keys']} keys "
+                    f"to the tree, {st['write']:.2f} ms the synced write; totals "
+                    + ", ".join(f"{r['total']:.1f}" for r in rounds))
                 pmax, pmean = s.proofs(400)
                 say(f"[{label(n)}] proofs: max {pmax} bytes, mean {pmean:.0f} bytes")
                 per_size[label(n)] = {
@@ -566,9 +627,11 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
                     "apply_per_s": round(ap["apply_per_s"]),
                     "execute_per_s": round(ap["execute_per_s"]),
                     "deliver_per_s": round(ap["deliver_per_s"]),
-                    "settle_ms": round(settle_ms, 3), "settle_rules_ms": round(rules_ms, 3),
-                    "settle_write_ms": round(write_ms, 3),
-                    "settle_keys": written, "settle_members": period["M"],
+                    "settle_ms": round(st["total"], 3), "settle_rules_ms": round(st["rules"], 3),
+                    "settle_exec_ms": round(st["exec"], 3),
+                    "settle_write_ms": round(st["write"], 3),
+                    "settle_ms_each": [round(r["total"], 3) for r in rounds],
+                    "settle_keys": rounds[-1]["keys"], "settle_members": period["M"],
                     "settle_cases": period["cases"], "proof_bytes": pmax,
                     "proof_bytes_mean": round(pmean), "peak_rss_mb": round(peak_rss_mb(), 1),
                     "peak_anon_rss_mb": AnonPeak.mb(),
@@ -594,8 +657,7 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
         "settle_ms_1k": small["settle_ms"],
         "settle_ms_1m": large["settle_ms"],
         "settle_ratio": round(large["settle_ms"] / small["settle_ms"], 3),
-        "settle_exec_ratio": round((large["settle_ms"] - large["settle_write_ms"])
-                                   / (small["settle_ms"] - small["settle_write_ms"]), 3),
+        "settle_exec_ratio": round(large["settle_exec_ms"] / small["settle_exec_ms"], 3),
         "settle_rules_ms_1k": small["settle_rules_ms"],
         "settle_rules_ms_1m": large["settle_rules_ms"],
         "settle_rules_ratio": round(large["settle_rules_ms"] / small["settle_rules_ms"], 3),
@@ -610,8 +672,10 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
                  "deliver_tx alone); import loads the records register_member writes, in "
                  "key-hash order, not counting LevelDB's background compaction afterwards "
                  "(import_with_compaction counts it); settle_ms = the settlement block with "
-                 "commit and synced write, settle_exec = the same without the write, "
-                 "settle_rules_ms = its begin_block+end_block alone; "
+                 "commit and synced write, median of settle_ms_each (one settlement per "
+                 "period, each once LevelDB has compacted what came before), settle_exec = "
+                 "the same without the write, settle_rules_ms = its begin_block+end_block "
+                 "alone; "
                  "peak_rss_mb = getrusage, which counts LevelDB's "
                  "mmapped table pages; peak_anon_rss_mb = heap only",
     }
@@ -630,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-txs", type=int, default=1000, help="transactions per block")
     ap.add_argument("--claims", type=int, default=200,
                     help="claims filed, approved and settled per size")
+    ap.add_argument("--settle-rounds", type=int, default=None,
+                    help=f"settlements measured per size, each paying --claims claims "
+                         f"(default {DEFAULT_SETTLE_ROUNDS}, 2 with --quick, fewer if too few members "
+                         "joined during apply)")
     ap.add_argument("--dir", default=None, help="where to make the temporary databases")
     ap.add_argument("--max-open-files", type=int, default=None,
                     help="LevelDB max_open_files (default: the node's); lower bounds the mapped "
@@ -648,10 +716,21 @@ def main(argv: list[str] | None = None) -> int:
     claims = min(args.claims, max(sizes[0] // 4, 1), blocks * per_block // 5)
     if blocks < 1 or per_block < 5:
         ap.error("need at least one block of at least 5 transactions")
+    if args.claims < 1:
+        ap.error("--claims must be at least 1")
+    # later rounds' claimants are members who joined during apply: at least every tx that
+    # is not a claim or an approval
+    most = 1 + max(0, blocks * per_block - 2 * claims) // claims
+    if args.settle_rounds is None:
+        rounds = min(most, 2 if args.quick else DEFAULT_SETTLE_ROUNDS)
+    elif 1 <= args.settle_rounds <= most:
+        rounds = args.settle_rounds
+    else:
+        ap.error(f"--settle-rounds must be 1 to {most} with these blocks and claims")
     if args.max_open_files is not None and args.max_open_files < 74:
         ap.error("--max-open-files must be at least 74 (LevelDB's minimum)")
     result = run(sizes, blocks, per_block, claims, 0.3 if args.quick else 1.0, args.dir,
-                 max_open_files=args.max_open_files)
+                 max_open_files=args.max_open_files, settle_rounds=rounds)
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
 

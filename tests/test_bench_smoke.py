@@ -58,10 +58,24 @@ def test_bulk_load_equals_registering_through_the_rules() -> None:
 def test_run_with_custom_output(tmp_path) -> None:
     out = io.StringIO()
     result = bench.run([30], blocks=1, per_block=10, claims=2, verify_s=0.01,
-                       workdir=str(tmp_path), out=out)
-    assert "settlement of period 2" in out.getvalue()
+                       workdir=str(tmp_path), out=out, settle_rounds=3)
+    assert "3 settlements of 2 cases each" in out.getvalue()
     assert result["settle_ratio"] == 1.0 and result["settle_rules_ratio"] == 1.0
     size = result["per_size"]["30"]
-    assert 0 < size["settle_rules_ms"] < size["settle_ms"]
+    assert len(size["settle_ms_each"]) == 3
+    assert 0 < size["settle_rules_ms"] < size["settle_exec_ms"] < size["settle_ms"]
     assert size["settle_keys"] > size["settle_cases"]  # each paid claim is rewritten
     assert result["proof_bytes_1m"] <= 2048
+
+
+def test_settle_rounds_beyond_the_members_who_joined_is_refused(tmp_path, capsys) -> None:
+    # 1 block of 20 txs with 4 claims leaves ~12 joiners: 4 more rounds of 4 claims do not fit
+    try:
+        bench.main(["--sizes", "40", "--blocks", "1", "--block-txs", "20", "--claims", "4",
+                    "--settle-rounds", "5", "--dir", str(tmp_path)])
+    except SystemExit as e:
+        assert e.code == 2
+    else:  # pragma: no cover
+        raise AssertionError("accepted")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--settle-rounds must be 1 to 4 with these blocks and claims")
