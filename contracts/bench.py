@@ -67,7 +67,7 @@ from contracts.app import Application
 from contracts.kv import KV
 from contracts.memstate import MemState
 from contracts.proof import Proof, verify_proof
-from contracts.tree import StateTree
+from contracts.tree import VALUE_PREFIX, StateTree
 
 CHAIN_ID = "mutual-bench"
 REGISTRAR = PrivateKey(sha256(b"bench registrar").digest())
@@ -223,32 +223,55 @@ class MemberTemplate:
         return records.identity_key(bulk_identity(i)), b"".join((a, pk, b))
 
 
-def bulk_load(app: Application, tree: StateTree, db: KV, first: int, count: int,
+def bulk_load(app: Application, tree: StateTree, state: KV, first: int, count: int,
               template: MemberTemplate, writer: ThreadPoolExecutor | None = None) -> bytes:
     """Load members ``first .. first+count-1`` as if registered by ``count`` register_member
-    transactions in the open block; commit and write. Returns the new root."""
+    transactions in the open block; commit and write to ``state`` (the store view the tree
+    lives in). Returns the new root.
+
+    The tree's records go in key-hash order, one chunk per commit. The flat copy of the
+    loaded values (``v`` + key, docs/state.md) is held back from those commits and written
+    afterwards in key order: LevelDB takes sorted runs without merging them, while values
+    spread over the whole key range with every chunk made each new table overlap all the
+    others, so its single compaction thread merged the whole load several times and
+    stopped writes for most of it. Nothing reads the loaded keys in between; the store
+    holds exactly what the commits would have written once this returns."""
     # pass 1: bucket every key by the top bits of its hash, so pass 2 feeds the tree one
-    # contiguous key-hash range per commit (each subtree is then built exactly once)
+    # contiguous key-hash range per commit (each subtree is then built exactly once), and
+    # by the top bits of the key itself for pass 3
     buckets = [array("I") for _ in range(1 << BUCKET_BITS)]
+    by_key = [[array("I") for _ in range(1 << BUCKET_BITS)] for _ in range(RECORDS_PER_MEMBER)]
     shift = 8 * 2 - BUCKET_BITS
     for n in range(count):
         i = first + n
         pk = bulk_pk(i)
-        for r, key in enumerate((records.member_key(pk), records.identity_key(bulk_identity(i)))):
+        ident = bulk_identity(i)
+        for r, (key, field) in enumerate(((records.member_key(pk), pk),
+                                          (records.identity_key(ident), ident))):
             kh = sha256(key).digest()
             buckets[((kh[0] << 8) | kh[1]) >> shift].append(2 * n + r)
+            by_key[r][((field[0] << 8) | field[1]) >> shift].append(n)
     futures: list[Future] = []
 
-    def flush() -> None:
-        batch = db.batch()
-        tree.commit(batch)
-        AnonPeak.sample()
+    def write(batch: Any) -> None:
         if writer is None:
-            db.write(batch)
+            state.write(batch)
         else:
             if len(futures) >= 1:
                 futures.pop(0).result()  # at most one write in flight while we hash
-            futures.append(writer.submit(db.write, batch))
+            futures.append(writer.submit(state.write, batch))
+
+    flat_prefix = state.prefix + VALUE_PREFIX
+    held = (flat_prefix + records.member_key(b""), flat_prefix + records.identity_key(b""))
+
+    def flush() -> None:
+        batch = state.batch()
+        tree.commit(batch)
+        ops, _ = batch.sink()
+        for k in [k for k in ops if k.startswith(held)]:
+            del ops[k]
+        AnonPeak.sample()
+        write(batch)
 
     pending = 0
     record = template.record
@@ -275,6 +298,16 @@ def bulk_load(app: Application, tree: StateTree, db: KV, first: int, count: int,
     acct["nonce"] += count
     records.store(tree, akey, acct)
     flush()
+    # pass 3: the held-back flat values, in key order ("ident/" sorts before "member/")
+    flat = state.batch().prefixed(VALUE_PREFIX)
+    for r in (1, 0):
+        for bucket in by_key[r]:
+            for key, value in sorted(record(first + n, r) for n in bucket):
+                flat.put(key, value)
+            if len(flat) >= CHUNK_KEYS:
+                write(flat)
+                flat = state.batch().prefixed(VALUE_PREFIX)
+    write(flat)
     for f in futures:
         f.result()
     return tree.root()
@@ -322,7 +355,8 @@ class Sized:
         self.dir = tempfile.mkdtemp(prefix=f"bench-{n}-", dir=workdir)
         self.db = LevelKV(self.dir, max_open_files=max_open_files or DEFAULT_MAX_OPEN_FILES)
         # pruned as a node prunes by default: records no kept root needs are deleted
-        self.tree = StateTree(self.db.prefixed(STATE_PREFIX), keep=DEFAULT_STATE_HISTORY)
+        self.state = self.db.prefixed(STATE_PREFIX)
+        self.tree = StateTree(self.state, keep=DEFAULT_STATE_HISTORY)
         self.app = Application(self.g, self.tree)
         self.writer = writer
         self.height = 0
@@ -370,7 +404,7 @@ class Sized:
         self._commit()
         t0 = time.perf_counter()
         self._begin(LOAD_TIME)
-        bulk_load(self.app, self.tree, self.db, 0, self.n, template, self.writer)
+        bulk_load(self.app, self.tree, self.state, 0, self.n, template, self.writer)
         self.app.end_block()
         self._commit()
         t1 = time.perf_counter()
