@@ -82,7 +82,10 @@ def headers() -> dict[str, Any]:
     vset = validator_set()
     doc = _common("Block headers (docs/encoding.md, chain/block.py): the canonical map, "
                   "its bytes, and the block id = sha256(bytes). Also the validator set "
-                  "hash and the Merkle root used for txs_hash and evidence_hash.")
+                  "hash and the Merkle root used for txs_hash and evidence_hash. "
+                  "last_block_id, last_commit_hash, state_root and the txs_hash leaves are "
+                  "sha256 of labels, and proposer is height % 4: an arbitrary valid index, "
+                  "not the proposer schedule (only 0 <= proposer < 4 is checked).")
     doc["vectors"] = []
     for h in (1, 2, 70000):
         hdr = sample_header(h)
@@ -141,12 +144,14 @@ def votes() -> dict[str, Any]:
         {"note": "a prevote signed in the precommit domain: signature must not verify",
          "wire_hex": Vote(pre.type, pre.height, pre.round, pre.block_id, pre.timestamp,
                           pre.validator, wrong_domain).encode().hex(), "decodes": True},
-        {"note": "signed for another chain id: signature must not verify",
+        {"note": "signed for chain id \"another-chain\" instead of \"mutual-vectors\": "
+                 "signature must not verify",
          "wire_hex": Vote(pre.type, pre.height, pre.round, pre.block_id, pre.timestamp,
                           pre.validator, other_chain).encode().hex(), "decodes": True},
         {"note": "vote type 3 does not exist",
          "wire_hex": encoding.encode({**pre.to_map(), "type": 3}).hex(), "decodes": False},
-        {"note": "timestamp as a signed int64 negative number",
+        {"note": "timestamp -1, encoded as the negative fixint 0xff: timestamps are uints "
+                 "(0 .. 2^63-1), so the decoder refuses it",
          "wire_hex": encoding.encode({**pre.to_map(), "timestamp": -1}).hex(),
          "decodes": False},
     ]
