@@ -19,7 +19,7 @@ from chain.certificate import CommitCertificate, verify_certificate, weighted_me
 from chain.evidence import DuplicateVoteEvidence
 from chain.genesis import Genesis
 from chain.hashing import sha256
-from chain.tx import Transaction, TxError
+from chain.tx import MAX_TX_SIZE, Transaction, TxError
 from chain.vote import MessageError
 from contracts.app import Application, Receipt
 from contracts.kv import KV
@@ -191,6 +191,11 @@ class Executor:
             if tx_hash in seen:
                 raise BlockInvalid(f"transaction {i} appears twice")
             seen.add(tx_hash)
+            # checked here, not left to decode: a transaction the mempool already holds is
+            # not decoded again, and whether a block is valid must not depend on that
+            if len(data) > MAX_TX_SIZE:
+                raise BlockInvalid(f"transaction {i}: transaction of {len(data)} bytes "
+                                   f"exceeds {MAX_TX_SIZE}")
             tx = self.known_tx(tx_hash)
             if tx is None:
                 try:

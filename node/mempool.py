@@ -114,6 +114,9 @@ class MempoolConfig:
                 raise ValueError(f"mempool {name} must be at least 1")
         if self.max_nonce_gap < 0:
             raise ValueError("mempool max_nonce_gap must not be negative")
+        if self.max_tx_bytes > MAX_TX_SIZE:
+            # a larger transaction could never go into a block (node/executor.py)
+            raise ValueError(f"mempool max_tx_bytes must be at most {MAX_TX_SIZE}")
 
 
 class _LRU:

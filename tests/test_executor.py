@@ -121,6 +121,27 @@ def test_transaction_rules():
         ex.validate(build(ex, [tx], last_commit=c1))
 
 
+def test_oversized_transaction_is_refused_even_when_the_mempool_knows_it():
+    from chain.tx import MAX_TX_SIZE
+
+    ex = fresh()
+    tx = register(1, 1)
+    big = tx + b"\x00" * (MAX_TX_SIZE + 1 - len(tx))
+    # the mempool hands validate its decoded copy of a transaction instead of the bytes
+    ex.known_tx = lambda tx_hash: Transaction.decode(tx) if tx_hash == sha256(big) else None
+    with pytest.raises(BlockInvalid, match=f"transaction 0: .*exceeds {MAX_TX_SIZE}"):
+        ex.validate(build(ex, [big]))
+
+
+def test_mempool_cannot_hold_transactions_no_block_may_carry():
+    from chain.tx import MAX_TX_SIZE
+    from node.mempool import MempoolConfig
+
+    with pytest.raises(ValueError, match="max_tx_bytes"):
+        MempoolConfig(max_tx_bytes=MAX_TX_SIZE + 1)
+    MempoolConfig(max_tx_bytes=MAX_TX_SIZE)
+
+
 def test_evidence_goes_on_chain_once():
     ex = fresh()
     a = Vote(VoteType.PREVOTE, 1, 0, sha256(b"a"), 5, 3).signed(VALS[3], CHAIN)
