@@ -81,7 +81,10 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
                                  "power": 10}
         for opt in parts[1:]:
             k, _, v = opt.partition("=")
-            if k == "power" and v.isdigit():
+            if k == "power":
+                if not v.isdigit() or int(v) < 1:
+                    raise CliError(f"--validator {spec!r}: power must be a positive integer, "
+                                   f"not {v!r}")
                 entry["power"] = int(v)
             elif k == "node_key":
                 entry["node_key"] = _pub_from(v, f"validator {i} node_key")
@@ -122,14 +125,23 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from chain.crypto import PrivateKey
+    from chain.genesis import Genesis
     from node import config as cfg
     from node.keys import read_key, write_key
 
     home = Path(args.home)
-    home.mkdir(parents=True, exist_ok=True)
     conf_path = home / "config.toml"
     if conf_path.exists() and not args.force:
         raise CliError(f"{conf_path} already exists (use --force to overwrite)")
+    if args.no_validator and args.validator_key:
+        raise CliError("--no-validator and --validator-key contradict each other")
+    # everything given is read before anything is written, so a mistake leaves no half home
+    if args.genesis:
+        Genesis.load(args.genesis)
+    imported = {attr: read_key(path) for attr, path in
+                (("validator_key_file", args.validator_key), ("node_key_file", args.node_key))
+                if path}
+    home.mkdir(parents=True, exist_ok=True)
     config = cfg.Config(home=home)
     config.node.moniker = args.moniker or home.name
     if args.api_listen:
@@ -148,7 +160,16 @@ def cmd_init(args: argparse.Namespace) -> int:
         if not name:
             continue
         path = config.path(name)
-        if path.exists():
+        if attr in imported:
+            key = imported[attr]
+            if path.exists():
+                if read_key(path).public_key.raw != key.public_key.raw:
+                    raise CliError(f"{path} holds another key; move it away first (a key "
+                                   "is never overwritten)")
+            else:
+                write_key(path, key)
+            keys[attr] = key.public_key.hex()
+        elif path.exists():
             keys[attr] = read_key(path).public_key.hex()
         else:
             key = PrivateKey.generate()
@@ -330,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("--api-listen", help="host:port of the HTTP API")
     ini.add_argument("--p2p-listen", help="host:port for peers")
     ini.add_argument("--peer", action="append", help="persistent peer host:port; repeat")
+    ini.add_argument("--validator-key", metavar="FILE",
+                     help="use this key file (from `mutual keys new`) as the validator key")
+    ini.add_argument("--node-key", metavar="FILE",
+                     help="use this key file as the peer-to-peer node key")
     ini.add_argument("--no-validator", action="store_true", help="a full node without a key")
     ini.add_argument("--force", action="store_true")
     ini.set_defaults(func=cmd_init)
@@ -345,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--node", default=os.environ.get("MUTUAL_NODE", "http://127.0.0.1:26657"),
                         help="node API URL (env MUTUAL_NODE)")
-        sp.add_argument("--timeout", type=float, default=30.0)
+        sp.add_argument("--timeout", type=_seconds, default=30.0)
 
     s = sub.add_parser("status", help="a node's status")
     client_args(s)
@@ -374,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     exsrc.add_argument("--data", help="a stopped node's home or data directory (read-only)")
     ex.add_argument("--out", required=True, help="the archive file to write")
     ex.add_argument("--force", action="store_true")
-    ex.add_argument("--timeout", type=float, default=30.0)
+    ex.add_argument("--timeout", type=_seconds, default=30.0)
     ex.set_defaults(func=cmd_export)
 
     a = sub.add_parser("audit", help="replay and verify a whole chain from genesis")
@@ -384,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "from `mutual export`")
     a.add_argument("--genesis", required=True, help="the genesis file YOU trust")
     a.add_argument("--json", action="store_true", help="only the JSON report")
-    a.add_argument("--timeout", type=float, default=30.0)
+    a.add_argument("--timeout", type=_seconds, default=30.0)
     a.set_defaults(func=cmd_audit)
 
     v = sub.add_parser("verify-share", help="check one member's share without trusting a node")
@@ -392,9 +417,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--genesis", required=True)
     v.add_argument("--member", required=True)
     v.add_argument("--period", required=True, type=int)
-    v.add_argument("--timeout", type=float, default=30.0)
+    v.add_argument("--timeout", type=_seconds, default=30.0)
     v.set_defaults(func=cmd_verify_share)
     return p
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,8 @@ def read_key(path: str | Path) -> PrivateKey:
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
     if mode & 0o077:
-        raise KeyFileError(f"key file {path} is readable by others (chmod 600 {path})")
+        raise KeyFileError(f"key file {path} is open to its group or others (mode "
+                           f"{mode & 0o777:04o}; chmod 600 {path})")
     try:
         doc = json.loads(text)
         key = PrivateKey.from_hex(doc["priv_key"])

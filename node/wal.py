@@ -560,7 +560,9 @@ class WAL:
             if last is not None and last >= height:
                 raise WALError(
                     f"WAL {self._path} has the end marker of height {last} but consensus "
-                    f"resumes at height {height}: the block store is behind the WAL"
+                    f"resumes at height {height}: the block store is behind the WAL (if "
+                    f"the database was lost, move {self._path.name} aside, keep "
+                    f"signer_state.json, and start again: the node re-syncs the blocks)"
                 )
             if last is None or last == height - 1:
                 return list(self._pending)

@@ -34,7 +34,10 @@ def test_keys_new_writes_0600_and_refuses_overwrite(tmp_path, capsys):
     assert code == 2 and err.startswith("mutual: error:") and err.count("\n") == 1
     os.chmod(path, 0o644)
     code, _, err = run(capsys, "keys", "show", str(path))
-    assert code == 2 and "readable by others" in err
+    assert code == 2 and "open to its group or others (mode 0644" in err
+    os.chmod(path, 0o640)
+    code, _, err = run(capsys, "keys", "show", str(path))
+    assert code == 2 and "(mode 0640" in err
 
 
 def test_genesis_new_and_init(tmp_path, capsys):
@@ -69,6 +72,45 @@ def test_genesis_new_and_init(tmp_path, capsys):
     assert code == 2 and "already exists" in err
 
 
+def test_init_uses_the_keys_the_genesis_was_made_from(tmp_path, capsys):
+    """README's steps: keys first, genesis from them, then init with those keys."""
+    vkey, nkey = tmp_path / "validator_key.json", tmp_path / "node_key.json"
+    for p in (vkey, nkey):
+        assert run(capsys, "keys", "new", "--out", str(p))[0] == 0
+    home = tmp_path / "home"
+    code, out, err = run(capsys, "init", "--home", str(home), "--validator-key", str(vkey),
+                         "--node-key", str(nkey))
+    assert code == 0, err
+    shown = json.loads(out)
+    for src, name, field in ((vkey, "validator_key.json", "validator_key"),
+                             (nkey, "node_key.json", "node_key")):
+        assert (home / name).read_text() == src.read_text()
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600
+        assert shown[field] == json.loads(src.read_text())["pub_key"]
+    # an existing different key in the home is never overwritten, even with --force
+    other = tmp_path / "other.json"
+    assert run(capsys, "keys", "new", "--out", str(other))[0] == 0
+    before = (home / "validator_key.json").read_text()
+    code, _, err = run(capsys, "init", "--home", str(home), "--force",
+                       "--validator-key", str(other))
+    assert code == 2 and "holds another key" in err and err.count("\n") == 1
+    assert (home / "validator_key.json").read_text() == before
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--genesis", "{tmp}/missing.json"], "missing.json"),
+    (["--validator-key", "{tmp}/missing.json"], "not found"),
+    (["--no-validator", "--validator-key", "{tmp}/k.json"], "contradict"),
+])
+def test_init_refuses_bad_input_before_writing_anything(tmp_path, capsys, extra, fragment):
+    assert run(capsys, "keys", "new", "--out", str(tmp_path / "k.json"))[0] == 0
+    home = tmp_path / "home"
+    argv = ["init", "--home", str(home)] + [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+    assert not home.exists()
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [
@@ -83,6 +125,8 @@ def test_genesis_new_and_init(tmp_path, capsys):
         (["start", "--home", "{tmp}/missing"], "not found"),
         (["recover-wal", "--home", "{tmp}/missing"], "not found"),
         (["status", "--node", "http://127.0.0.1:9"], "cannot reach"),
+        (["genesis", "new", "--out", "{tmp}/g.json", "--chain-id", "c", "--validator",
+          "a=" + "11" * 32 + ",power=abc", "--operator", "22" * 32], "power must be a positive"),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, argv, fragment):
@@ -190,3 +234,14 @@ def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
     finally:
         node.wal.close()
         node.kv.close()
+
+
+@pytest.mark.parametrize("value, fragment", [("-1", "more than 0"), ("0", "more than 0"),
+                                             ("soon", "number of seconds"),
+                                             ("inf", "more than 0")])
+def test_timeouts_must_be_positive_seconds(capsys, value, fragment):
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "--node", "http://127.0.0.1:9", "--timeout", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --timeout" in err and fragment in err and "Traceback" not in err
