@@ -23,8 +23,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -64,8 +66,25 @@ JURY_DRAW_TAG = b"mutual-ledger/jury-draw/v1\x00"   # docs/rules.md "The panel d
 EXIT_EVENTS = ("member_left", "member_removed", "member_paid_out", "member_barred")
 
 
+class _Absent:
+    """A field or key that one side has and the other has not (``ABSENT``)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT: Any = _Absent()
+
+
+def _shown(value: Any) -> Any:
+    """A finding's value as the JSON report shows it: ``"(absent)"`` for ``ABSENT``."""
+    return "(absent)" if value is ABSENT else to_jsonable(value)
+
+
 class AuditFailure(Exception):
-    """The first discrepancy: where it is and what differs."""
+    """The first discrepancy: where it is and what differs. ``expected``/``found`` are
+    ``ABSENT`` for a field or key that only the other side has; a finding with either
+    value set carries both in ``describe`` and ``to_json``."""
 
     def __init__(self, height: int, what: str, *, tx: int | None = None,
                  tx_hash: str | None = None, field: str | None = None,
@@ -85,17 +104,43 @@ class AuditFailure(Exception):
             parts.append(f"tx {self.tx}" + (f" ({self.tx_hash})" if self.tx_hash else ""))
         if self.field is not None:
             parts.append(f"field {self.field}")
-        if self.expected is not None or self.found is not None:
-            parts.append(f"expected {self.expected!r}, found {self.found!r}")
+        if self.has_values:
+            parts.append(f"expected {self._text(self.expected)}, found "
+                         f"{self._text(self.found)}")
         return "; ".join(parts)
+
+    @property
+    def has_values(self) -> bool:
+        return self.expected is not None or self.found is not None
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        shown = _shown(value)
+        return shown if value is ABSENT else json.dumps(shown, default=repr)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"height": self.height, "what": self.what}
-        for name in ("tx", "tx_hash", "field", "expected", "found"):
+        for name in ("tx", "tx_hash", "field"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = to_jsonable(value)
+        if self.has_values:
+            out["expected"] = _shown(self.expected)
+            out["found"] = _shown(self.found)
         return out
+
+
+class AuditInterrupted(KeyboardInterrupt):
+    """A signal stopped the audit: ``signum`` (SIGINT, or SIGTERM while ``mutual audit``
+    runs) and, once the replay had begun, ``report``: the partial report, ``ok`` false,
+    ``first_error`` saying where it stopped. A ``KeyboardInterrupt``, so a library caller's
+    Ctrl-C still stops its program."""
+
+    def __init__(self, signum: int = signal.SIGINT, report: AuditReport | None = None
+                 ) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.report = report
 
 
 class SourceError(Exception):
@@ -219,7 +264,7 @@ class NodeSource(Source):
         try:
             status = self.client.status()
             if status.get("height") == tip:
-                claimed, where = status.get("state_root"), "/status state_root"
+                claimed, where = status.get("state_root", ABSENT), "/status state_root"
             else:
                 nxt = Block.decode(self.client.raw_block(tip + 1))
                 claimed, where = nxt.header.state_root.hex(), f"block {tip + 1} header"
@@ -276,19 +321,22 @@ class DataSource(Source):
         db = find_db_dir(path)
         _check_unlocked(db)
         self.label = str(db)
+        self.kv: Any = None
         self._tmp = tempfile.mkdtemp(prefix="mutual-audit-")
         copy = Path(self._tmp) / "db"
-        try:
-            shutil.copytree(db, copy, ignore=shutil.ignore_patterns("LOCK"))
-            self.kv = open_kv(copy, create_if_missing=False)
-        except Exception as exc:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            raise SourceError(f"cannot open a copy of {db}: {exc}") from None
-        try:
-            self.store = BlockStore(self.kv)
-        except BlockStoreError as exc:
+        try:  # whatever stops the opening (an error, Ctrl-C, SIGTERM), the copy goes
+            try:
+                shutil.copytree(db, copy, ignore=shutil.ignore_patterns("LOCK"))
+                self.kv = open_kv(copy, create_if_missing=False)
+            except Exception as exc:
+                raise SourceError(f"cannot open a copy of {db}: {exc}") from None
+            try:
+                self.store = BlockStore(self.kv)
+            except BlockStoreError as exc:
+                raise SourceError(f"{db}: {exc}") from None
+        except BaseException:
             self.close()
-            raise SourceError(f"{db}: {exc}") from None
+            raise
 
     wants_results = True
 
@@ -314,7 +362,7 @@ class DataSource(Source):
             raise AuditFailure(height, f"the database's state root after block {height} "
                                        "(results/) is not the recomputed one",
                                field="results.state_root", expected=state_root.hex(),
-                               found=None if stored is None else stored.hex())
+                               found=ABSENT if stored is None else stored.hex())
         got = self.store.receipts(height)
         if len(got) != len(receipts):
             raise AuditFailure(height, "the database holds another number of receipts",
@@ -335,7 +383,7 @@ class DataSource(Source):
         if stored_root != root:
             raise AuditFailure(tip, "the database's state tree root is not the recomputed "
                                     "one", field="state/m", expected=root.hex(),
-                               found=None if stored_root is None else stored_root.hex())
+                               found=ABSENT if stored_root is None else stored_root.hex())
         _compare_flat(tip, auditor.state_kv, state)
         _check_nodes(tip, state, auditor.state_kv)
         tip_rec = self.store.tip()
@@ -345,8 +393,9 @@ class DataSource(Source):
                                found=tip_rec.state_root.hex())
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.kv.close()
+        if self.kv is not None:
+            with contextlib.suppress(Exception):
+                self.kv.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
@@ -360,19 +409,19 @@ def _loads(data: bytes) -> Any:
 
 
 def _first_difference(want: Any, got: Any, path: str = "") -> tuple[str, Any, Any]:
-    """The first field (dotted path) where two decoded records differ."""
+    """The first field (dotted path) where two decoded records differ; a field that only
+    one side has is ``ABSENT`` on the other."""
     if isinstance(want, dict) and isinstance(got, dict):
         for k in sorted(set(want) | set(got), key=str):
-            if want.get(k, _ABSENT) != got.get(k, _ABSENT):
-                return _first_difference(want.get(k), got.get(k), f"{path}.{k}" if path else k)
+            if want.get(k, ABSENT) != got.get(k, ABSENT):
+                return _first_difference(want.get(k, ABSENT), got.get(k, ABSENT),
+                                         f"{path}.{k}" if path else k)
     if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
         for i, (a, b) in enumerate(zip(want, got, strict=True)):
             if a != b:
                 return _first_difference(a, b, f"{path}[{i}]")
-    return path or "(value)", to_jsonable(want), to_jsonable(got)
-
-
-_ABSENT = object()
+    return (path or "(value)", want if want is ABSENT else to_jsonable(want),
+            got if got is ABSENT else to_jsonable(got))
 
 
 def key_name(key: bytes) -> str:
@@ -411,11 +460,11 @@ def _compare_flat(height: int, replay: KV, stored: KV) -> None:
             assert a is not None
             raise AuditFailure(height, f"state key {key_name(a[0][1:])} is missing from the "
                                        "database", field=key_name(a[0][1:]),
-                               expected=to_jsonable(_loads(a[1])), found=None)
+                               expected=to_jsonable(_loads(a[1])), found=ABSENT)
         if a is None or b[0] < a[0]:
             raise AuditFailure(height, f"the database holds state key {key_name(b[0][1:])} "
                                        "that the replay does not", field=key_name(b[0][1:]),
-                               expected=None, found=to_jsonable(_loads(b[1])))
+                               expected=ABSENT, found=to_jsonable(_loads(b[1])))
         if a[1] != b[1]:
             name, ev, fv = _first_difference(_loads(a[1]), _loads(b[1]))
             key = key_name(a[0][1:])
@@ -459,6 +508,9 @@ TxCheck = tuple[str, str] | None   # (field, reason) or None when the tx is fine
 
 def _init_worker(chain_id: str, validators: list[tuple[bytes, int]]) -> None:
     global _W_CHAIN, _W_VSET
+    # Ctrl-C on a terminal reaches the whole process group: the main process stops the
+    # audit and shuts the pool down; a worker must not die with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _W_CHAIN = chain_id
     _W_VSET = ValidatorSet(Validator(pk, power) for pk, power in validators)
 
@@ -1114,7 +1166,7 @@ def render_report(r: AuditReport) -> str:
         f"({', '.join(f'{k} {v}' for k, v in sorted(r.verdicts.items())) or 'none'}); "
         f"panels drawn {s.get('panels', 0)}; waiting-period rejections "
         f"{s.get('waiting_rejections', 0)}",
-        f"  state root    {r.state_root} (after block {r.blocks})",
+        f"  state root    {r.state_root or '(not computed)'} (after block {r.blocks})",
         f"  speed         {r.tx_per_s:,.0f} tx/s, {r.blocks_per_s:,.0f} blocks/s in "
         f"{r.seconds:.2f} s; Ed25519 verify {r.verify_per_s:,.0f}/s on one core "
         f"(replay/verify {r.tx_per_s / r.verify_per_s if r.verify_per_s else 0:.2f}); "
@@ -1149,6 +1201,7 @@ class Auditor:
         self.rejected: Counter[str] = Counter()
         self.certificates = 0
         self.signatures = 0
+        self.checked = 0  # the last block every check of which has run
 
     # ---- state the checks read ----------------------------------------------------------
 
@@ -1175,17 +1228,26 @@ class Auditor:
     # ---- the run ------------------------------------------------------------------------
 
     def run(self) -> AuditReport:
+        """Replay and check; a Ctrl-C (or an ``AuditInterrupted`` raised by a signal
+        handler) stops the replay, shuts the signature pool down and raises
+        ``AuditInterrupted`` carrying the partial report."""
         start = time.perf_counter()
         failure: AuditFailure | None = None
+        signum: int | None = None
+        final = False
         try:
             self._check_genesis()
             tip = self.source.tip()
             if self.progress is not None:
                 self.progress.total = tip
             self._replay(tip)
+            final = True
             self.source.check_final(self)
         except AuditFailure as exc:
             failure = exc
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, AuditInterrupted) else signal.SIGINT
+            failure = _interrupted_failure(signum, self.checked, final)
         except Exception as exc:  # a damaged source or a bug: still one readable finding
             failure = AuditFailure(self.height + 1, f"the audit could not continue: "
                                                     f"{type(exc).__name__}: {exc}")
@@ -1194,12 +1256,20 @@ class Auditor:
             if self.progress is not None:
                 self.progress.finish()
         seconds = time.perf_counter() - start
-        verify_rate = measure_verify_rate(self.verify_seconds)
+        if signum is not None:  # no rate measurement after a Ctrl-C
+            report = self._report(failure, seconds, 0.0, blocks=self.checked,
+                                  root=self.height == self.checked)
+            raise AuditInterrupted(signum, report)
+        return self._report(failure, seconds, measure_verify_rate(self.verify_seconds))
+
+    def _report(self, failure: AuditFailure | None, seconds: float, verify_rate: float,
+                blocks: int | None = None, root: bool = True) -> AuditReport:
         return AuditReport(
             ok=failure is None, chain_id=self.genesis.chain_id, source=self.source.label,
-            blocks=self.height, txs=self.txs, applied=self.applied,
-            rejected=dict(self.rejected), periods=self.rules.stats.get("periods", 0),
-            state_root=self.state_root.hex(), first_error=failure,
+            blocks=self.height if blocks is None else blocks, txs=self.txs,
+            applied=self.applied, rejected=dict(self.rejected),
+            periods=self.rules.stats.get("periods", 0),
+            state_root=self.state_root.hex() if root else None, first_error=failure,
             certificates=self.certificates, signatures=self.signatures,
             stats=dict(self.rules.stats), verdicts=dict(self.rules.verdicts),
             seconds=seconds, verify_per_s=verify_rate, workers=self.verifier.workers,
@@ -1299,6 +1369,7 @@ class Auditor:
                 offset += n
                 nxt = decoded[i + 1][1] if i + 1 < len(decoded) else next_block
                 self._execute(h, block, checks, bad_certs, stored, nxt)
+                self.checked = h
                 if self.progress is not None:
                     self.progress.update(h, self.txs)
 
@@ -1408,6 +1479,17 @@ class Auditor:
                 self.rejected[receipt.code] += 1
 
 
+def _interrupted_failure(signum: int, checked: int, final: bool = False) -> AuditFailure:
+    """The finding of an interrupted audit: where it stopped."""
+    name = signal.Signals(signum).name
+    if final:
+        return AuditFailure(checked, f"the audit was interrupted by {name} while comparing "
+                                     "the source's own records with the replay (every "
+                                     "block was checked)")
+    return AuditFailure(checked + 1, f"the audit was interrupted by {name} before block "
+                                     f"{checked + 1} was checked")
+
+
 def _receipt_bytes(receipt: Any) -> bytes:
     from node.executor import receipt_bytes
 
@@ -1432,8 +1514,68 @@ def _emit_json(doc: dict[str, Any], out: Any) -> None:
     out.flush()
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise AuditInterrupted(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Any:
+    """While the audit runs, SIGTERM stops it like Ctrl-C does (so the copy of a database
+    is deleted and the report still printed). Only the main thread can set a handler;
+    the previous one is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _open_source(args: Any) -> Source:
+    if getattr(args, "node", None):
+        from node.client import Client
+
+        return NodeSource(Client(args.node, timeout=args.timeout))
+    from node.archive import ArchiveError, is_archive, read_archive
+
+    path = Path(args.data)
+    if is_archive(path):
+        try:
+            records = read_archive(path)
+        except ArchiveError as exc:
+            raise SourceError(str(exc)) from None
+        source = MemorySource([b for _, b, _ in records], {h: c for h, _, c in records})
+        source.label = str(args.data)
+        return source
+    if not path.exists():
+        raise SourceError(f"--data {args.data}: no such file or directory")
+    if not path.is_dir():
+        raise SourceError(f"--data must be a node's data directory or an archive made by "
+                          f"`mutual export`; {args.data} is neither (a file, but not an "
+                          "archive)")
+    try:
+        find_db_dir(path)
+    except SourceError as exc:
+        raise SourceError(f"--data must be a node's data directory or an archive made by "
+                          f"`mutual export`; {args.data} is neither: {exc}") from None
+    return DataSource(path)
+
+
+def _close_source(source: Source) -> None:
+    """Close (for ``--data``: delete the copy) even through a second Ctrl-C."""
+    while True:
+        try:
+            source.close()
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 def main(args: Any, out: Any = None, err: Any = None) -> int:
-    """``mutual audit``: exit 0 when everything holds, 1 on a finding, 2 on bad input."""
+    """``mutual audit``: exit 0 when everything holds, 1 on a finding, 2 on bad input,
+    128 + the signal number when SIGINT or SIGTERM stopped it."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
@@ -1441,42 +1583,61 @@ def main(args: Any, out: Any = None, err: Any = None) -> int:
     except GenesisError as exc:
         err.write(f"mutual audit: error: {exc}\n")
         return EXIT_USAGE
-    try:
-        if getattr(args, "node", None):
-            from node.client import Client
-
-            source: Source = NodeSource(Client(args.node, timeout=args.timeout))
-        elif getattr(args, "data", None):
-            from node.archive import ArchiveError, is_archive, read_archive
-
-            if is_archive(args.data):
-                try:
-                    records = read_archive(args.data)
-                except ArchiveError as exc:
-                    raise SourceError(str(exc)) from None
-                source = MemorySource([b for _, b, _ in records],
-                                      {h: c for h, _, c in records})
-                source.label = str(args.data)
-            else:
-                source = DataSource(args.data)
+    if not getattr(args, "node", None) and not getattr(args, "data", None):
+        err.write("mutual audit: error: give --node URL or --data DIR\n")
+        return EXIT_USAGE
+    source: Source | None = None
+    auditor: Auditor | None = None
+    report: AuditReport | None = None
+    signum: int | None = None
+    with _sigterm_interrupts():
+        try:
+            try:
+                source = _open_source(args)
+            except SourceError as exc:
+                err.write(f"mutual audit: error: {exc}\n")
+                return EXIT_FAIL if getattr(args, "node", None) else EXIT_USAGE
+            progress = Progress(0, stream=err, enabled=not args.json)
+            auditor = Auditor(genesis, source, workers=None, progress=progress)
+            report = auditor.run()
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, AuditInterrupted) else signal.SIGINT
+            report = exc.report if isinstance(exc, AuditInterrupted) else None
+        finally:
+            if source is not None:
+                _close_source(source)
+    if signum is not None:
+        name = signal.Signals(signum).name
+        if report is None and auditor is not None:  # e.g. a second Ctrl-C while stopping
+            report = auditor._report(_interrupted_failure(signum, auditor.checked), 0.0, 0.0,
+                                     blocks=auditor.checked,
+                                     root=auditor.height == auditor.checked)
+        if report is None:  # stopped while the source was being opened
+            label = str(getattr(args, "node", None) or getattr(args, "data", ""))
+            failure = AuditFailure(1, f"the audit was interrupted by {name} before the "
+                                      "replay started")
+            report = AuditReport(
+                ok=False, chain_id=genesis.chain_id, source=label, blocks=0, txs=0,
+                applied=0, rejected={}, periods=0, state_root=None, first_error=failure,
+                certificates=0, signatures=0, stats={}, verdicts={}, seconds=0.0,
+                verify_per_s=0.0, workers=0, pooled=False)
+            err.write(f"mutual audit: interrupted by {name} before the replay started\n")
         else:
-            err.write("mutual audit: error: give --node URL or --data DIR\n")
-            return EXIT_USAGE
-    except SourceError as exc:
-        err.write(f"mutual audit: error: {exc}\n")
-        return EXIT_FAIL if getattr(args, "node", None) else EXIT_USAGE
-    progress = Progress(0, stream=err, enabled=not args.json)
-    try:
-        report = audit(genesis, source, progress=progress)
-    finally:
-        source.close()
+            assert report.first_error is not None
+            err.write(f"mutual audit: interrupted by {name} at height "
+                      f"{report.first_error.height} (blocks up to {report.blocks} were "
+                      "checked)\n")
+        err.flush()
+    assert report is not None
     if not args.json:
         out.write(render_report(report) + "\n")
     _emit_json(report.to_json(), out)
+    if signum is not None:
+        return 128 + signum
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
-__all__ = ["AuditFailure", "AuditReport", "Auditor", "DataSource", "MemorySource",
-           "NodeSource", "RuleChecker", "Source", "SourceError", "audit", "check_certs",
-           "check_txs", "find_db_dir", "key_name", "main", "measure_verify_rate",
-           "render_report"]
+__all__ = ["ABSENT", "AuditFailure", "AuditInterrupted", "AuditReport", "Auditor",
+           "DataSource", "MemorySource", "NodeSource", "RuleChecker", "Source",
+           "SourceError", "audit", "check_certs", "check_txs", "find_db_dir", "key_name",
+           "main", "measure_verify_rate", "render_report"]

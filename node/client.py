@@ -7,6 +7,7 @@ Synchronous (standard library only) so a member's script or the CLI needs no eve
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -51,26 +52,47 @@ class Client:
             url += "?" + urllib.parse.urlencode(
                 {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()}
             )
-        req = urllib.request.Request(url, data=body, method=method)
+        try:
+            req = urllib.request.Request(url, data=body, method=method)
+        except ValueError as exc:
+            raise ClientError(0, "bad_url", f"{self.base_url} is not a usable URL: "
+                                            f"{exc}") from None
         if content_type:
             req.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 data = resp.read()
         except urllib.error.HTTPError as exc:
-            payload = exc.read()
+            try:
+                payload = exc.read()
+            except (http.client.HTTPException, OSError):
+                payload = b""
             try:
                 err = json.loads(payload)
                 raise ClientError(exc.code, err.get("error", "error"), err.get("message", "")) from None
-            except (json.JSONDecodeError, AttributeError):
+            except (ValueError, AttributeError):
                 raise ClientError(exc.code, "http_error", payload[:200].decode(errors="replace")) from None
         except urllib.error.URLError as exc:
             raise ClientError(0, "unreachable", f"cannot reach {self.base_url}: {exc.reason}") from None
         except (TimeoutError, ConnectionError) as exc:
             raise ClientError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from None
+        except http.client.InvalidURL as exc:
+            raise ClientError(0, "bad_url", f"{self.base_url} is not a usable URL: "
+                                            f"{exc}") from None
+        except http.client.HTTPException as exc:
+            # e.g. the peer-to-peer port, which answers with handshake bytes
+            raise self._not_the_api(f"{type(exc).__name__} {str(exc)[:40]!r}") from None
         if raw:
             return data
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except ValueError:  # a 200 that is not JSON (UnicodeDecodeError is a ValueError)
+            raise self._not_the_api(f"the answer to {path} is not JSON") from None
+
+    def _not_the_api(self, detail: str) -> ClientError:
+        return ClientError(0, "not_the_api", f"{self.base_url} did not answer as the node's "
+                                             f"HTTP API (is this the API address?); "
+                                             f"{detail}")
 
     def status(self) -> dict[str, Any]:
         return self._request("GET", "/status")

@@ -196,17 +196,26 @@ def _expect(name: str, want: int, got: Any, where: str) -> None:
                                                      f"the rules, the record says {got!r}")
 
 
-def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
-    """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
+def check_request(member_id: Any, period: Any) -> bytes:
+    """The member's public key from ``member_id``; ``ShareVerificationError`` of kind
+    ``malformed`` when the member id is not 64 hex characters or the period is not 1 or
+    more (nothing is asked of a node for such a request)."""
     try:
-        pk = bytes.fromhex(member_id)
+        pk = bytes.fromhex(member_id) if isinstance(member_id, str) else b""
     except ValueError:
         pk = b""
     if len(pk) != 32:
         raise ShareVerificationError("malformed", f"member id {member_id!r} is not 64 hex "
                                                   "characters")
-    if period < 1:
-        raise ShareVerificationError("malformed", "period must be 1 or more")
+    if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+        raise ShareVerificationError("malformed", f"period must be 1 or more, not "
+                                                  f"{period!r}")
+    return pk
+
+
+def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
+    """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
+    pk = check_request(member_id, period)
     params = Params.from_dict(genesis.params)
     schedule = params.make_schedule(genesis.genesis_time_ms)
 
@@ -322,19 +331,29 @@ def render_share(r: ShareReport) -> str:
                      f"(group {r.group}) -> charge = min(share, cap - ytd) = {r.charge:,}; "
                      f"year to date after {r.ytd_after:,}")
     else:
-        lines.append(f"  the member does not share in period {r.period} (cohort {r.cohort}, "
-                     f"exit period {r.exit_period}): charge 0")
+        why = f"cohort {r.cohort}"
+        if r.cohort > r.period:
+            why += f", sharing from period {r.cohort} on"
+        why += ("; has not left" if r.exit_period is None
+                else f"; left, sharing up to period {r.exit_period}")
+        lines.append(f"  the member does not share in period {r.period} ({why}): charge 0")
     lines.append(f"  operator covered {r.operator_covered:,}; surplus carried on "
                  f"{r.surplus_new:,}")
     return "\n".join(lines)
 
 
 def main(args: Any, out: Any = None, err: Any = None) -> int:
-    """``mutual verify-share``: exit 0 when the share is proven, 1 when rejected."""
+    """``mutual verify-share``: exit 0 when the share is proven, 1 when the node's answer
+    is rejected, 2 on bad input (member id, period, genesis file)."""
     from node.client import Client
 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
+    try:
+        check_request(args.member, args.period)
+    except ShareVerificationError as exc:
+        err.write(f"mutual verify-share: error: {exc.reason}\n")
+        return EXIT_USAGE
     try:
         genesis = Genesis.load(args.genesis)
     except GenesisError as exc:
@@ -352,5 +371,5 @@ def main(args: Any, out: Any = None, err: Any = None) -> int:
     return EXIT_OK
 
 
-__all__ = ["Proven", "ShareReport", "ShareVerificationError", "main", "render_share",
-           "verify_bundle", "verify_share"]
+__all__ = ["Proven", "ShareReport", "ShareVerificationError", "check_request", "main",
+           "render_share", "verify_bundle", "verify_share"]

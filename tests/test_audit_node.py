@@ -9,8 +9,10 @@ as node/api.py (proof bundles as in docs/api.md), and lets a test replace what i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import socket
 import threading
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -22,7 +24,7 @@ from aiohttp import web
 from chain.block import Block, txs_hash
 from chain.tx import to_jsonable
 from node.audit import NodeSource, audit, main
-from node.client import Client
+from node.client import Client, ClientError
 from tests.test_audit_builder import ChainBuilder, build_scenario, rechain, with_header
 
 
@@ -126,6 +128,73 @@ class FakeNode:
         return web.json_response(bundle)
 
 
+class GarbageServer:
+    """A loopback TCP server that answers every connection with ``reply`` and closes it,
+    like a node's peer-to-peer port answering an HTTP request with handshake bytes."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                conn.recv(65536)
+                conn.sendall(self.reply)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+HANDSHAKE = b"\x00\x00\x00\x2cmutual-p2p\x01" + bytes(range(256))   # not HTTP at all
+HTML_200 = (b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n"
+            b"<html><body>a router's login page</body></html>")
+
+
+@pytest.fixture(params=[HANDSHAKE, HTML_200], ids=["binary", "html"])
+def garbage(request):
+    server = GarbageServer(request.param)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_client_names_a_url_that_is_not_the_api(garbage) -> None:
+    with pytest.raises(ClientError) as info:
+        Client(garbage.url, timeout=5).status()
+    assert info.value.status == 0
+    assert f"{garbage.url} did not answer as the node's HTTP API" in str(info.value)
+    assert "\x00" not in str(info.value)  # the peer's bytes are never echoed raw
+
+
+def test_audit_of_a_url_that_is_not_the_api(garbage, tmp_path) -> None:
+    gpath = tmp_path / "genesis.json"
+    ChainBuilder().genesis.dump(gpath)
+    out, err = io.StringIO(), io.StringIO()
+    args = SimpleNamespace(node=garbage.url, data=None, genesis=str(gpath), json=True,
+                           timeout=5.0)
+    assert main(args, out, err) == 1
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mutual audit: error: cannot read ")
+    assert "did not answer as the node's HTTP API (is this the API address?)" in lines[0]
+    assert out.getvalue() == ""
+
+
 @pytest.fixture(scope="module")
 def chain() -> ChainBuilder:
     b, _ = build_scenario()
@@ -221,3 +290,29 @@ def test_cli_over_http_prints_json_last(chain, fake, tmp_path) -> None:
     assert doc["ok"] and doc["blocks"] == chain.height and doc["first_error"] is None
     assert err.getvalue() == ""  # --json: no progress output either
     assert to_jsonable(doc["state_root"]) == chain.ex.state_root.hex()
+
+
+def test_a_field_missing_or_added_in_a_served_record_is_shown_as_absent(chain, fake) -> None:
+    def drop(kind: str, ident: str, rec: dict) -> dict:
+        if kind == "periods" and ident == "2":
+            return {k: v for k, v in rec.items() if k != "share"}
+        return rec
+
+    fake.record_hook = drop
+    err = _audit(chain, fake.url).first_error
+    assert err is not None and err.field == "share"
+    doc = err.to_json()
+    assert doc["found"] == "(absent)" and isinstance(doc["expected"], int)
+    assert err.describe().endswith(f"expected {doc['expected']}, found (absent)")
+    assert "None" not in err.describe()
+
+    def add(kind: str, ident: str, rec: dict) -> dict:
+        if kind == "periods" and ident == "2":
+            return {**rec, "bonus": 7}
+        return rec
+
+    fake.record_hook = add
+    err = _audit(chain, fake.url).first_error
+    assert err is not None and err.field == "bonus"
+    assert (err.to_json()["expected"], err.to_json()["found"]) == ("(absent)", 7)
+    assert "expected (absent), found 7" in err.describe()

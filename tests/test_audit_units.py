@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,17 @@ from chain.block import Block
 from chain.crypto import PrivateKey
 from chain.tx import Transaction
 from contracts import records
-from node.audit import MemorySource, audit, check_txs, key_name, signing_payload_of
+from node.audit import (
+    ABSENT,
+    AuditFailure,
+    MemorySource,
+    _first_difference,
+    audit,
+    check_txs,
+    key_name,
+    main,
+    signing_payload_of,
+)
 from node.progress import Progress
 from tests.test_audit_builder import ChainBuilder, key, register_body
 
@@ -112,3 +123,41 @@ def test_process_pool_checks_signatures_like_the_inline_check() -> None:
     bad = audit(b.genesis, MemorySource(blocks, b.certs), workers=1, verify_seconds=0.01)
     assert not bad.ok and bad.pooled
     assert (bad.first_error.height, bad.first_error.tx, bad.first_error.field) == (2, 123, "sig")
+
+
+def test_a_field_on_one_side_only_is_absent_not_none() -> None:
+    name, want, got = _first_difference({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {}})
+    assert (name, want, got) == ("b.c", 2, ABSENT)
+    name, want, got = _first_difference({"a": 1}, {"a": 1, "z": None})
+    assert name == "z" and want is ABSENT and got is None
+    err = AuditFailure(4, "differs", field=name, expected=want, found=got)
+    # a value that is really null is shown as null, a missing one as (absent); both are
+    # always in the JSON when the finding has values
+    assert err.to_json() == {"height": 4, "what": "differs", "field": "z",
+                             "expected": "(absent)", "found": None}
+    assert err.describe() == "height 4: differs; field z; expected (absent), found null"
+    err = AuditFailure(4, "differs", field="results.state_root", expected="ab", found=None)
+    assert err.to_json()["found"] is None and err.to_json()["expected"] == "ab"
+    assert "None" not in err.describe()
+    plain = AuditFailure(4, "no values", field="x")
+    assert "expected" not in plain.to_json() and "expected" not in plain.describe()
+
+
+def test_data_that_is_neither_a_data_directory_nor_an_archive(tmp_path) -> None:
+    b = ChainBuilder()
+    gpath = tmp_path / "genesis.json"
+    b.genesis.dump(gpath)
+    other = tmp_path / "other.json"
+    other.write_text('{"not": "a chain"}')
+    for path, says in ((other, "is neither"), (tmp_path, "is neither"),
+                       (tmp_path / "nowhere", "no such file or directory")):
+        out, err = io.StringIO(), io.StringIO()
+        args = SimpleNamespace(node=None, data=str(path), genesis=str(gpath), json=True,
+                               timeout=1.0)
+        assert main(args, out, err) == 2
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mutual audit: error: "), lines
+        assert says in lines[0] and str(path) in lines[0]
+        if says == "is neither":
+            assert ("--data must be a node's data directory or an archive made by "
+                    "`mutual export`") in lines[0]

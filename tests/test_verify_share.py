@@ -20,7 +20,13 @@ from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
 from node.client import Client
-from node.verify_share import ShareVerificationError, main, render_share, verify_share
+from node.verify_share import (
+    ShareReport,
+    ShareVerificationError,
+    main,
+    render_share,
+    verify_share,
+)
 from tests.test_audit_builder import MEMBERS, build_scenario
 from tests.test_audit_node import FakeNode
 
@@ -229,3 +235,72 @@ def test_command_accepts_and_rejects(world, fake, tmp_path) -> None:
     assert json.loads(out.getvalue())["ok"] is False
     args.genesis = str(tmp_path / "missing.json")
     assert main(args, io.StringIO(), io.StringIO()) == 2
+
+
+def test_command_bad_input_exits_2_with_one_line(world, fake, tmp_path) -> None:
+    """A malformed member id or period is the caller's mistake, not a rejected share:
+    exit 2 and one line (as ``mutual audit`` does), nothing asked of the node."""
+    b, sc, node = world
+    gpath = tmp_path / "genesis.json"
+    b.genesis.dump(gpath)
+    before = node.requests
+    for member, period, says in (("xyz", 1, "member id 'xyz' is not 64 hex"),
+                                 (sc.m[1].public_key.hex(), 0, "period must be 1 or more"),
+                                 (sc.m[1].public_key.hex(), -3, "period must be 1 or more")):
+        args = SimpleNamespace(node=node.url, genesis=str(gpath), member=member,
+                               period=period, timeout=5.0)
+        out, err = io.StringIO(), io.StringIO()
+        assert main(args, out, err) == 2, err.getvalue()
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mutual verify-share: error: ")
+        assert says in lines[0] and "REJECTED" not in lines[0]
+        assert out.getvalue() == ""
+    assert node.requests == before
+    # the library keeps its documented kind for the same input
+    _reject(world, "xyz", 1, "malformed")
+
+
+def test_command_against_a_url_that_is_not_the_api(world, tmp_path) -> None:
+    from tests.test_audit_node import HANDSHAKE, GarbageServer
+
+    b, sc, _ = world
+    gpath = tmp_path / "genesis.json"
+    b.genesis.dump(gpath)
+    server = GarbageServer(HANDSHAKE)
+    try:
+        args = SimpleNamespace(node=server.url, genesis=str(gpath),
+                               member=sc.m[1].public_key.hex(), period=1, timeout=5.0)
+        out, err = io.StringIO(), io.StringIO()
+        assert main(args, out, err) == 1
+    finally:
+        server.stop()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mutual verify-share: REJECTED (node)")
+    assert "did not answer as the node's HTTP API" in lines[0]
+    assert json.loads(out.getvalue())["kind"] == "node"
+
+
+def _report(**changes) -> ShareReport:
+    base = dict(member="ab" * 32, period=2, shares=False, charge=0, cohort=3,
+                exit_period=None, group=None, P=100, F=8, fee_bps=800, S=0, need=108, M=2,
+                cases=1, share_raw=54, case_cap=1000, share=54, annual_cap=5000,
+                ytd_before=None, ytd_after=None, operator_covered=0, surplus_new=0,
+                claims=[{"id": 1, "amount": 100}], height=9, block_id="cd" * 32,
+                state_root="ef" * 32, signed_power=40, total_power=40)
+    base.update(changes)
+    return ShareReport(**base)
+
+
+def test_render_a_member_who_does_not_share(world, fake) -> None:
+    text = render_share(_report())
+    line = [ln for ln in text.splitlines() if "does not share" in ln][0]
+    assert "None" not in text
+    assert line == ("  the member does not share in period 2 (cohort 3, sharing from period 3 "
+                    "on; has not left): charge 0")
+    left = render_share(_report(period=3, cohort=1, exit_period=2))
+    assert "(cohort 1; left, sharing up to period 2): charge 0" in left
+    # the member of the scenario who left after period 1, as proven from the node
+    b, sc, _ = world
+    r = verify_share(_client(fake), b.genesis, sc.m[3].public_key.hex(), 2)
+    assert not r.shares and r.exit_period == 1
+    assert "left, sharing up to period 1" in render_share(r)
