@@ -1,9 +1,16 @@
 """The HTTP API (aiohttp, JSON): submit transactions, read blocks and records with proofs.
 
-Every error is a 4xx/5xx with ``{"error": code, "message": text}``; request bodies are
+Every error is a 4xx/5xx with ``{"error": code, "message": text}`` (including the errors
+aiohttp answers before routing, such as a header that is too long); request bodies are
 size-limited; nothing here changes state except ``POST /txs`` (through the mempool). The
 routes and their shapes are described in ``node/openapi.py`` (served at /openapi.json) and
 docs/api.md.
+
+What one client can hold is bounded (docs/api.md, "Limits"): the request line and headers
+must arrive within ``HEADERS_TIMEOUT_S`` of connecting (or of the previous response on a
+kept-alive connection), the body within ``BODY_TIMEOUT_S`` after the headers, and at most
+``MAX_CONNECTIONS`` connections are open at once; a connection beyond that is answered 503
+and closed.
 """
 
 from __future__ import annotations
@@ -12,12 +19,16 @@ import asyncio
 import base64
 import json
 import logging
+import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 
 from chain import encoding
-from chain.tx import to_jsonable
+from chain.hashing import sha256
+from chain.tx import Transaction, TxError, to_jsonable
 from node.openapi import OPENAPI
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +37,22 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("node.api")
 
 MAX_BATCH = 1000
+# Open API connections at most (each is a file descriptor the node also needs for LevelDB,
+# peers and its signer state). Beyond it a connection's request is answered 503
+# ``too_many_connections`` and the connection closed, at the latest REFUSED_CLOSE_S after it
+# was accepted.
+MAX_CONNECTIONS = 256
+REFUSED_CLOSE_S = 1.0
+# The request line and headers must arrive within this many seconds of the connection being
+# accepted or of the previous response on a kept-alive connection (which is also how long an
+# idle kept-alive connection stays open); otherwise the connection is closed.
+HEADERS_TIMEOUT_S = 10.0
+# The body must arrive within this many seconds after the headers: else 408 request_timeout.
+BODY_TIMEOUT_S = 30.0
+# After an error answered before the body was read, unread body bytes are drained (so the
+# client sees the answer) for at most this long before the connection is closed.
+LINGER_S = 2.0
+FORMATS = ("json", "msgpack")
 
 
 class ApiError(Exception):
@@ -40,12 +67,42 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data), status=status, content_type="application/json")
 
 
+def _closing(resp: web.Response) -> web.Response:
+    resp.force_close()
+    return resp
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
+        if getattr(request.protocol, "refused", False):
+            return _closing(_json({"error": "too_many_connections", "message":
+                                   f"the node serves at most {MAX_CONNECTIONS} API "
+                                   "connections at once; retry later"}, 503))
+        if request.body_exists:
+            # Read the whole body here, under a deadline (handlers get it from the cache).
+            try:
+                async with asyncio.timeout(BODY_TIMEOUT_S):
+                    await request.read()
+            except TimeoutError:
+                return _closing(_json({"error": "request_timeout", "message":
+                                       f"the request body did not arrive within "
+                                       f"{BODY_TIMEOUT_S:g} s"}, 408))
         return await handler(request)
     except ApiError as exc:
         return _json({"error": exc.code, "message": exc.message}, exc.status)
+    except web.RequestPayloadError as exc:  # a body that breaks the HTTP framing
+        log.debug("bad request body on %s %s: %s", request.method, request.path, exc)
+        return _closing(_json({"error": "bad_request", "message": str(exc)}, 400))
+    except ConnectionError as exc:
+        if request.transport is not None and not request.transport.is_closing():
+            log.exception("unhandled API error on %s %s", request.method, request.path)
+            return _json({"error": "internal", "message": "internal error (see node log)"},
+                         500)
+        # the client went away (reset or closed) mid-request: nobody reads an answer
+        log.debug("API client went away during %s %s: %s", request.method, request.path,
+                  exc or exc.__class__.__name__)
+        return _closing(web.Response(status=400))
     except web.HTTPRequestEntityTooLarge:
         return _json({"error": "body_too_large", "message": "request body is too large"}, 413)
     except web.HTTPException as exc:
@@ -115,12 +172,102 @@ def _flag(request: web.Request, name: str) -> bool:
     return value in ("true", "1")
 
 
+def _format(request: web.Request) -> str:
+    value = request.query.get("format", "json")
+    if value not in FORMATS:
+        raise ApiError(400, "bad_query", f"format must be one of {', '.join(FORMATS)}, "
+                                         f"got {value[:40]!r}")
+    return value
+
+
+# -- the connection layer: errors before routing as JSON, a cap on open connections ------
+
+
+class _Handler(web.RequestHandler):
+    """aiohttp's per-connection protocol; answers its own errors (a malformed request, a
+    request line or header over 8190 bytes) in the API's JSON shape, logged in one line."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.refused = False
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: too late for another response
+            raise ConnectionError("response already started, cannot send an error")
+        if status >= 500:
+            log.error("API error before routing (%s)", status, exc_info=exc)
+            code, text = "internal", "internal error (see node log)"
+        else:
+            code = "header_too_large" if isinstance(exc, LineTooLong) else "bad_request"
+            text = message or (str(exc) if exc else "bad request")
+            log.debug("refused a malformed HTTP request from %s: %s", request.remote, text)
+        return _closing(_json({"error": code, "message": text}, status))
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server with the JSON error handler and a connection cap."""
+
+    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+        self.open_connections = 0
+        self.refused_connections = 0
+        self._last_warning = float("-inf")
+
+    def __call__(self) -> _Handler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.open_connections += 1
+        if self.open_connections > self.max_connections and isinstance(handler, _Handler):
+            handler.refused = True  # its request gets a 503; closed soon in any case
+            self._loop.call_later(REFUSED_CLOSE_S, handler.force_close)
+            self.refused_connections += 1
+            now = time.monotonic()
+            if now - self._last_warning >= 10:  # one line per 10 s, however many
+                self._last_warning = now
+                log.warning("API connection limit reached: refusing connections",
+                            extra={"fields": {"limit": self.max_connections,
+                                              "refused_total": self.refused_connections}})
+
+    def connection_lost(self, handler: web.RequestHandler,
+                        exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.open_connections -= 1
+
+
+_MAX_CONNECTIONS_KEY = web.AppKey("max_connections", int)
+
+with warnings.catch_warnings():  # aiohttp discourages subclassing; this is its one hook
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    class _Application(web.Application):
+        """An Application whose low-level server is ``_Server``."""
+
+        def _make_handler(self, *, loop: asyncio.AbstractEventLoop | None = None,
+                          **kwargs: Any) -> web.Server:
+            base = super()._make_handler(loop=loop, **kwargs)
+            return _Server(base.request_handler, request_factory=base.request_factory,
+                           handler_cancellation=base.handler_cancellation, loop=base._loop,
+                           max_connections=self[_MAX_CONNECTIONS_KEY], **base._kwargs)
+
+
 class Api:
     """Builds the aiohttp application for one node."""
 
     def __init__(self, node: Node, max_body_bytes: int) -> None:
         self.node = node
-        self.app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+        self.app = _Application(
+            middlewares=[_errors], client_max_size=max_body_bytes,
+            handler_args={"keepalive_timeout": HEADERS_TIMEOUT_S, "lingering_time": LINGER_S})
+        self.app[_MAX_CONNECTIONS_KEY] = MAX_CONNECTIONS
+        self._stopping = asyncio.Event()
+        self.app.on_shutdown.append(self._on_shutdown)
         r = self.app.router
         r.add_post("/txs", self.post_tx)
         r.add_post("/txs/batch", self.post_tx_batch)
@@ -141,6 +288,53 @@ class Api:
         r.add_get("/metrics", self.get_metrics)
         r.add_get("/openapi.json", self.get_openapi)
 
+    async def _on_shutdown(self, app: web.Application) -> None:
+        """The node is stopping: waiting ``mode=commit`` requests are answered 503 now."""
+        self._stopping.set()
+
+    def _stateless_check(self, data: bytes) -> dict[str, Any] | None:
+        """What ``mode=sync`` checks before the signature and the application's check, for
+        ``mode=async``: size, duplicate in the pool, canonical decoding, chain id. The
+        refusal (same code and reason as the mempool's), or None."""
+        pool = self.node.mempool
+        max_size = pool.config.max_tx_bytes
+        if len(data) > max_size:
+            return {"hash": None, "code": "too_large",
+                    "reason": f"transaction of {len(data)} bytes exceeds {max_size}"}
+        raw_hash = sha256(data)
+        tx_hash = raw_hash.hex()
+        if pool.has(raw_hash):
+            return {"hash": tx_hash, "code": "duplicate", "reason": "transaction already seen"}
+        try:
+            tx = Transaction.decode(data, max_size=max_size)
+        except TxError as exc:
+            return {"hash": tx_hash, "code": exc.code, "reason": exc.message}
+        if tx.chain_id != pool.chain_id:
+            return {"hash": tx_hash, "code": "bad_chain_id", "reason":
+                    f"transaction is for chain {tx.chain_id!r}, not {pool.chain_id!r}"}
+        return None
+
+    async def _submit_commit(self, data: bytes) -> dict[str, Any]:
+        """``mode=commit``, given up (503 ``stopping``) as soon as the node stops."""
+        stopping = {"hash": sha256(data).hex(), "code": "stopping",
+                    "reason": "the node is stopping before the transaction committed (it "
+                              "may still commit)"}
+        if self._stopping.is_set():
+            return stopping
+        submit = asyncio.ensure_future(self.node.submit_tx(data, "commit"))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({submit, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            submit.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if submit.done():
+            return submit.result()
+        submit.cancel()  # its commit waiter goes with it; the node cancels the rest
+        return stopping
+
     async def post_tx(self, request: web.Request) -> web.Response:
         mode = request.query.get("mode", "sync")
         if mode not in ("async", "sync", "commit"):
@@ -156,9 +350,15 @@ class Api:
                            "use application/msgpack (raw tx bytes) or application/json")
         if not data:
             raise ApiError(400, "empty_body", "no transaction in the request body")
-        result = await self.node.submit_tx(data, mode)
+        refused = self._stateless_check(data) if mode == "async" else None
+        if refused is not None:
+            result = refused
+        elif mode == "commit":
+            result = await self._submit_commit(data)
+        else:
+            result = await self.node.submit_tx(data, mode)
         status = 200 if result["code"] == "ok" else (503 if result["code"] in (
-            "mempool_full", "sender_full", "timeout") else 400)
+            "mempool_full", "sender_full", "timeout", "stopping") else 400)
         if mode == "commit" and result.get("height") is not None:
             status = 200  # committed: the receipt's code says whether it applied
         if status != 200:
@@ -194,7 +394,7 @@ class Api:
         return _json(found)
 
     async def _block(self, request: web.Request, height: int) -> web.Response:
-        if request.query.get("format") == "msgpack":
+        if _format(request) == "msgpack":
             raw = self.node.get_block_bytes(height)
             if raw is None:
                 raise ApiError(404, "not_found", f"no block at height {height}")
@@ -208,6 +408,7 @@ class Api:
         return await self._block(request, _height(request.match_info["height"]))
 
     async def get_latest_block(self, request: web.Request) -> web.Response:
+        _format(request)
         height = self.node.height
         if height == 0:
             raise ApiError(404, "not_found", "no block committed yet")
@@ -215,10 +416,11 @@ class Api:
 
     async def get_certificate(self, request: web.Request) -> web.Response:
         height = _height(request.match_info["height"])
+        fmt = _format(request)
         cert = self.node.get_certificate(height)
         if cert is None:
             raise ApiError(404, "not_found", f"no certificate for height {height}")
-        if request.query.get("format") == "msgpack":
+        if fmt == "msgpack":
             return web.Response(body=cert.encode(), content_type="application/msgpack")
         return _json(to_jsonable(cert.to_map()))
 

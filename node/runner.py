@@ -21,6 +21,48 @@ from node.keys import KeyFileError, read_key
 from node.node import Node, NodeError
 from node.wal import WALCorruptError, WALError
 
+log = logging.getLogger("node")
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard limit (best effort, logged).
+
+    LevelDB's tables, peer connections, the API's clients, the WAL and the signer's state
+    file all need descriptors; a common default soft limit of 1024 is low for that.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on this platform
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError) as exc:
+        logs.event(log, "cannot read the open files limit", logging.WARNING, error=str(exc))
+        return
+    # some systems refuse an infinite soft limit: then a large finite one
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        logs.event(log, "open files limit", soft=soft, hard=hard)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        logs.event(log, "cannot raise the open files limit", logging.WARNING, soft=soft,
+                   hard=hard, error=str(exc))
+        return
+    logs.event(log, "open files limit raised", previous=soft, soft=target, hard=hard)
+
+
+class _Node(Node):
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except Exception as exc:
+            # Node.run stops what was started and logs "node stopped" with stop_reason:
+            # a failed start is why it stopped, not a requested stop
+            self.stop_reason = self.stop_reason or f"start failed: {exc}"
+            raise
+
 
 def run_node(home: Path) -> int:
     try:
@@ -33,7 +75,8 @@ def run_node(home: Path) -> int:
         print(f"mutual: error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log.level, config.log.format, config.node.moniker)
-    node = Node(config, genesis, node_key, validator_key)
+    raise_open_files_limit()
+    node = _Node(config, genesis, node_key, validator_key)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
