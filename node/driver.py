@@ -95,8 +95,14 @@ class ConsensusDriver:
         self._replaying = False
         self.last_commit_at: float | None = None
         self._waiting_next_height = False
+        # timeout_commit_ms has passed since this height's commit: the node idles in the
+        # empty-block wait, and a new transaction may start the next height at once
+        self._commit_wait_over = False
         self._next_height_seen = False
         self._start_poked = False
+        # the height this node decided itself (Commit from its own machine): its precommit
+        # bookkeeping is complete enough to count missed precommits when it moves on
+        self._decided_height: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,7 +131,9 @@ class ConsensusDriver:
         for t in self._timers:
             t.cancel()
         self._timers.clear()
+        self._count_missed_precommits()
         self._waiting_next_height = False
+        self._commit_wait_over = False
         self._next_height_seen = False
         self._start_poked = False
         self.own_messages = []
@@ -200,8 +208,12 @@ class ConsensusDriver:
         elif item.kind == "synced":
             block, cert = item.payload
             self._on_synced(block, cert, item.peer)
-        elif item.kind == "next_height":
+        elif item.kind in ("next_height", "commit_wait_over"):
             if item.payload == self.machine.height and self._waiting_next_height:
+                if item.kind == "commit_wait_over":
+                    self._commit_wait_over = True
+                if not self._commit_wait_over:
+                    return  # never before timeout_commit_ms; its timer comes back here
                 if self._ready_for_next_height():
                     self._begin_height(item.payload + 1)
                 else:
@@ -210,14 +222,18 @@ class ConsensusDriver:
             item.payload()
 
     def on_txs_added(self) -> None:
-        """New transactions wait: a node idling before the next height starts it now."""
-        if self._waiting_next_height and not self._start_poked:
+        """New transactions wait: a node idling in the empty-block wait (timeout_commit_ms
+        already over, nothing to propose) starts the next height now. During the
+        timeout_commit_ms wait itself nothing happens: the transactions are included when
+        it ends."""
+        if self._waiting_next_height and self._commit_wait_over and not self._start_poked:
             self._start_poked = True
             self.submit("next_height", self.machine.height)
 
     def _ready_for_next_height(self) -> bool:
-        """Start the next height at once when there is work; with none, wait up to the
-        empty-block interval (blocks still come, so block time keeps moving)."""
+        """Once timeout_commit_ms is over: start the next height at once when there is
+        work; with none, wait up to the empty-block interval (blocks still come, so block
+        time keeps moving)."""
         if self.node.mempool.ready_count() > 0 or self.node.sync.catching_up:
             return True
         if self._next_height_seen:
@@ -405,12 +421,37 @@ class ConsensusDriver:
         if txs is None:
             txs = self.node.executor.validate(block)
         self._commit(block, a.certificate, txs)
+        self._decided_height = a.height
         self._waiting_next_height = True
+        self._commit_wait_over = False
+        # Precommits still arriving during this wait are counted by the machine (it stays
+        # at this height), so _count_missed_precommits sees them when the node moves on.
         delay = self.genesis.consensus["timeout_commit_ms"] / 1000
         loop = asyncio.get_running_loop()
         height = a.height
-        handle = loop.call_later(delay, lambda: self.submit("next_height", height))
-        self._timers.add(handle)
+
+        def wait_over() -> None:
+            if not self.submit("commit_wait_over", height):  # inbox full: try again soon
+                self._timers.add(loop.call_later(0.05, wait_over))
+
+        self._timers.add(loop.call_later(delay, wait_over))
+
+    def _count_missed_precommits(self) -> None:
+        """The node leaves a height it decided itself: count, in
+        ``mutual_missed_precommits_total``, every validator of which the machine holds no
+        precommit at that height (any round, for any block or nil). Precommits that came
+        in after the commit, during timeout_commit_ms, count as received; heights this node
+        took from block sync (it did not follow their voting) are not counted."""
+        height, self._decided_height = self._decided_height, None
+        votes = self.machine.votes
+        if height is None or votes is None or votes.height != height:
+            return
+        missed = []
+        for i, v in enumerate(votes.validators.validators):
+            if not any((rv := votes.precommits(r)) is not None and rv.get(i) is not None
+                       for r in votes.rounds_of(i)):
+                missed.append(v.name or str(i))
+        self.node.metrics.count_missed_precommits(missed)
 
     def _commit(self, block: Block, cert: CommitCertificate, txs: list[Transaction],
                 synced: bool = False) -> None:

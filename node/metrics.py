@@ -5,6 +5,8 @@ Each node gets its own registry so tests can run several nodes in one process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -33,13 +35,21 @@ class Metrics:
         self.peers = Gauge("mutual_peers", "Connected peers", registry=r)
         self.missed_votes = Counter(
             "mutual_missed_precommits_total",
-            "Validators absent from a committed block's certificate", ["validator"], registry=r)
+            "Heights this node decided for which it had received no precommit from the "
+            "validator (any round, for a block or nil) when it moved on to the next height "
+            "(timeout_commit_ms after the commit); heights taken from block sync are not "
+            "counted", ["validator"], registry=r)
         self.catching_up = Gauge("mutual_catching_up", "1 while block sync is catching up",
                                  registry=r)
         self.evidence = Counter("mutual_evidence_total", "Equivocation evidence seen", registry=r)
         self.commit_seconds = Histogram(
             "mutual_block_execute_seconds", "Seconds to execute and store a block",
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2), registry=r)
+
+    def count_missed_precommits(self, validators: Iterable[str]) -> None:
+        """One missed height for each validator label given (see the help text)."""
+        for v in validators:
+            self.missed_votes.labels(v).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

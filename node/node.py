@@ -365,10 +365,8 @@ class Node:
         self.metrics.block_txs.observe(len(block.txs))
         self.metrics.txs_committed.inc(len(block.txs))
         self.metrics.commit_seconds.observe(seconds)
-        signed = {s.validator for s in cert.sigs}
-        for i, v in enumerate(self.genesis.validators.validators):
-            if i not in signed:
-                self.metrics.missed_votes.labels(v.name or str(i)).inc()
+        # mutual_missed_precommits_total is counted by the driver when it moves on to the
+        # next height (ConsensusDriver._count_missed_precommits), not from the certificate
         app = self.executor.app
         self.mempool.update(applied.tx_hashes, app.next_nonce, app.check_tx)
         if block.evidence:
