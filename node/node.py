@@ -124,7 +124,7 @@ class Node:
         p2p = self.config.p2p
         allowed = allowed_from_genesis(self.genesis) | {bytes.fromhex(k) for k in p2p.allowed_keys}
         self.network = Network(
-            self.genesis.chain_id, self.node_key,
+            self.genesis.chain_id, self.node_key, genesis_hash=self.genesis.hash,
             listen=parse_hostport(p2p.listen, "[p2p] listen"),
             allowed=allowed,
             persistent_peers=[parse_hostport(p, "[p2p] persistent_peers")

@@ -18,10 +18,18 @@ from p2p.errors import (
 from p2p.frame import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from p2p.handshake import PROTOCOL_VERSION, Handshake, HandshakeResult
 from p2p.messages import DEFAULT_SPECS, MessageRegistry, MessageSpec, Priority
-from p2p.network import Metrics, Network, NetworkConfig, PeerInfo, allowed_from_genesis
+from p2p.network import (
+    NO_GENESIS,
+    Metrics,
+    Network,
+    NetworkConfig,
+    PeerInfo,
+    allowed_from_genesis,
+)
 
 __all__ = [
-    "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_SPECS", "PROTOCOL_VERSION", "FrameDecoder", "FrameError",
+    "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_SPECS", "NO_GENESIS", "PROTOCOL_VERSION", "FrameDecoder",
+    "FrameError",
     "Handshake", "HandshakeError", "HandshakeRefused", "HandshakeResult", "InvalidMessage",
     "MessageError", "MessageRegistry", "MessageSpec", "Metrics", "Network", "NetworkConfig",
     "P2PError", "PeerInfo", "PeerRefused", "Priority", "SecureChannelError",

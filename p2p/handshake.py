@@ -1,12 +1,15 @@
-"""Sans-I/O peer handshake: mutual proof of node keys, bound to the chain id.
+"""Sans-I/O peer handshake: mutual proof of node keys, bound to the chain id and genesis.
 
 Four plaintext messages, each a canonical msgpack ``[type, body]`` in one frame of at most
 ``HANDSHAKE_MAX_FRAME`` bytes. Both sides send ``hello`` at once:
 
     ["hello", {"chain_id": str, "challenge": bin(32), "ephemeral": bin(32),
-               "node_key": bin(32), "version": uint}]
+               "genesis_hash": bin(32), "node_key": bin(32), "version": uint}]
 
-On receiving the peer's hello each side checks version, chain id, that the key is not its
+``genesis_hash`` is sha256 of the canonical encoding of the genesis document
+(``chain.genesis.Genesis.hash``). On receiving the peer's hello each side checks version,
+chain id, genesis hash (two nodes with the same chain id but different genesis files are
+misconfigured, not malicious: refused with ``genesis_mismatch``), that the key is not its
 own and is allowed, then computes
 
     transcript = sha256(encode([dialer_hello_payload, listener_hello_payload]))
@@ -17,7 +20,8 @@ own and is allowed, then computes
 
 where the signature is ``node_key.sign(Domain.HANDSHAKE, chain_id,
 encode({"peer": peer node key, "signer": own node key, "transcript": transcript}))``.
-The transcript contains both fresh challenges and both ephemeral keys, so a signature can
+The transcript contains both hellos (so both genesis hashes are signed too), both fresh
+challenges and both ephemeral keys, so a signature can
 neither be replayed in another connection nor relayed to a third node, and it names both
 keys so it cannot be reflected. Instead of hello or auth a side may send
 ``["reject", {"message": str, "reason": str}]`` and close. After both auths verify, every
@@ -38,15 +42,18 @@ from chain.hashing import sha256
 from p2p.errors import HandshakeError, HandshakeRefused, PeerRefused
 from p2p.secure import CipherState, Ephemeral, derive_ciphers
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: hello carries genesis_hash
 HANDSHAKE_MAX_FRAME = 1024
 CHALLENGE_SIZE = 32
 HELLO, AUTH, REJECT = "hello", "auth", "reject"
-_HELLO_FIELDS = frozenset({"chain_id", "challenge", "ephemeral", "node_key", "version"})
+GENESIS_HASH_SIZE = 32
+_HELLO_FIELDS = frozenset({"chain_id", "challenge", "ephemeral", "genesis_hash", "node_key",
+                           "version"})
 
 # Reason codes a reject message may carry (docs/p2p.md lists them).
-REASONS = frozenset({"version", "wrong_chain", "self", "not_allowed", "banned", "too_many_peers",
-                     "bad_hello", "bad_signature", "unexpected", "duplicate", "shutdown"})
+REASONS = frozenset({"version", "wrong_chain", "genesis_mismatch", "self", "not_allowed",
+                     "banned", "too_many_peers", "bad_hello", "bad_signature", "unexpected",
+                     "duplicate", "shutdown"})
 
 
 def encode_reject(reason: str, message: str) -> bytes:
@@ -64,6 +71,12 @@ def parse_reject(payload: bytes) -> tuple[str, str] | None:
             and isinstance(value[1]["reason"], str) and isinstance(value[1]["message"], str)):
         return value[1]["reason"], value[1]["message"]
     return None
+
+
+def genesis_mismatch_message(peer_hash: bytes, own_hash: bytes, chain_id: str) -> str:
+    """The refusal text: both hashes' first 4 bytes, from the refusing side's view."""
+    return (f"peer runs genesis {peer_hash[:4].hex()}..., ours {own_hash[:4].hex()}... "
+            f"(same chain id {chain_id!r}, different genesis file)")
 
 
 def proof_payload(signer: bytes, peer: bytes, transcript: bytes) -> bytes:
@@ -97,16 +110,22 @@ def _bin(value: Any, size: int) -> bool:
 class Handshake:
     """One side of one handshake. Feed it the peer's handshake payloads in order.
 
-    ``allowed`` holds the node keys that may connect; ``vet`` may refuse an allowed key
+    ``genesis_hash`` is sha256 of this node's canonical genesis (``Genesis.hash``); a peer
+    announcing another one is refused with ``genesis_mismatch``. ``allowed`` holds the
+    node keys that may connect; ``vet`` may refuse an allowed key
     for local reasons (banned, too many peers) by raising ``HandshakeRefused``.
     ``challenge`` and ``ephemeral_seed`` are injectable so tests are reproducible.
     """
 
-    def __init__(self, chain_id: str, node_key: PrivateKey, *, dialer: bool,
-                 allowed: Container[bytes], vet: Callable[[bytes], None] | None = None,
+    def __init__(self, chain_id: str, node_key: PrivateKey, *, genesis_hash: bytes,
+                 dialer: bool, allowed: Container[bytes],
+                 vet: Callable[[bytes], None] | None = None,
                  challenge: bytes | None = None, ephemeral_seed: bytes | None = None,
                  version: int = PROTOCOL_VERSION) -> None:
         self.chain_id = chain_id
+        if not _bin(genesis_hash, GENESIS_HASH_SIZE):
+            raise ValueError("genesis_hash must be 32 bytes (sha256 of the genesis)")
+        self.genesis_hash = genesis_hash
         self.node_key = node_key
         self.own_key = node_key.public_key.raw
         self.dialer = dialer
@@ -118,8 +137,8 @@ class Handshake:
         self._ephemeral = Ephemeral(ephemeral_seed)
         self._hello = encoding.encode([HELLO, {
             "chain_id": chain_id, "challenge": self.challenge,
-            "ephemeral": self._ephemeral.public, "node_key": self.own_key,
-            "version": version}])
+            "ephemeral": self._ephemeral.public, "genesis_hash": genesis_hash,
+            "node_key": self.own_key, "version": version}])
         self._state = _State.HELLO
         self._peer_key: bytes | None = None
         self._transcript = b""
@@ -187,9 +206,14 @@ class Handshake:
                                                   f"{self.chain_id!r}")
         key = body["node_key"]
         if not (_bin(key, PUBLIC_KEY_SIZE) and _bin(body["challenge"], CHALLENGE_SIZE)
-                and _bin(body["ephemeral"], 32)):
-            raise HandshakeRefused("bad_hello", "node_key, challenge and ephemeral must be "
-                                                "32 bytes each")
+                and _bin(body["ephemeral"], 32)
+                and _bin(body["genesis_hash"], GENESIS_HASH_SIZE)):
+            raise HandshakeRefused("bad_hello", "node_key, challenge, ephemeral and "
+                                                "genesis_hash must be 32 bytes each")
+        if body["genesis_hash"] != self.genesis_hash:
+            # a configuration error (same chain id, another genesis file), not an attack
+            raise HandshakeRefused("genesis_mismatch", genesis_mismatch_message(
+                body["genesis_hash"], self.genesis_hash, self.chain_id))
         if key == self.own_key:
             raise HandshakeRefused("self", "connected to ourselves")
         if body["challenge"] == self.challenge:

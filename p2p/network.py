@@ -2,7 +2,8 @@
 
 The node uses only this module::
 
-    net = Network(chain_id, node_key, listen=("127.0.0.1", 26656), allowed=keys,
+    net = Network(chain_id, node_key, genesis_hash=genesis.hash,
+                  listen=("127.0.0.1", 26656), allowed=keys,
                   persistent_peers=[("127.0.0.1", 26657)])
     net.on("tx", handler)            # async def handler(peer_id: bytes, body) -> None
     await net.start()
@@ -38,9 +39,10 @@ from p2p.errors import (
     InvalidMessage,
     MessageError,
     P2PError,
+    PeerRefused,
 )
 from p2p.frame import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, encode_frame, parse_header
-from p2p.handshake import HANDSHAKE_MAX_FRAME, Handshake, encode_reject
+from p2p.handshake import GENESIS_HASH_SIZE, HANDSHAKE_MAX_FRAME, Handshake, encode_reject
 from p2p.messages import BYE, CONTROL_TYPES, PING, PONG, MessageRegistry, Priority
 from p2p.peer import Peer
 from p2p.scoring import (
@@ -122,8 +124,17 @@ def allowed_from_genesis(genesis: Any) -> set[bytes]:
     return {v.node_key or v.pub_key for v in genesis.validators.validators}
 
 
+NO_GENESIS = bytes(GENESIS_HASH_SIZE)
+
+
 class Network:
+    """``genesis_hash`` (sha256 of the canonical genesis, ``Genesis.hash``) is announced in
+    the handshake and a peer with another one is refused (``genesis_mismatch``). A node
+    must pass it; the all-zero default ``NO_GENESIS`` is for tools and tests that run no
+    chain and matches only other such networks."""
+
     def __init__(self, chain_id: str, node_key: PrivateKey, *,
+                 genesis_hash: bytes = NO_GENESIS,
                  listen: tuple[str, int] | None = ("127.0.0.1", 0),
                  allowed: Iterable[bytes] = (),
                  persistent_peers: Iterable[tuple[str, int]] = (),
@@ -132,6 +143,9 @@ class Network:
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.chain_id = check_chain_id(chain_id)
+        if not (isinstance(genesis_hash, bytes) and len(genesis_hash) == GENESIS_HASH_SIZE):
+            raise ValueError("genesis_hash must be 32 bytes (sha256 of the genesis)")
+        self.genesis_hash = genesis_hash
         self._key = node_key
         self.node_id: bytes = node_key.public_key.raw
         self.config = config or NetworkConfig()
@@ -399,8 +413,8 @@ class Network:
         """Handshake, register, start the peer; returns the connection kept for that id
         (an older one if the new connection lost the duplicate tie-break)."""
         self._pending += 1
-        hs = Handshake(self.chain_id, self._key, dialer=dialer, allowed=self._allowed,
-                       vet=self._vet)
+        hs = Handshake(self.chain_id, self._key, genesis_hash=self.genesis_hash,
+                       dialer=dialer, allowed=self._allowed, vet=self._vet)
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
                 writer.write(encode_frame(hs.hello()))
@@ -450,7 +464,11 @@ class Network:
                           exc: HandshakeError) -> None:
         self.metrics.handshake_failures[exc.reason] += 1
         level = logging.DEBUG if exc.reason in ("eof", "shutdown") else logging.WARNING
-        log.log(level, "p2p: handshake with %s:%s failed: %s", address[0], address[1], exc)
+        # one line per attempt; a refusal either way is never scored (the key is unproven,
+        # and e.g. genesis_mismatch is a configuration error, not misbehaviour)
+        by = " (refused by the peer)" if isinstance(exc, PeerRefused) else ""
+        log.log(level, "p2p: handshake with %s:%s failed%s: %s", address[0], address[1], by,
+                exc)
         writer.close()
 
     def _register(self, peer: Peer) -> Peer:

@@ -1,4 +1,5 @@
-"""Sans-I/O handshake: mutual key proof bound to chain id, challenges and ephemeral keys."""
+"""Sans-I/O handshake: mutual key proof bound to chain id, genesis, challenges and
+ephemeral keys."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import pytest
 
 from chain import encoding
 from chain.crypto import Domain, PrivateKey
+from chain.hashing import sha256
 from p2p.errors import HandshakeError, HandshakeRefused, PeerRefused, SecureChannelError
 from p2p.handshake import (
     AUTH,
     HELLO,
+    PROTOCOL_VERSION,
+    REASONS,
     Handshake,
     parse_reject,
     proof_payload,
@@ -20,12 +24,14 @@ A = PrivateKey(b"\x01" * 32)
 B = PrivateKey(b"\x02" * 32)
 M = PrivateKey(b"\x03" * 32)
 ALL = {A.public_key.raw, B.public_key.raw, M.public_key.raw}
+GENESIS = sha256(b"genesis of mutual-test")
+OTHER_GENESIS = sha256(b"same chain id, another genesis_time")
 
 
 def hs(key: PrivateKey, dialer: bool, *, chain: str = CHAIN, allowed=ALL, n: int = 0,
-       **kw) -> Handshake:
+       genesis: bytes = GENESIS, **kw) -> Handshake:
     tag = (1 if dialer else 2) + 16 * n
-    return Handshake(chain, key, dialer=dialer, allowed=allowed,
+    return Handshake(chain, key, genesis_hash=genesis, dialer=dialer, allowed=allowed,
                      challenge=bytes([tag]) * 32, ephemeral_seed=bytes([tag + 100]) * 32, **kw)
 
 
@@ -58,11 +64,13 @@ def test_handshake_succeeds_and_channel_works_both_ways() -> None:
 def test_injected_randomness_makes_hello_reproducible() -> None:
     assert hs(A, True).hello() == hs(A, True).hello()
     body = body_of(hs(A, True).hello())
-    assert set(body) == {"chain_id", "challenge", "ephemeral", "node_key", "version"}
+    assert set(body) == {"chain_id", "challenge", "ephemeral", "genesis_hash", "node_key",
+                         "version"}
     assert body["node_key"] == A.public_key.raw and body["chain_id"] == CHAIN
+    assert body["genesis_hash"] == GENESIS and body["version"] == PROTOCOL_VERSION == 2
     # two default handshakes use fresh challenges
-    h1 = Handshake(CHAIN, A, dialer=True, allowed=ALL)
-    h2 = Handshake(CHAIN, A, dialer=True, allowed=ALL)
+    h1 = Handshake(CHAIN, A, genesis_hash=GENESIS, dialer=True, allowed=ALL)
+    h2 = Handshake(CHAIN, A, genesis_hash=GENESIS, dialer=True, allowed=ALL)
     assert body_of(h1.hello())["challenge"] != body_of(h2.hello())["challenge"]
 
 
@@ -97,8 +105,62 @@ def test_wrong_chain_is_refused() -> None:
 
 
 def test_wrong_version_is_refused() -> None:
-    err = refusal(hs(B, False), hs(A, True, version=2).hello())
+    err = refusal(hs(B, False), hs(A, True, version=3).hello())
     assert err.reason == "version"
+    # a version-1 node (its hello has no genesis_hash) is told it speaks an old protocol,
+    # not that its hello is malformed
+    old = {k: v for k, v in body_of(hs(A, True).hello()).items() if k != "genesis_hash"}
+    err = refusal(hs(B, False), encoding.encode([HELLO, {**old, "version": 1}]))
+    assert err.reason == "version" and "we speak 2" in err.message
+
+
+def test_genesis_mismatch_is_refused_by_both_sides_with_both_hashes() -> None:
+    d, li = hs(A, True), hs(B, False, genesis=OTHER_GENESIS)
+    # both hellos go out at once, so each side refuses the other's on its own
+    err_d = refusal(d, li.hello())
+    err_l = refusal(li, d.hello())
+    assert err_d.reason == err_l.reason == "genesis_mismatch"
+    assert "genesis_mismatch" in REASONS
+    ours, theirs = GENESIS[:4].hex(), OTHER_GENESIS[:4].hex()
+    assert err_d.message.startswith(f"peer runs genesis {theirs}..., ours {ours}...")
+    assert err_l.message.startswith(f"peer runs genesis {ours}..., ours {theirs}...")
+    assert repr(CHAIN) in err_d.message and len(err_d.message) <= 200
+    assert str(err_d).startswith("genesis_mismatch: peer runs genesis")
+    assert not d.done and not li.done and d.result is None and li.result is None
+    # the refused side learns the reason from the reject too
+    with pytest.raises(PeerRefused) as info:
+        hs(B, False, genesis=OTHER_GENESIS, n=1).receive(err_d.reply)
+    assert info.value.reason == "genesis_mismatch"
+
+
+def test_genesis_mismatch_is_checked_before_the_key_checks() -> None:
+    # a node on another genesis usually has other keys too: name the root cause
+    stranger = PrivateKey(b"\x09" * 32)
+    err = refusal(hs(B, False), hs(stranger, True, genesis=OTHER_GENESIS).hello())
+    assert err.reason == "genesis_mismatch"
+    # while a matching genesis still gets the allow-list check
+    assert refusal(hs(B, False), hs(stranger, True).hello()).reason == "not_allowed"
+
+
+def test_genesis_hash_is_covered_by_both_signatures() -> None:
+    # Someone on the path rewrites B's announced genesis hash so that it passes A's check:
+    # A then signs a transcript with the rewritten hello, B one with its own, and both
+    # auths fail, so a finished handshake proves both sides announced the same genesis.
+    d, li = hs(A, True), hs(B, False, genesis=OTHER_GENESIS)
+    forged = body_of(li.hello())
+    forged["genesis_hash"] = GENESIS
+    auth_d = d.receive(encoding.encode([HELLO, forged]))
+    forged = body_of(d.hello())
+    forged["genesis_hash"] = OTHER_GENESIS
+    auth_l = li.receive(encoding.encode([HELLO, forged]))
+    assert refusal(d, auth_l).reason == "bad_signature"
+    assert refusal(li, auth_d).reason == "bad_signature"
+
+
+def test_genesis_hash_must_be_32_bytes() -> None:
+    for bad in (b"", GENESIS[:31], GENESIS + b"\x00", GENESIS.hex()):
+        with pytest.raises(ValueError, match="genesis_hash"):
+            Handshake(CHAIN, A, genesis_hash=bad, dialer=True, allowed=ALL)
 
 
 def test_connection_to_self_is_refused() -> None:
@@ -119,6 +181,9 @@ def test_malformed_hellos_are_refused() -> None:
     cases = [
         {**good, "extra": 1},
         {k: v for k, v in good.items() if k != "challenge"},
+        {k: v for k, v in good.items() if k != "genesis_hash"},
+        {**good, "genesis_hash": GENESIS[:16]},
+        {**good, "genesis_hash": GENESIS.hex()},
         {**good, "node_key": b"short"},
         {**good, "ephemeral": b"\x00" * 32},  # low-order point: all-zero shared secret
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,9 +11,11 @@ import pytest
 
 from chain import encoding
 from chain.crypto import PrivateKey
+from chain.hashing import sha256
 from p2p import HandshakeError, InvalidMessage, Network, NetworkConfig, PeerRefused
 from p2p.frame import encode_frame, parse_header
 from p2p.handshake import HANDSHAKE_MAX_FRAME, Handshake, HandshakeResult
+from p2p.network import NO_GENESIS
 
 CHAIN = "mutual-test"
 KEYS = [PrivateKey(bytes([i + 1]) * 32) for i in range(5)]
@@ -40,10 +43,10 @@ class Nets:
         self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self, i: int, *, port: int = 0, peers: list[tuple[str, int]] = (),
-                    chain: str = CHAIN, **cfg: Any) -> Network:
+                    chain: str = CHAIN, genesis: bytes = NO_GENESIS, **cfg: Any) -> Network:
         config = NetworkConfig(**{"backoff_base": 0.05, "backoff_max": 0.2, **cfg})
-        net = Network(chain, KEYS[i], listen=("127.0.0.1", port), allowed=ALLOWED,
-                      persistent_peers=list(peers), config=config)
+        net = Network(chain, KEYS[i], genesis_hash=genesis, listen=("127.0.0.1", port),
+                      allowed=ALLOWED, persistent_peers=list(peers), config=config)
         self.nets.append(net)
         await net.start()
         return net
@@ -71,7 +74,8 @@ async def raw_client(nets: Nets, addr: tuple[str, int], key: PrivateKey,
     """A hand-driven peer: does the real handshake, then lets the test write anything."""
     reader, writer = await asyncio.open_connection(*addr)
     nets.writers.append(writer)
-    hs = Handshake(chain, key, dialer=True, allowed=ALLOWED | {STRANGER.public_key.raw})
+    hs = Handshake(chain, key, genesis_hash=NO_GENESIS, dialer=True,
+                   allowed=ALLOWED | {STRANGER.public_key.raw})
 
     async def go() -> None:
         writer.write(encode_frame(hs.hello()))
@@ -171,6 +175,65 @@ async def test_wrong_chain_id_is_refused(nets: Nets) -> None:
     assert a.peers() == [] and b.peers() == []
 
 
+G1 = sha256(b"genesis one")
+G2 = sha256(b"genesis two, same chain id")
+
+
+def _mismatch_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The operator-visible lines (WARNING and up) naming the mismatch."""
+    return [r for r in caplog.records if r.name == "mutual.p2p" and r.levelno >= logging.WARNING
+            and "genesis_mismatch" in r.getMessage()]
+
+
+async def test_genesis_mismatch_is_refused_on_both_sides_without_scoring(
+        nets: Nets, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mutual.p2p")
+    a = await nets.start(0, genesis=G1)
+    b = await nets.start(1, genesis=G2)
+    with pytest.raises(HandshakeError) as info:
+        await b.connect(*a.listen_address)
+    err = info.value
+    assert err.reason == "genesis_mismatch"
+    assert err.message.startswith(f"peer runs genesis {G1[:4].hex()}..., ours {G2[:4].hex()}...")
+    await until(lambda: a.metrics.handshake_failures["genesis_mismatch"] == 1,
+                "the listener refuses too")
+    assert b.metrics.handshake_failures["genesis_mismatch"] == 1
+    assert a.peers() == [] and b.peers() == []
+    # logged once per side, each from its own point of view, as a handshake failure
+    lines = sorted(r.getMessage() for r in _mismatch_lines(caplog))
+    assert len(lines) == 2, lines
+    assert any(f"peer runs genesis {G2[:4].hex()}..., ours {G1[:4].hex()}..." in x for x in lines)
+    assert any(f"peer runs genesis {G1[:4].hex()}..., ours {G2[:4].hex()}..." in x for x in lines)
+    # a configuration error, not misbehaviour: nobody is scored, banned or penalised
+    for net, other in ((a, IDS[1]), (b, IDS[0])):
+        assert net.score(other) == 0 and net.banned_for(other) == 0
+        assert net.metrics.bans == 0 and not net.metrics.invalid
+    assert not any("banning" in r.getMessage() or "invalid" in r.getMessage()
+                   for r in caplog.records)
+    # once the operator fixes the genesis, the same key connects at once
+    await asyncio.wait_for(b.stop(), WAIT)
+    fixed = await nets.start(1, genesis=G1)
+    assert await fixed.connect(*a.listen_address) == IDS[0]
+    await until(lambda: a.peers() == [IDS[1]], "fixed node connected")
+
+
+async def test_persistent_peer_on_another_genesis_is_retried_never_banned(
+        nets: Nets, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mutual.p2p")
+    a = await nets.start(0, genesis=G1, ban_threshold=10)
+    b = await nets.start(1, genesis=G2, peers=[a.listen_address])
+    await until(lambda: a.metrics.handshake_failures["genesis_mismatch"] >= 3,
+                "several dial attempts")
+    await asyncio.wait_for(b.stop(), WAIT)
+    await until(lambda: len(_mismatch_lines(caplog)) == sum(
+        n.metrics.handshake_failures["genesis_mismatch"] for n in (a, b)),
+        "every attempt logged exactly once per side")
+    assert b.metrics.handshake_failures["genesis_mismatch"] >= 3
+    assert a.peers() == [] and a.metrics.connects == b.metrics.connects == 0
+    assert a.metrics.bans == b.metrics.bans == 0
+    assert a.banned_for(IDS[1]) == 0 and a.score(IDS[1]) == 0
+
+
 async def test_connection_to_self_is_refused_and_not_redialled(nets: Nets) -> None:
     a = await nets.start(0)
     with pytest.raises(HandshakeError) as info:
@@ -186,7 +249,7 @@ async def test_replayed_handshake_is_refused_over_the_wire(nets: Nets) -> None:
     # record a genuine hello + auth from KEYS[1] to a
     reader, writer = await asyncio.open_connection(*a.listen_address)
     nets.writers.append(writer)
-    hs = Handshake(CHAIN, KEYS[1], dialer=True, allowed=ALLOWED)
+    hs = Handshake(CHAIN, KEYS[1], genesis_hash=NO_GENESIS, dialer=True, allowed=ALLOWED)
     writer.write(encode_frame(hs.hello()))
     a_hello = await reader.readexactly(parse_header(await reader.readexactly(4), 1024))
     auth = hs.receive(a_hello)
