@@ -400,24 +400,27 @@ class Node:
         if mode == "async":
             tx_hash = sha256(data)
             task = asyncio.get_running_loop().create_task(self.admit_many([data]))
-            task.add_done_callback(lambda t: t.exception())
+            # retrieve the outcome so asyncio does not log it; a stop may cancel the task
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             return {"hash": tx_hash.hex(), "code": "ok", "reason": "queued"}
         fut: asyncio.Future | None = None
         if mode == "commit":
             fut = asyncio.get_running_loop().create_future()
             self._commit_waiters.setdefault(sha256(data), []).append(fut)
-        result = (await self.admit_many([data]))[0]
-        if fut is None:
-            return result
-        if result["code"] != "ok":
-            self._drop_waiter(sha256(data), fut)
-            return result
         try:
-            return await asyncio.wait_for(fut, self.config.api.commit_timeout_s)
-        except TimeoutError:
-            self._drop_waiter(sha256(data), fut)
-            return {**result, "code": "timeout",
-                    "reason": "not committed within the commit timeout (it may still be)"}
+            result = (await self.admit_many([data]))[0]
+            if fut is None or result["code"] != "ok":
+                return result
+            try:
+                return await asyncio.wait_for(fut, self.config.api.commit_timeout_s)
+            except TimeoutError:
+                return {**result, "code": "timeout",
+                        "reason": "not committed within the commit timeout (it may still be)"}
+        finally:
+            if fut is not None:
+                # answered, refused, timed out, or the caller went away (the API gives up
+                # waiters when the node stops): nobody waits on this future any more
+                self._drop_waiter(sha256(data), fut)
 
     def _drop_waiter(self, tx_hash: bytes, fut: asyncio.Future) -> None:
         futs = self._commit_waiters.get(tx_hash, [])
