@@ -41,7 +41,11 @@ OPENAPI: dict[str, Any] = {
         "title": "mutual-ledger node API",
         "version": "1",
         "description": "Submit signed transactions (docs/encoding.md, docs/transactions.md) "
-                       "and read blocks, receipts and state records with proofs.",
+                       "and read blocks, receipts and state records with proofs. On any "
+                       "route: 400 header_too_large / bad_request for a malformed request, "
+                       "408 request_timeout for a body that does not arrive within 30 s, "
+                       "503 too_many_connections beyond 256 open connections (docs/api.md, "
+                       "Limits); every error body is an Error.",
     },
     "components": {
         "schemas": {
@@ -109,7 +113,8 @@ OPENAPI: dict[str, Any] = {
             "summary": "The latest committed block",
             "parameters": [{"name": "format", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["json", "msgpack"]}}],
-            "responses": _resp("header, transactions, certificate", {"type": "object"}, (404,)),
+            "responses": _resp("header, transactions, certificate", {"type": "object"},
+                               (400, 404)),
         }},
         "/blocks/{height}": {"get": {
             "summary": "A committed block: header, transactions, evidence, last_commit, and "
