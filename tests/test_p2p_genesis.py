@@ -22,18 +22,13 @@ from node import config as cfg
 from node.keys import read_key
 from node.node import Node
 from p2p import HandshakeError, Network
+from tests.test_p2p_network import until as network_until
 
 WAIT = 15.0  # bound on every wait; the refusals take milliseconds
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    async def poll() -> None:
-        while not cond():
-            await asyncio.sleep(0.02)
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for: {what}") from None
+    await network_until(cond, what, timeout)
 
 
 def _node(cluster: Cluster, index: int, genesis_file: str | None = None,
