@@ -277,6 +277,7 @@ class Api:
         r.add_get("/certificates/{height}", self.get_certificate)
         r.add_get("/status", self.get_status)
         r.add_get("/healthz", self.get_health)
+        r.add_get("/readyz", self.get_ready)
         r.add_get("/validators", self.get_validators)
         r.add_get("/genesis", self.get_genesis)
         r.add_get("/accounts/{pub_key}", self.get_account)
@@ -429,6 +430,10 @@ class Api:
 
     async def get_health(self, request: web.Request) -> web.Response:
         ok, why = self.node.health()
+        return _json({"ok": ok, "reason": why}, 200 if ok else 503)
+
+    async def get_ready(self, request: web.Request) -> web.Response:
+        ok, why = self.node.readiness()
         return _json({"ok": ok, "reason": why}, 200 if ok else 503)
 
     async def get_validators(self, request: web.Request) -> web.Response:

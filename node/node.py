@@ -456,6 +456,31 @@ class Node:
             return False, "consensus stopped"
         return True, "ok"
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this node is worth sending traffic to: alive (``health``), connected to
+        a peer when there is more than one validator, not catching up, and committing
+        blocks (one at least every ``stall_after_s``; blocks come even when idle, every
+        empty_block_interval_ms). ``/healthz`` stays the liveness check."""
+        ok, why = self.health()
+        if not ok:
+            return ok, why
+        if self.sync.catching_up:
+            return False, "catching up with peers"
+        if len(self.genesis.validators.validators) > 1 and not self.network.peers():
+            return False, "no peer connected"
+        stall = self.stall_after_s()
+        last = self.driver.last_commit_at or self.started_at
+        idle = time.monotonic() - last
+        if idle > stall:
+            what = "no block committed yet" if self.height == 0 else "no block committed"
+            return False, f"{what} for {idle:.0f} s (more than {stall:.0f} s)"
+        return True, "ok"
+
+    def stall_after_s(self) -> float:
+        """How long without a commit makes the node not ready: ten empty-block intervals,
+        and at least 10 s."""
+        return max(10.0, 10 * self.config.consensus.empty_block_interval_ms / 1000)
+
     def refresh_metrics(self) -> None:
         self.metrics.mempool_size.set(self.mempool.size())
         self.metrics.mempool_bytes.set(self.mempool.bytes())

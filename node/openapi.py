@@ -139,6 +139,9 @@ OPENAPI: dict[str, Any] = {
         }},
         "/healthz": {"get": {"summary": "liveness", "responses": _resp("ok", {"type": "object"},
                                                                         (503,))}},
+        "/readyz": {"get": {"summary": "readiness: alive, not catching up, a peer connected, "
+                                       "blocks committing (docs/api.md)",
+                            "responses": _resp("ok", {"type": "object"}, (503,))}},
         "/validators": {"get": {"summary": "the validator set",
                                 "responses": _resp("validators", {"type": "object"})}},
         "/genesis": {"get": {"summary": "the genesis document this node runs (an auditor "
