@@ -168,7 +168,12 @@ class Node:
     async def run(self) -> None:
         """Start, then wait until a stop is requested or a service fails."""
         try:
-            await self.start()
+            try:
+                await self.start()
+            except Exception as exc:
+                # shutdown logs "node stopped" with stop_reason: a failed start is why
+                self.stop_reason = self.stop_reason or f"start failed: {exc}"
+                raise
             services = [t for t in (self.driver.task, self.sync.task) if t is not None]
             stop_wait = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop_wait, *services],

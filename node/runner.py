@@ -53,17 +53,6 @@ def raise_open_files_limit() -> None:
     logs.event(log, "open files limit raised", previous=soft, soft=target, hard=hard)
 
 
-class _Node(Node):
-    async def start(self) -> None:
-        try:
-            await super().start()
-        except Exception as exc:
-            # Node.run stops what was started and logs "node stopped" with stop_reason:
-            # a failed start is why it stopped, not a requested stop
-            self.stop_reason = self.stop_reason or f"start failed: {exc}"
-            raise
-
-
 def run_node(home: Path) -> int:
     try:
         config = cfg.load(home)
@@ -76,7 +65,7 @@ def run_node(home: Path) -> int:
         return 2
     logs.setup(config.log.level, config.log.format, config.node.moniker)
     raise_open_files_limit()
-    node = _Node(config, genesis, node_key, validator_key)
+    node = Node(config, genesis, node_key, validator_key)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
