@@ -28,7 +28,8 @@ from aiohttp.http_exceptions import LineTooLong
 
 from chain import encoding
 from chain.hashing import sha256
-from chain.tx import Transaction, TxError, to_jsonable
+from chain.tx import to_jsonable
+from node.mempool import TxRejected
 from node.openapi import OPENAPI
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -294,25 +295,14 @@ class Api:
         self._stopping.set()
 
     def _stateless_check(self, data: bytes) -> dict[str, Any] | None:
-        """What ``mode=sync`` checks before the signature and the application's check, for
-        ``mode=async``: size, duplicate in the pool, canonical decoding, chain id. The
-        refusal (same code and reason as the mempool's), or None."""
-        pool = self.node.mempool
-        max_size = pool.config.max_tx_bytes
-        if len(data) > max_size:
-            return {"hash": None, "code": "too_large",
-                    "reason": f"transaction of {len(data)} bytes exceeds {max_size}"}
-        raw_hash = sha256(data)
-        tx_hash = raw_hash.hex()
-        if pool.has(raw_hash):
-            return {"hash": tx_hash, "code": "duplicate", "reason": "transaction already seen"}
+        """For ``mode=async``: the mempool's checks that ``mode=sync`` also runs before the
+        signature and the application's check (``Mempool.precheck_unsigned``). The refusal,
+        in ``submit_tx``'s shape, or None."""
         try:
-            tx = Transaction.decode(data, max_size=max_size)
-        except TxError as exc:
-            return {"hash": tx_hash, "code": exc.code, "reason": exc.message}
-        if tx.chain_id != pool.chain_id:
-            return {"hash": tx_hash, "code": "bad_chain_id", "reason":
-                    f"transaction is for chain {tx.chain_id!r}, not {pool.chain_id!r}"}
+            self.node.mempool.precheck_unsigned(data)
+        except TxRejected as exc:
+            return {"hash": exc.tx_hash.hex() if exc.tx_hash else None, "code": exc.code,
+                    "reason": exc.reason}
         return None
 
     async def _submit_commit(self, data: bytes) -> dict[str, Any]:

@@ -239,8 +239,18 @@ class Mempool:
     def precheck(self, tx_bytes: bytes) -> Transaction:
         """Stateless checks, safe to run in a worker thread; raise ``TxRejected`` if bad.
 
-        Size, seen-cache duplicate, canonical decoding, chain id, signature (cached).
+        Those of ``precheck_unsigned``, then the signature (cached).
         """
+        tx = self.precheck_unsigned(tx_bytes)
+        if not self.check_signature(tx):
+            raise TxRejected(BAD_SIGNATURE, "signature does not verify for the sender",
+                             tx.hash)
+        return tx
+
+    def precheck_unsigned(self, tx_bytes: bytes) -> Transaction:
+        """The cheap stateless checks, in order: size, seen-cache duplicate, canonical
+        decoding, chain id; raise ``TxRejected`` if bad. (``POST /txs?mode=async`` runs
+        these before it answers.)"""
         if not isinstance(tx_bytes, bytes | bytearray | memoryview):
             raise TxRejected(BAD_ENCODING, "transaction is not bytes", None)
         tx_bytes = bytes(tx_bytes)
@@ -263,15 +273,18 @@ class Mempool:
             tx = Transaction.decode(tx_bytes, max_size=self.config.max_tx_bytes)
         except TxError as exc:
             raise TxRejected(exc.code, exc.message, tx_hash) from exc
-        self._check_stateless(tx, tx_hash)
+        self._check_chain(tx, tx_hash)
         return tx
 
-    def _check_stateless(self, tx: Transaction, tx_hash: bytes) -> None:
+    def _check_chain(self, tx: Transaction, tx_hash: bytes) -> None:
         if tx.chain_id != self.chain_id:
             raise TxRejected(
                 BAD_CHAIN_ID, f"transaction is for chain {tx.chain_id!r}, not {self.chain_id!r}",
                 tx_hash,
             )
+
+    def _check_stateless(self, tx: Transaction, tx_hash: bytes) -> None:
+        self._check_chain(tx, tx_hash)
         if not self.check_signature(tx):
             raise TxRejected(BAD_SIGNATURE, "signature does not verify for the sender", tx_hash)
 
