@@ -78,7 +78,6 @@ GENESIS_TIME = "2024-01-01T00:00:00+00:00"
 SECOND = 1000
 LOAD_TIME = 1 * SECOND       # bulk members join at genesis + 1 s (period 1)
 APPLY_START = 61 * SECOND    # period 2, after the waiting period, before notice 2
-NOTICE_2 = 80 * SECOND
 # settlements measured per size (the figure is their median): period 2 pays the claims filed
 # during apply, each later period as many claims again
 DEFAULT_SETTLE_ROUNDS = 5
