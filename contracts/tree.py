@@ -105,7 +105,9 @@ DEFAULT_NODE_CACHE = 1_000_000
 # most 1 + 16 + ... + 16**4 current ones, ~70 MB when all full), so an update reads at most
 # the group or two below from LevelDB
 TOP_DEPTH = 20
-DEFAULT_VALUE_CACHE = 100_000
+# values read through the flat copy, FIFO: the hot ones (counters, accounts, periods) are
+# few, and at a million members 100,000 cost ~24 MB more for the same apply rate
+DEFAULT_VALUE_CACHE = 20_000
 MAX_UNWRITTEN = 2
 
 _MISS = object()

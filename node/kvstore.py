@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import plyvel
 
 from contracts.kv import KV, KVError
+from node import leveldb_env
 
 DEFAULT_CACHE_BYTES = 32 << 20
 DEFAULT_WRITE_BUFFER_BYTES = 16 << 20
@@ -24,12 +25,10 @@ DEFAULT_WRITE_BUFFER_BYTES = 16 << 20
 # (state-tree groups are hashes end to end and do not shrink; records' field names do).
 # Nodes choose with [storage] compression.
 DEFAULT_COMPRESSION: str | None = None
-# LevelDB's default. LevelDB mmaps the table files it keeps open, so the pages a read
-# touches count in the process's RSS (clean file pages the kernel can drop): a lower
-# value bounds that part of the RSS at about (max_open_files - 10) x 2 MB, at the cost of
-# re-opening tables on random reads. With the state tree caching every group (README,
-# Memory) few reads reach LevelDB: contracts.bench at 1M members peaked at 696 MB with
-# 100 and 720-738 MB with 1000, applying blocks at about the same rate.
+# LevelDB's default. Tables are read with pread (node/leveldb_env.py), so open tables cost
+# only their index and filter blocks (~30 KB each at 2 MB per table); where that switch
+# could not be made, LevelDB mmaps the open tables and the pages reads touch count in the
+# RSS, about (max_open_files - 10) x 2 MB at most: lower it there.
 DEFAULT_MAX_OPEN_FILES = 1000
 
 
@@ -125,6 +124,7 @@ class LevelKV(KV):
         path = os.fspath(path)
         if compression not in (None, "snappy"):
             raise KVError(f"unknown LevelDB compression {compression!r} (None or 'snappy')")
+        leveldb_env.prepare()  # before the first open: tables are read with pread, not mmap
         try:
             db = plyvel.DB(
                 path,

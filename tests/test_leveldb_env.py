@@ -1,0 +1,79 @@
+"""LevelDB table reads: pread by default (node/leveldb_env.py), mmap where that is refused.
+
+Each case runs in a fresh interpreter: the switch only works before a process opens its
+first database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from node.leveldb_env import elf_symbols
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# writes enough for several table files, compacts, reads them back, then reports how the
+# process reads tables and whether any table file is mapped into it
+PROBE = textwrap.dedent("""
+    import json, sys
+    from node import leveldb_env
+    if len(sys.argv) > 2:
+        leveldb_env._DEFAULT_LIMIT = int(sys.argv[2])   # pretend another build
+    from node.kvstore import LevelKV
+    kv = LevelKV(sys.argv[1], write_buffer_bytes=1 << 20)
+    for start in range(0, 40_000, 5_000):
+        batch = kv.batch()
+        for i in range(start, start + 5_000):
+            batch.put(b"k%08d" % i, b"v" * 200)
+        kv.write(batch)
+    kv.compact()
+    assert all(kv.get(b"k%08d" % i) == b"v" * 200 for i in range(0, 40_000, 7))
+    with open("/proc/self/maps") as f:
+        mapped = sum(1 for line in f if line.rstrip().endswith(".ldb"))
+    kv.close()
+    print(json.dumps({"reads": leveldb_env.table_reads(), "mapped": mapped}))
+""")
+
+
+def _probe(path: Path, *extra: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path), *extra], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_tables_are_read_without_mapping_them(tmp_path: Path) -> None:
+    result = _probe(tmp_path / "db")
+    assert result == {"reads": "pread", "mapped": 0}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_an_unexpected_limit_is_left_alone(tmp_path: Path) -> None:
+    # a library whose variable does not hold LevelDB's default is not written to: LevelDB
+    # keeps its mmap reads, and says so
+    result = _probe(tmp_path / "db", "999")
+    assert result["reads"].startswith("mmap (") and "holds 1000" in result["reads"]
+    assert result["mapped"] > 0
+
+
+def test_elf_symbols_refuses_other_files(tmp_path: Path) -> None:
+    bogus = tmp_path / "not-elf.so"
+    bogus.write_bytes(b"#!/bin/sh\n" * 10)
+    with pytest.raises(ValueError, match="not a 64-bit"):
+        elf_symbols(str(bogus), {b"x"})
+
+
+def test_elf_symbols_finds_an_exported_function() -> None:
+    # the interpreter's own binary or libpython exports Py_Initialize
+    import sysconfig
+    candidates = [Path(sys.executable).resolve()]
+    libdir, ldlib = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+    if libdir and ldlib:
+        candidates.append(Path(libdir) / ldlib)
+    found = [elf_symbols(str(p), {b"Py_Initialize"}) for p in candidates if p.is_file()]
+    assert any(b"Py_Initialize" in f and f[b"Py_Initialize"] > 0 for f in found)
