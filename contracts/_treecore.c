@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define HASH 32
 #define EDGE 16
@@ -58,9 +59,303 @@ typedef struct {
     const uint8_t *h; /* leaf hash, NULL for a delete */
 } Row;
 
+/* ---- GroupCache: hash -> group record, in C ------------------------------------------
+ * The state tree's group caches. At a million members the deep cache holds ~730,000
+ * records of ~220 bytes; as a dict of bytes that cost ~360 bytes each (object headers,
+ * a 32-byte key object, the dict's entries), here one malloc'd entry of
+ * 8 + 4 + 32 + len bytes and an 8-byte slot. Open addressing with linear probing and
+ * backward-shift deletion; the slot comes from the key's first 8 bytes mixed with a
+ * per-process random key, so nobody can choose hashes that pile into one probe run.
+ * Entries carry an insertion number so evict(n) drops the n oldest (the cache is FIFO).
+ * Only used with the GIL held. */
+
+typedef struct {
+    uint64_t seq;
+    uint32_t len;
+    uint8_t key[HASH];
+    uint8_t rec[];
+} CEntry;
+
+typedef struct {
+    PyObject_HEAD
+    CEntry **slots;
+    size_t mask; /* slots - 1; slots is a power of two */
+    size_t used;
+    uint64_t seq;
+} GroupCache;
+
+static uint64_t cache_k0, cache_k1;
+static PyTypeObject GroupCacheType;
+
+static inline size_t cache_slot(const GroupCache *c, const uint8_t *key) {
+    uint64_t x;
+    memcpy(&x, key, 8);
+    x = (x ^ cache_k0) * cache_k1;
+    return (size_t)(x ^ (x >> 29)) & c->mask;
+}
+
+/* the slot holding key, or the empty slot where it would go */
+static size_t cache_find(const GroupCache *c, const uint8_t *key) {
+    size_t i = cache_slot(c, key);
+    while (c->slots[i] && memcmp(c->slots[i]->key, key, HASH) != 0) i = (i + 1) & c->mask;
+    return i;
+}
+
+static CEntry *cache_get(const GroupCache *c, const uint8_t *key) {
+    return c->slots[cache_find(c, key)];
+}
+
+static int cache_grow(GroupCache *c) {
+    size_t n = (c->mask + 1) * 2;
+    CEntry **old = c->slots, **slots = calloc(n, sizeof(CEntry *));
+    if (!slots) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t on = c->mask + 1;
+    c->slots = slots;
+    c->mask = n - 1;
+    for (size_t i = 0; i < on; i++)
+        if (old[i]) c->slots[cache_find(c, old[i]->key)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* unlink the entry at slot i (not freed): backward-shift the probe run behind it */
+static CEntry *cache_unlink(GroupCache *c, size_t i) {
+    CEntry *e = c->slots[i];
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & c->mask;
+        if (!c->slots[j]) break;
+        size_t home = cache_slot(c, c->slots[j]->key);
+        /* move slots[j] into the hole at i unless its home lies cyclically in (i, j] */
+        if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+            c->slots[i] = c->slots[j];
+            i = j;
+        }
+    }
+    c->slots[i] = NULL;
+    c->used--;
+    return e;
+}
+
+static int cache_put(GroupCache *c, const uint8_t *key, const uint8_t *rec, size_t len) {
+    if (len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "record too large");
+        return -1;
+    }
+    if ((c->used + 1) * 2 > c->mask + 1 && cache_grow(c) < 0) return -1;
+    size_t i = cache_find(c, key);
+    CEntry *e = malloc(sizeof(CEntry) + len);
+    if (!e) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->seq = c->seq++;
+    e->len = (uint32_t)len;
+    memcpy(e->key, key, HASH);
+    memcpy(e->rec, rec, len);
+    if (c->slots[i])
+        free(c->slots[i]);
+    else
+        c->used++;
+    c->slots[i] = e;
+    return 0;
+}
+
+static void cache_clear(GroupCache *c) {
+    for (size_t i = 0; i <= c->mask; i++) {
+        free(c->slots[i]);
+        c->slots[i] = NULL;
+    }
+    c->used = 0;
+}
+
+static PyObject *gc_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if ((args && PyTuple_GET_SIZE(args)) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "GroupCache() takes no arguments");
+        return NULL;
+    }
+    GroupCache *c = (GroupCache *)type->tp_alloc(type, 0);
+    if (!c) return NULL;
+    c->mask = 1023;
+    c->slots = calloc(c->mask + 1, sizeof(CEntry *));
+    if (!c->slots) {
+        Py_DECREF(c);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)c;
+}
+
+static void gc_dealloc(GroupCache *c) {
+    if (c->slots) {
+        cache_clear(c);
+        free(c->slots);
+    }
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static int gc_key(PyObject *o, const uint8_t **key) {
+    if (!PyBytes_Check(o) || PyBytes_GET_SIZE(o) != HASH) {
+        PyErr_SetString(PyExc_TypeError, "GroupCache keys are 32-byte hashes");
+        return -1;
+    }
+    *key = (const uint8_t *)PyBytes_AS_STRING(o);
+    return 0;
+}
+
+static int gc_nargs(const char *name, Py_ssize_t n) {
+    if (n == 1 || n == 2) return 0;
+    PyErr_Format(PyExc_TypeError, "%s expects 1 or 2 arguments, got %zd", name, n);
+    return -1;
+}
+
+static Py_ssize_t gc_len(GroupCache *c) { return (Py_ssize_t)c->used; }
+
+static PyObject *gc_subscript(GroupCache *c, PyObject *k) {
+    const uint8_t *key;
+    if (gc_key(k, &key) < 0) return NULL;
+    CEntry *e = cache_get(c, key);
+    if (!e) {
+        PyErr_SetObject(PyExc_KeyError, k);
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)e->rec, e->len);
+}
+
+static int gc_ass_subscript(GroupCache *c, PyObject *k, PyObject *v) {
+    const uint8_t *key;
+    if (gc_key(k, &key) < 0) return -1;
+    if (v == NULL) {
+        size_t i = cache_find(c, key);
+        if (!c->slots[i]) {
+            PyErr_SetObject(PyExc_KeyError, k);
+            return -1;
+        }
+        free(cache_unlink(c, i));
+        return 0;
+    }
+    if (!PyBytes_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "GroupCache values are bytes");
+        return -1;
+    }
+    return cache_put(c, key, (const uint8_t *)PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v));
+}
+
+static int gc_contains(GroupCache *c, PyObject *k) {
+    const uint8_t *key;
+    if (gc_key(k, &key) < 0) return -1;
+    return cache_get(c, key) != NULL;
+}
+
+static PyObject *gc_get(GroupCache *c, PyObject *const *args, Py_ssize_t n) {
+    const uint8_t *key;
+    if (gc_nargs("get", n) < 0 || gc_key(args[0], &key) < 0) return NULL;
+    CEntry *e = cache_get(c, key);
+    if (e) return PyBytes_FromStringAndSize((const char *)e->rec, e->len);
+    PyObject *d = n > 1 ? args[1] : Py_None;
+    Py_INCREF(d);
+    return d;
+}
+
+static PyObject *gc_pop(GroupCache *c, PyObject *const *args, Py_ssize_t n) {
+    const uint8_t *key;
+    if (gc_nargs("pop", n) < 0 || gc_key(args[0], &key) < 0) return NULL;
+    size_t i = cache_find(c, key);
+    if (!c->slots[i]) {
+        if (n < 2) {
+            PyErr_SetObject(PyExc_KeyError, args[0]);
+            return NULL;
+        }
+        Py_INCREF(args[1]);
+        return args[1];
+    }
+    CEntry *e = cache_unlink(c, i);
+    PyObject *rec = PyBytes_FromStringAndSize((const char *)e->rec, e->len);
+    free(e);
+    return rec;
+}
+
+static PyObject *gc_clear(GroupCache *c, PyObject *unused) {
+    cache_clear(c);
+    Py_RETURN_NONE;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static PyObject *gc_evict(GroupCache *c, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n <= 0) Py_RETURN_NONE;
+    if ((size_t)n >= c->used) {
+        cache_clear(c);
+        Py_RETURN_NONE;
+    }
+    /* the n-th smallest insertion number: entries below it are the n oldest */
+    uint64_t *seqs = malloc(c->used * sizeof(uint64_t));
+    if (!seqs) return PyErr_NoMemory();
+    size_t k = 0;
+    for (size_t i = 0; i <= c->mask; i++)
+        if (c->slots[i]) seqs[k++] = c->slots[i]->seq;
+    qsort(seqs, k, sizeof(uint64_t), cmp_u64);
+    uint64_t cut = seqs[n];
+    free(seqs);
+    /* unlinking shifts later entries back into the hole, so re-examine slot i after one */
+    for (size_t i = 0; i <= c->mask;) {
+        CEntry *e = c->slots[i];
+        if (e && e->seq < cut)
+            free(cache_unlink(c, i));
+        else
+            i++;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *gc_nbytes(GroupCache *c, PyObject *unused) {
+    size_t total = (c->mask + 1) * sizeof(CEntry *);
+    for (size_t i = 0; i <= c->mask; i++)
+        if (c->slots[i]) total += sizeof(CEntry) + c->slots[i]->len;
+    return PyLong_FromSize_t(total);
+}
+
+static PyMethodDef gc_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))gc_get, METH_FASTCALL, "get(h, default=None)"},
+    {"pop", (PyCFunction)(void (*)(void))gc_pop, METH_FASTCALL, "pop(h[, default])"},
+    {"clear", (PyCFunction)gc_clear, METH_NOARGS, "drop every entry"},
+    {"evict", (PyCFunction)gc_evict, METH_O, "evict(n): drop the n oldest entries"},
+    {"nbytes", (PyCFunction)gc_nbytes, METH_NOARGS, "bytes held by entries and slots"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods gc_mapping = {
+    (lenfunc)gc_len, (binaryfunc)gc_subscript, (objobjargproc)gc_ass_subscript,
+};
+
+static PySequenceMethods gc_sequence = {
+    .sq_contains = (objobjproc)gc_contains,
+};
+
+static PyTypeObject GroupCacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "contracts._treecore.GroupCache",
+    .tp_basicsize = sizeof(GroupCache),
+    .tp_dealloc = (destructor)gc_dealloc,
+    .tp_as_mapping = &gc_mapping,
+    .tp_as_sequence = &gc_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "hash (32 bytes) -> group record (bytes), held in C; FIFO eviction by evict(n)",
+    .tp_methods = gc_methods,
+    .tp_new = gc_new,
+};
+
 typedef struct {
     Row *rows;
-    PyObject *fetch, *ops, *prefix, *top, *nodes;
+    PyObject *fetch, *ops, *prefix;
+    GroupCache *top, *nodes;
     int top_depth;
     PyObject *replaced; /* a list, or NULL */
 } Ctx;
@@ -219,47 +514,46 @@ static int store(Ctx *c, const Group *g, const uint8_t *h, const uint8_t *pos, i
     PyObject *rec = encode(g);
     if (!rec) return -1;
     PyObject *key = node_key(c, pos, h);
-    PyObject *hb = PyBytes_FromStringAndSize((const char *)h, HASH);
     int rc = -1;
-    if (key && hb && PyDict_SetItem(c->ops, key, rec) == 0 &&
-        PyDict_SetItem(depth < c->top_depth ? c->top : c->nodes, hb, rec) == 0)
+    if (key && PyDict_SetItem(c->ops, key, rec) == 0 &&
+        cache_put(depth < c->top_depth ? c->top : c->nodes, h,
+                  (const uint8_t *)PyBytes_AS_STRING(rec), (size_t)PyBytes_GET_SIZE(rec)) == 0)
         rc = 0;
     Py_XDECREF(key);
-    Py_XDECREF(hb);
     Py_DECREF(rec);
     return rc;
 }
 
-/* The record of group h at depth, which this commit replaces: popped from its cache (so
- * the caches hold current groups only) or fetched. New reference. */
-static PyObject *take(Ctx *c, const uint8_t *h, const uint8_t *pos, int depth) {
-    PyObject *cache = depth < c->top_depth ? c->top : c->nodes;
-    PyObject *hb = PyBytes_FromStringAndSize((const char *)h, HASH);
-    if (!hb) return NULL;
-    PyObject *rec = PyDict_GetItemWithError(cache, hb);
-    if (rec) {
-        Py_INCREF(rec);
-        if (PyDict_DelItem(cache, hb) < 0) {
-            Py_DECREF(rec);
-            rec = NULL;
-        }
-        Py_DECREF(hb);
-        return rec;
+/* Decode the record of group h at depth, which this commit replaces: taken out of its
+ * cache (so the caches hold current groups only) or fetched. */
+static int take(Ctx *c, const uint8_t *h, const uint8_t *pos, int depth, Group *g) {
+    GroupCache *cache = depth < c->top_depth ? c->top : c->nodes;
+    size_t i = cache_find(cache, h);
+    if (cache->slots[i]) {
+        CEntry *e = cache_unlink(cache, i);
+        int rc = decode(e->rec, e->len, h, g);
+        free(e);
+        return rc;
     }
-    Py_DECREF(hb);
-    if (PyErr_Occurred()) return NULL;
     uint8_t kb[POS_BYTES + HASH];
     memcpy(kb, pos, POS_BYTES);
     memcpy(kb + POS_BYTES, h, HASH);
     PyObject *key = PyBytes_FromStringAndSize((const char *)kb, sizeof kb);
-    if (!key) return NULL;
-    rec = PyObject_CallOneArg(c->fetch, key);
+    if (!key) return -1;
+    PyObject *rec = PyObject_CallOneArg(c->fetch, key);
     Py_DECREF(key);
-    return rec;
+    if (!rec) return -1;
+    int rc;
+    if (!PyBytes_Check(rec)) {
+        PyErr_SetString(PyExc_TypeError, "fetch must return bytes");
+        rc = -1;
+    } else {
+        rc = decode((const uint8_t *)PyBytes_AS_STRING(rec), PyBytes_GET_SIZE(rec), h, g);
+    }
+    Py_DECREF(rec);
+    return rc;
 }
 
-/* First index in [lo, hi) whose bit `depth` is 1 (entries share their first depth bits
- * and are sorted, so the bit is monotone). */
 static Py_ssize_t split(const Row *r, Py_ssize_t lo, Py_ssize_t hi, int depth) {
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
@@ -430,22 +724,8 @@ static int update_slot(Ctx *c, Group *g, int j, int depth, Py_ssize_t lo, Py_ssi
 static int update_group(Ctx *c, const uint8_t *h, int depth, Py_ssize_t lo, Py_ssize_t hi, Node *out) {
     uint8_t pos[POS_BYTES];
     make_pos(c->rows[lo].kh, depth, pos);
-    PyObject *rec = take(c, h, pos, depth);
-    if (!rec) return -1;
-    if (note_replaced(c, pos, h) < 0) {
-        Py_DECREF(rec);
-        return -1;
-    }
     Group g;
-    int rc;
-    if (!PyBytes_Check(rec)) {
-        PyErr_SetString(PyExc_TypeError, "fetch must return bytes");
-        rc = -1;
-    } else {
-        rc = decode((const uint8_t *)PyBytes_AS_STRING(rec), PyBytes_GET_SIZE(rec), h, &g);
-    }
-    Py_DECREF(rec);
-    if (rc < 0) return -1;
+    if (take(c, h, pos, depth, &g) < 0 || note_replaced(c, pos, h) < 0) return -1;
     if (update_slot(c, &g, 1, depth, lo, hi, out) < 0) return -1;
     if (out->kind == K_INNER) return store(c, &g, out->h, pos, depth);
     return 0;
@@ -464,12 +744,13 @@ static int hash32(PyObject *o, const char *what) {
 }
 
 static PyObject *commit(PyObject *self, PyObject *args) {
-    PyObject *pending, *root, *root_kh, *fetch, *ops, *prefix, *top, *nodes;
+    PyObject *pending, *root, *root_kh, *fetch, *ops, *prefix;
+    GroupCache *top, *nodes;
     PyObject *replaced = Py_None;
     int top_depth;
     if (!PyArg_ParseTuple(args, "O!SOOO!SO!O!i|O", &PyDict_Type, &pending, &root, &root_kh,
-                          &fetch, &PyDict_Type, &ops, &prefix, &PyDict_Type, &top, &PyDict_Type,
-                          &nodes, &top_depth, &replaced))
+                          &fetch, &PyDict_Type, &ops, &prefix, &GroupCacheType, &top,
+                          &GroupCacheType, &nodes, &top_depth, &replaced))
         return NULL;
     if (replaced != Py_None && !PyList_Check(replaced)) {
         PyErr_SetString(PyExc_TypeError, "replaced must be a list or None");
@@ -576,10 +857,11 @@ done:
 static PyObject *lookup(PyObject *self, PyObject *args) {
     const uint8_t *key, *root;
     Py_ssize_t klen, rlen;
-    PyObject *root_kh, *top, *nodes;
+    PyObject *root_kh;
+    GroupCache *top, *nodes;
     int top_depth;
-    if (!PyArg_ParseTuple(args, "y#y#OO!O!i", &key, &klen, &root, &rlen, &root_kh, &PyDict_Type,
-                          &top, &PyDict_Type, &nodes, &top_depth))
+    if (!PyArg_ParseTuple(args, "y#y#OO!O!i", &key, &klen, &root, &rlen, &root_kh,
+                          &GroupCacheType, &top, &GroupCacheType, &nodes, &top_depth))
         return NULL;
     if (rlen != HASH || (root_kh != Py_None && hash32(root_kh, "root_kh") < 0)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "root must be 32 bytes");
@@ -592,17 +874,10 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
         return PyLong_FromLong(memcmp(PyBytes_AS_STRING(root_kh), kh, HASH) == 0);
     memcpy(h, root, HASH);
     for (int depth = 0; depth + 4 <= 8 * HASH; depth += 4) {
-        PyObject *hb = PyBytes_FromStringAndSize((const char *)h, HASH);
-        if (!hb) return NULL;
-        PyObject *rec = PyDict_GetItemWithError(depth < top_depth ? top : nodes, hb);
-        Py_DECREF(hb);
-        if (!rec) {
-            if (PyErr_Occurred()) return NULL;
-            return Py_BuildValue("(y#i)", h, (Py_ssize_t)HASH, depth);
-        }
-        if (!PyBytes_Check(rec)) return PyLong_FromLong(2);
-        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(rec);
-        Py_ssize_t len = PyBytes_GET_SIZE(rec);
+        CEntry *e = cache_get(depth < top_depth ? top : nodes, h);
+        if (!e) return Py_BuildValue("(y#i)", h, (Py_ssize_t)HASH, depth);
+        const uint8_t *b = e->rec;
+        Py_ssize_t len = e->len;
         uint32_t present, leaves;
         if (!group_head(b, len, &present, &leaves)) return PyLong_FromLong(2);
         int np = __builtin_popcount(present);
@@ -693,5 +968,21 @@ PyMODINIT_FUNC PyInit__treecore(void) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
         return NULL;
     }
-    return PyModule_Create(&module);
+    uint64_t keys[2];
+    if (getentropy(keys, sizeof keys) != 0) {
+        PyErr_SetFromErrno(PyExc_ImportError);
+        return NULL;
+    }
+    cache_k0 = keys[0];
+    cache_k1 = keys[1] | 1;
+    if (PyType_Ready(&GroupCacheType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&GroupCacheType);
+    if (PyModule_AddObject(m, "GroupCache", (PyObject *)&GroupCacheType) < 0) {
+        Py_DECREF(&GroupCacheType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -126,10 +126,12 @@ _HELP = {
     },
     "storage": {
         "cache_mb": "LevelDB block cache (MiB)",
-        "max_open_files": "LevelDB tables kept open (at least 74). LevelDB maps open tables "
-                          "into memory and reads map whole folios, so RSS grows towards "
-                          "(max_open_files - 10) x 2 MiB of clean page cache; lower caps it "
-                          "(README, Memory) at some read speed",
+        "max_open_files": "LevelDB tables kept open (at least 74), each holding its index "
+                          "and filter blocks in memory (~30 KB per 2 MB table). Where the "
+                          "node could not switch LevelDB to pread (the 'node started' log "
+                          "line says leveldb_table_reads=mmap), open tables are mapped and "
+                          "RSS grows towards (max_open_files - 10) x 2 MiB of clean page "
+                          "cache: lower it there (README, Memory)",
         "compression": "none | snappy: snappy makes the database ~40 % smaller and costs "
                        "CPU on every flush and compaction (1M members: 1.4 GB loaded in "
                        "19 s without, 0.8 GB in 34 s with, on 2 cores)",
@@ -138,10 +140,10 @@ _HELP = {
                          "deleted as blocks commit. 0 keeps every root (an archive node; "
                          "the database then grows with every changed key, ~5 MB per "
                          "1,000-join block at a million members)",
-        "state_cache_groups": "deep state-tree groups kept in memory, about 320 bytes each; "
+        "state_cache_groups": "deep state-tree groups kept in memory, about 300 bytes each; "
                               "a million members make ~730,000, so the default holds them "
                               "all and an update reads no group from LevelDB (at that size "
-                              "blocks apply ~25 % faster, and fewer table pages are mapped)",
+                              "blocks apply ~30 % faster than with 600,000)",
     },
     "log": {
         "level": "debug | info | warning | error",

@@ -28,6 +28,7 @@ from chain.hashing import sha256
 from chain.tx import Transaction, to_jsonable
 from chain.vote import MessageError, Proposal, Vote
 from consensus.signer import Signer
+from node import leveldb_env
 from node.api import Api
 from node.blockstore import PREFIXES, BlockStore
 from node.config import Config, parse_hostport
@@ -163,7 +164,8 @@ class Node:
                 from None
         event(log, "node started", chain_id=self.genesis.chain_id, height=self.height,
               node_id=self.node_key.public_key.hex(), api=self.config.api.listen,
-              p2p=p2p.listen, validator=self.validator_index)
+              p2p=p2p.listen, validator=self.validator_index,
+              leveldb_table_reads=leveldb_env.table_reads())
 
     async def run(self) -> None:
         """Start, then wait until a stop is requested or a service fails."""
