@@ -572,11 +572,10 @@ class Sized:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set (getrusage). On Linux this includes the pages of LevelDB's table
-    files that LevelDB mmaps and that the process has touched. A random read maps a whole
-    page-cache folio around the page it needs (128 KiB per read measured on kernel 6.18),
-    so this part grows with the reads towards the size of the open tables: at most
-    (max_open_files - 10) x ~2 MiB, or the database if that is smaller."""
+    """Peak resident set (getrusage): heap, the interpreter's and libraries' mapped code,
+    and, only where LevelDB could not be switched to pread (``leveldb_table_reads`` in the
+    JSON line), the table pages its mmapped reads touched: then up to (max_open_files -
+    10) x ~2 MiB more, since a random read maps a whole page-cache folio around its page."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -674,6 +673,7 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
     finally:
         writer.shutdown()
         shutil.rmtree(base, ignore_errors=True)
+    from node.leveldb_env import table_reads  # how the stores above read their tables
     small, large = per_size[label(sizes[0])], per_size[label(sizes[-1])]
     apply_per_s = large["apply_per_s"]
     result = {
@@ -698,6 +698,7 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
         "import_per_s": large["import_per_s"],
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_anon_rss_mb": AnonPeak.mb(),
+        "leveldb_table_reads": table_reads(),
         "per_size": per_size,
         "notes": "1k/1m = smallest/largest size run; apply = begin+deliver+end+commit+"
                  "synced write per block, at the largest size, once LevelDB's compaction of "
@@ -709,8 +710,8 @@ def run(sizes: list[int], blocks: int, per_block: int, claims: int, verify_s: fl
                  "period, each once LevelDB has compacted what came before), settle_exec = "
                  "the same without the write, settle_rules_ms = its begin_block+end_block "
                  "alone; "
-                 "peak_rss_mb = getrusage, which counts LevelDB's "
-                 "mmapped table pages; peak_anon_rss_mb = heap only",
+                 "peak_rss_mb = getrusage (LevelDB's table pages count in it only if "
+                 "leveldb_table_reads is mmap); peak_anon_rss_mb = heap only",
     }
     return result
 
@@ -733,8 +734,9 @@ def main(argv: list[str] | None = None) -> int:
                          "joined during apply)")
     ap.add_argument("--dir", default=None, help="where to make the temporary databases")
     ap.add_argument("--max-open-files", type=int, default=None,
-                    help="LevelDB max_open_files (default: the node's); lower bounds the mapped "
-                         "table pages that count in peak_rss_mb, at some read speed")
+                    help="LevelDB max_open_files (default: the node's); where LevelDB reads "
+                         "tables with mmap, lower bounds the mapped pages that count in "
+                         "peak_rss_mb, at some read speed")
     args = ap.parse_args(argv)
     try:
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
