@@ -316,6 +316,7 @@ class DataSource(Source):
     """
 
     def __init__(self, path: str | Path) -> None:
+        """``path``: the database itself, a data directory or a home (``find_db_dir``)."""
         from node.kvstore import open_kv
 
         db = find_db_dir(path)
@@ -1114,6 +1115,14 @@ class AuditReport:
     workers: int
     pooled: bool
 
+    @classmethod
+    def not_started(cls, chain_id: str, source: str, failure: AuditFailure) -> AuditReport:
+        """The report of an audit stopped before its replay began: nothing was checked."""
+        return cls(ok=False, chain_id=chain_id, source=source, blocks=0, txs=0, applied=0,
+                   rejected={}, periods=0, state_root=None, first_error=failure,
+                   certificates=0, signatures=0, stats={}, verdicts={}, seconds=0.0,
+                   verify_per_s=0.0, workers=0, pooled=False)
+
     @property
     def tx_per_s(self) -> float:
         return self.txs / self.seconds if self.seconds > 0 else 0.0
@@ -1257,10 +1266,17 @@ class Auditor:
                 self.progress.finish()
         seconds = time.perf_counter() - start
         if signum is not None:  # no rate measurement after a Ctrl-C
-            report = self._report(failure, seconds, 0.0, blocks=self.checked,
-                                  root=self.height == self.checked)
-            raise AuditInterrupted(signum, report)
+            raise AuditInterrupted(signum, self.interrupted_report(signum, seconds, failure))
         return self._report(failure, seconds, measure_verify_rate(self.verify_seconds))
+
+    def interrupted_report(self, signum: int, seconds: float = 0.0,
+                           failure: AuditFailure | None = None) -> AuditReport:
+        """The report of an audit that SIGINT or SIGTERM stopped: what was checked by
+        then, its state root only if every block replayed was also checked."""
+        if failure is None:
+            failure = _interrupted_failure(signum, self.checked)
+        return self._report(failure, seconds, 0.0, blocks=self.checked,
+                            root=self.height == self.checked)
 
     def _report(self, failure: AuditFailure | None, seconds: float, verify_rate: float,
                 blocks: int | None = None, root: bool = True) -> AuditReport:
@@ -1556,11 +1572,11 @@ def _open_source(args: Any) -> Source:
                           f"`mutual export`; {args.data} is neither (a file, but not an "
                           "archive)")
     try:
-        find_db_dir(path)
+        db = find_db_dir(path)
     except SourceError as exc:
         raise SourceError(f"--data must be a node's data directory or an archive made by "
                           f"`mutual export`; {args.data} is neither: {exc}") from None
-    return DataSource(path)
+    return DataSource(db)
 
 
 def _close_source(source: Source) -> None:
@@ -1609,18 +1625,11 @@ def main(args: Any, out: Any = None, err: Any = None) -> int:
     if signum is not None:
         name = signal.Signals(signum).name
         if report is None and auditor is not None:  # e.g. a second Ctrl-C while stopping
-            report = auditor._report(_interrupted_failure(signum, auditor.checked), 0.0, 0.0,
-                                     blocks=auditor.checked,
-                                     root=auditor.height == auditor.checked)
+            report = auditor.interrupted_report(signum)
         if report is None:  # stopped while the source was being opened
             label = str(getattr(args, "node", None) or getattr(args, "data", ""))
-            failure = AuditFailure(1, f"the audit was interrupted by {name} before the "
-                                      "replay started")
-            report = AuditReport(
-                ok=False, chain_id=genesis.chain_id, source=label, blocks=0, txs=0,
-                applied=0, rejected={}, periods=0, state_root=None, first_error=failure,
-                certificates=0, signatures=0, stats={}, verdicts={}, seconds=0.0,
-                verify_per_s=0.0, workers=0, pooled=False)
+            report = AuditReport.not_started(genesis.chain_id, label, AuditFailure(
+                1, f"the audit was interrupted by {name} before the replay started"))
             err.write(f"mutual audit: interrupted by {name} before the replay started\n")
         else:
             assert report.first_error is not None
