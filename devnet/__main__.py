@@ -3,7 +3,9 @@
 ``up`` creates keys, a genesis (devnet rule profile) and configs for N validators under
 a data folder (or reuses the folder's existing devnet), starts N node processes on
 loopback ports, plays the demo cycle through the API, prints the URLs, and keeps the
-network running until Ctrl-C; it stops every process it started.
+network running until Ctrl-C; it stops every process it started. A node that exits (or
+that you kill, to watch the others carry on) is reported, with whether the rest can
+still commit; ``up`` itself ends once no node is left.
 """
 
 from __future__ import annotations
@@ -12,9 +14,44 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from devnet.cluster import DEFAULT_BASE_PORT, Cluster, ClusterError
+
+
+def supervise(cluster: Cluster, say: Callable[[str], None], poll_s: float = 1.0,
+              max_polls: int | None = None) -> int:
+    """Watch the nodes: report each one that exits (once) and whether the validators
+    still running hold a quorum, and keep the others running. Returns 1 once every node
+    has exited, 0 after ``max_polls`` polls (None: no limit)."""
+    vset = cluster.genesis.validators
+    gone: set[int] = set()
+    polls = 0
+    while max_polls is None or polls < max_polls:
+        polls += 1
+        time.sleep(poll_s)
+        exited = [n for n in cluster.nodes if n.index not in gone and not n.alive()]
+        if not exited:
+            continue
+        gone.update(n.index for n in exited)
+        running = [n.index for n in cluster.nodes if n.index not in gone]
+        live = vset.power_of([i for i in running if i < len(vset)])
+        for n in exited:
+            code = n.proc.returncode if n.proc is not None else None
+            say(f"devnet: node{n.index} exited (code {code}); its log: {n.log_path}")
+        if not running:
+            say("devnet: no node is left")
+            return 1
+        if vset.has_quorum(live):
+            say(f"devnet: nodes {running} keep running and hold {live} of "
+                f"{vset.total_power} voting power, more than 2/3: the chain goes on")
+        else:
+            say(f"devnet: nodes {running} keep running but hold only {live} of "
+                f"{vset.total_power} voting power, not more than 2/3: no block commits "
+                "until enough validators are back (Ctrl-C, then `make devnet` again "
+                "restarts them on the same chain)")
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -63,12 +100,7 @@ def _up(args: argparse.Namespace) -> int:
         if args.exit_after_demo:
             return 0
         print("the network keeps running; Ctrl-C stops every node")
-        while True:
-            time.sleep(1)
-            dead = [n.index for n in cluster.nodes if not n.alive()]
-            if dead:
-                print(f"devnet: node(s) {dead} exited; see their logs", file=sys.stderr)
-                return 1
+        return supervise(cluster, lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         print("\nstopping the devnet …")
         return 0
