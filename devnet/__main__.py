@@ -72,6 +72,9 @@ def _up(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
+        if stopping:  # a second Ctrl-C must not cut the stop short and leave nodes behind
+            print("devnet: still stopping the nodes …", file=sys.stderr, flush=True)
+            return
         stopping = True
         raise KeyboardInterrupt
 
@@ -108,6 +111,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"devnet: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        stopping = True
         cluster.stop()
 
 
