@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -30,7 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,50 @@ class MemorySource(Source):
         return lambda: got
 
 
+class _DaemonPool:
+    """Threads that run submitted calls and never hold up the process's exit.
+
+    A ThreadPoolExecutor's threads are joined when the interpreter exits, so after Ctrl-C
+    the audit would wait out ``--timeout`` on a node that stopped answering. These are
+    daemon threads: ``close`` drops the queued calls (their futures are cancelled) and
+    whatever is still in flight is abandoned with the process."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        for i in range(threads):
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        if self._closed:
+            future.cancel()
+        else:
+            self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if self._closed:
+                future.cancel()
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def close(self, threads: int) -> None:
+        self._closed = True
+        for _ in range(threads):
+            self._queue.put(None)
+
+
 class NodeSource(Source):
     """A node's HTTP API: canonical block and certificate bytes, fetched in parallel."""
 
@@ -207,7 +252,8 @@ class NodeSource(Source):
         self.client = client
         self.label = client.base_url
         self._client_error = ClientError
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="audit-fetch")
+        self._threads = threads
+        self._pool = _DaemonPool(threads, "audit-fetch")
         try:
             self._status = client.status()
         except ClientError as exc:
@@ -277,7 +323,7 @@ class NodeSource(Source):
                                expected=root, found=claimed)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close(self._threads)
 
 
 def find_db_dir(path: str | Path) -> Path:

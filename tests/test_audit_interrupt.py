@@ -219,3 +219,73 @@ def test_the_sigterm_handler_is_restored_after_the_audit(chain_home, tmp_path) -
                            timeout=5.0)
     assert main(args, io.StringIO(), io.StringIO()) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class _StalledNode:
+    """A loopback HTTP stand-in for a node that answers /status and then never answers a
+    block request (until closed)."""
+
+    def __init__(self, genesis_hash: str) -> None:
+        import http.server
+        import threading
+
+        release = self.release = threading.Event()
+        asked = self.asked = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if self.path.startswith("/status"):
+                    body = json.dumps({"height": 5, "genesis_hash": genesis_hash,
+                                       "chain_id": "x"}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                asked.set()
+                release.wait(60)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_ctrl_c_while_a_node_stalls_does_not_wait_for_the_fetches(chain_home, tmp_path) -> None:
+    # --node fetches blocks in threads; Ctrl-C must not wait out their --timeout
+    from chain.genesis import Genesis
+
+    _, gpath = chain_home
+    stub = _StalledNode(Genesis.load(gpath).hash.hex())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "audit", "--node", stub.url, "--genesis",
+         str(gpath), "--timeout", "45", "--json"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert stub.asked.wait(30), "the audit never asked for a block"
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=40)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        stub.close()
+    assert proc.returncode == 128 + signal.SIGINT, (out, err)
+    assert "Traceback" not in err, err
+    assert json.loads(out.strip().splitlines()[-1])["ok"] is False
+    assert waited < 10, f"exited {waited:.1f} s after Ctrl-C"
