@@ -24,7 +24,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from chain import encoding
 from chain.hashing import sha256
@@ -193,6 +193,20 @@ class _Handler(web.RequestHandler):
     def __init__(self, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.refused = False
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        # aiohttp queues a parse error met inside a chunked body as the *next* message and
+        # leaves the request being read waiting for the rest of its body (a 408 after
+        # BODY_TIMEOUT_S): hand the error to that body, so it is answered 400 at once
+        request = self._current_request
+        if request is None or len(self._messages) <= queued:
+            return
+        error = getattr(self._messages[-1][0], "exc", None)
+        if isinstance(error, HttpProcessingError) and not request.content.is_eof():
+            request.content.set_exception(web.RequestPayloadError(
+                f"malformed request body: {error.message}"))
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,

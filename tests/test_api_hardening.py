@@ -199,6 +199,36 @@ async def test_a_body_that_never_finishes_gets_408(net, monkeypatch) -> None:
         assert time.monotonic() - started < 4
 
 
+@pytest.mark.parametrize("late", [False, True])
+async def test_a_malformed_chunked_body_gets_400_at_once(net, late: bool) -> None:
+    # aiohttp reports a bad chunk as the connection's next message; the request whose body
+    # it broke must not wait for the body timeout
+    async with running(net) as r:
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        try:
+            writer.write(b"POST /txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack"
+                         b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+            await writer.drain()
+            if late:
+                await asyncio.sleep(0.5)
+            started = time.monotonic()
+            writer.write(b"5\r\nhello\r\nzz\r\n")
+            await writer.drain()
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in
+                           (line.partition(":") for line in lines[1:] if line)}
+                body = await reader.readexactly(int(headers["content-length"]))
+            assert int(lines[0].split()[1]) == 400, head
+            doc = json.loads(body)
+            assert doc["error"] == "bad_request" and "chunk" in doc["message"], doc
+            assert time.monotonic() - started < 3
+            assert await closed_by_server(reader, 5)
+        finally:
+            writer.close()
+
+
 async def test_connections_beyond_the_cap_are_refused_with_503(net, monkeypatch) -> None:
     monkeypatch.setattr(api_mod, "MAX_CONNECTIONS", 3)
     async with running(net) as r:
