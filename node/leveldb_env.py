@@ -41,8 +41,15 @@ def elf_symbols(path: str, names: set[bytes]) -> dict[bytes, int]:
     absent from the result. Raises ValueError for a file that is not such an ELF."""
     with open(path, "rb") as f:
         data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if data[:4] != b"\x7fELF" or data[4:5] != b"\x02" or data[5:6] != b"\x01":
         raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
+    try:
+        return _symbols(data, names)
+    except (struct.error, IndexError, ValueError) as exc:  # truncated or inconsistent
+        raise ValueError(f"{path}: malformed ELF file ({exc})") from None
+
+
+def _symbols(data: bytes, names: set[bytes]) -> dict[bytes, int]:
     shoff = struct.unpack_from("<Q", data, 0x28)[0]
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
@@ -82,7 +89,7 @@ def _disable_mmap() -> str:
     for lib in libs:
         try:
             syms = elf_symbols(lib, {_LIMIT_SYMBOL, _ANCHOR_SYMBOL})
-        except (OSError, ValueError, struct.error):
+        except (OSError, ValueError):
             continue
         if _LIMIT_SYMBOL not in syms or _ANCHOR_SYMBOL not in syms:
             continue
@@ -118,6 +125,8 @@ def prepare() -> str:
                     _state = _disable_mmap()
                 except OSError as exc:  # no /proc: not Linux
                     _state = f"mmap ({exc.strerror or exc})"
+                except Exception as exc:  # never let this stop a database from opening
+                    _state = f"mmap (the switch failed: {type(exc).__name__}: {exc})"
         return _state
 
 

@@ -66,6 +66,17 @@ def test_elf_symbols_refuses_other_files(tmp_path: Path) -> None:
     bogus.write_bytes(b"#!/bin/sh\n" * 10)
     with pytest.raises(ValueError, match="not a 64-bit"):
         elf_symbols(str(bogus), {b"x"})
+    truncated = tmp_path / "truncated.so"
+    truncated.write_bytes(b"\x7fELF\x02\x01" + b"\x00" * 20)
+    with pytest.raises(ValueError, match="malformed ELF"):
+        elf_symbols(str(truncated), {b"x"})
+    inconsistent = tmp_path / "inconsistent.so"  # one section header, far past the end
+    header = bytearray(b"\x7fELF\x02\x01" + b"\x00" * 58)
+    header[0x28:0x30] = (1 << 20).to_bytes(8, "little")
+    header[0x3A:0x3E] = (64).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    inconsistent.write_bytes(bytes(header))
+    with pytest.raises(ValueError, match="malformed ELF"):
+        elf_symbols(str(inconsistent), {b"x"})
 
 
 def test_elf_symbols_finds_an_exported_function() -> None:
