@@ -1,4 +1,5 @@
-"""Make LevelDB read its tables with ``pread`` instead of ``mmap``.
+"""Make LevelDB read its tables with ``pread`` instead of ``mmap``, and keep its background
+thread's allocations in a shared malloc arena.
 
 LevelDB 1.22's POSIX Env maps up to 1,000 open table files and serves reads straight from
 those mappings. Every page a read (or a compaction) touches then stays in the process's
@@ -16,6 +17,12 @@ this module finds it in the loaded library's ELF symbol table, checks that the a
 lies in that library's writable mapping and holds LevelDB's default (1000), and only
 then writes 0. Anything unexpected (another build, a stripped library, a database
 already opened) leaves LevelDB as it is and says why in ``table_reads()``.
+
+glibc gives each new thread its own malloc arena (up to 8 per core), and an arena keeps
+the memory its thread freed for that thread alone: LevelDB's compaction thread and a
+writer thread held ~50 MB that way at a million members. Unless ``MALLOC_ARENA_MAX`` is
+set, ``prepare`` caps the process at two arenas (the main thread's and one for the rest),
+measured no slower; elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import plyvel
 _LIMIT_SYMBOL = b"_ZN7leveldb12_GLOBAL__N_112g_mmap_limitE"   # leveldb::(anon)::g_mmap_limit
 _ANCHOR_SYMBOL = b"_ZN7leveldb3Env7DefaultEv"                 # exported: leveldb::Env::Default
 _DEFAULT_LIMIT = 1000  # kDefaultMmapLimit on 64-bit builds
+_M_ARENA_MAX = -8       # mallopt parameter (glibc malloc.h)
+MALLOC_ARENAS = 2
 
 _lock = threading.Lock()
 _state: str | None = None  # None until the first database is about to open
@@ -112,12 +121,27 @@ def _disable_mmap() -> str:
     return "mmap (LevelDB's mmap limit was not found in the loaded library's symbols)"
 
 
+def _limit_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS, unless the environment chose already;
+    True if the cap was set."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return False  # not glibc: its mallopt has no such parameter
+        return bool(libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):
+        return False
+
+
 def prepare() -> str:
-    """Switch table reads to ``pread`` if no database has been opened by this process
-    yet (LevelKV calls this before every open); returns ``table_reads()``."""
+    """Before the process's first database opens (LevelKV calls this before every open):
+    cap the malloc arenas and switch table reads to ``pread``; returns ``table_reads()``."""
     global _state
     with _lock:
         if _state is None:
+            _limit_malloc_arenas()
             if not hasattr(plyvel, "DB"):
                 _state = "mmap (plyvel not loaded)"
             else:

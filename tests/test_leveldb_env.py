@@ -6,6 +6,7 @@ first database."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -36,20 +37,53 @@ PROBE = textwrap.dedent("""
     with open("/proc/self/maps") as f:
         mapped = sum(1 for line in f if line.rstrip().endswith(".ldb"))
     kv.close()
-    print(json.dumps({"reads": leveldb_env.table_reads(), "mapped": mapped}))
+    # threads that allocate through malloc (bytes over 512 bytes), then glibc's count of
+    # arenas ("heaps" in malloc_info)
+    import ctypes, os, re, threading
+    def churn():
+        junk = [bytes(2000 + i) for i in range(2000)]
+        del junk
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    libc = ctypes.CDLL(None)
+    heaps = None
+    if hasattr(libc, "malloc_info") and hasattr(libc, "gnu_get_libc_version"):
+        libc.fdopen.restype = ctypes.c_void_p
+        r, w = os.pipe()
+        fp = ctypes.c_void_p(libc.fdopen(w, b"w"))
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        xml = b""
+        while chunk := os.read(r, 65536):
+            xml += chunk
+        heaps = len(re.findall(rb'<heap nr=', xml))
+    print(json.dumps({"reads": leveldb_env.table_reads(), "mapped": mapped, "heaps": heaps}))
 """)
 
 
-def _probe(path: Path, *extra: str) -> dict:
+def _probe(path: Path, *extra: str, env: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | (env or {})
     out = subprocess.run([sys.executable, "-c", PROBE, str(path), *extra], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, check=True)
+                         capture_output=True, text=True, timeout=120, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
 def test_tables_are_read_without_mapping_them(tmp_path: Path) -> None:
     result = _probe(tmp_path / "db")
-    assert result == {"reads": "pread", "mapped": 0}
+    assert result["reads"] == "pread" and result["mapped"] == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_threads_share_the_capped_malloc_arenas(tmp_path: Path) -> None:
+    capped = _probe(tmp_path / "a")
+    if capped["heaps"] is None:
+        pytest.skip("not glibc")
+    assert capped["heaps"] <= 2
+    # an operator's own MALLOC_ARENA_MAX is left alone
+    chosen = _probe(tmp_path / "b", env={"MALLOC_ARENA_MAX": "8"})
+    assert chosen["heaps"] > 2
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
