@@ -82,9 +82,9 @@ APPLY_START = 61 * SECOND    # period 2, after the waiting period, before notice
 # during apply, each later period as many claims again
 DEFAULT_SETTLE_ROUNDS = 5
 # keys per bulk-load commit: two chunks' batches are alive at once (one hashed, one being
-# written) and what they free fragments the heap; 10,000 loads as fast as 25,000 did and
-# peaks ~50 MB lower at 1M members
-CHUNK_KEYS = 10_000
+# written) and what they free fragments the heap; 10,000 loaded as fast as 25,000 and
+# peaked ~50 MB lower at 1M members, 5,000 as fast again (62-71k members/s) and ~5 MB lower
+CHUNK_KEYS = 5_000
 COMPACTION_WAIT_S = 300.0
 # apply blocks per size: enough for LevelDB to flush and compact what apply itself writes
 # (~5 MB per block at 1M members), so the figure is a node's sustained rate; the first five
