@@ -45,6 +45,7 @@ from consensus.events import (
 )
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import PersistError, Signer
+from contracts.kv import KVError
 from node.executor import BlockInvalid
 from node.logs import event
 from node.wal import WAL
@@ -188,6 +189,11 @@ class ConsensusDriver:
                 raise
             except PersistError as exc:
                 raise FatalError(f"signer cannot persist its state: {exc}") from exc
+            except KVError as exc:
+                # e.g. a full disk: the block was decided but not saved, and nothing may go
+                # on from state that is not on disk; the consensus WAL holds the decision,
+                # so a restart (with the cause fixed) commits it again
+                raise FatalError(f"the database failed: {exc}") from exc
             except Exception:  # a bug in one input must not stop consensus
                 log.exception("error handling consensus input %s", item.kind)
 

@@ -32,6 +32,12 @@ DEFAULT_COMPRESSION: str | None = None
 DEFAULT_MAX_OPEN_FILES = 1000
 
 
+def _reason(exc: BaseException) -> str:
+    """plyvel's message (it passes LevelDB's status as bytes)."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
 class _LevelStore:
     __slots__ = ("db", "path", "raw_get")
 
@@ -43,8 +49,8 @@ class _LevelStore:
     def _get(self, key: bytes) -> bytes | None:
         try:
             return self.db.get(key)
-        except RuntimeError as exc:  # plyvel raises RuntimeError on a closed database
-            raise KVError(f"{self.path}: {exc}") from exc
+        except (RuntimeError, plyvel.Error) as exc:  # closed database; corruption, I/O
+            raise KVError(f"{self.path}: {_reason(exc)}") from exc
 
     def raw_iter(
         self, lower: bytes, upper: bytes | None, reverse: bool
@@ -100,7 +106,10 @@ class _LevelStore:
                 delete(k)
             else:
                 put(k, v)
-        wb.write()
+        try:
+            wb.write()
+        except (RuntimeError, plyvel.Error) as exc:  # e.g. the disk is full
+            raise KVError(f"{self.path}: write failed: {_reason(exc)}") from exc
 
     def close(self) -> None:
         self.db.close()
