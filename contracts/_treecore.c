@@ -13,8 +13,9 @@
  *   root: 32 bytes; root_kh: 32 bytes if the root is a leaf, else None
  *   fetch(key) -> bytes: the record stored under node_prefix-relative key pos ‖ hash
  *   ops: dict, gets node_prefix ‖ pos ‖ hash -> record for every new leaf and group
- *   top / nodes: group caches (hash -> record) for depth < top_depth / deeper; a group
- *   this commit replaces is popped from them, every new group is put in them
+ *   top / nodes: GroupCache objects (hash -> record, below) for depth < top_depth /
+ *   deeper; a group this commit replaces is taken out of them, every new group is put in
+ *   them
  *   replaced: None, or a list that gets the key (node_prefix ‖ pos ‖ hash) of every group
  *   record this commit replaces and of every leaf record whose key it rewrites or deletes
  *   (a key may also be put again in ops, when its content comes out unchanged; pruning
@@ -554,6 +555,8 @@ static int take(Ctx *c, const uint8_t *h, const uint8_t *pos, int depth, Group *
     return rc;
 }
 
+/* First index in [lo, hi) whose bit `depth` is 1 (entries share their first depth bits
+ * and are sorted, so the bit is monotone). */
 static Py_ssize_t split(const Row *r, Py_ssize_t lo, Py_ssize_t hi, int depth) {
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;

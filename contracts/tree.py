@@ -99,8 +99,8 @@ _PATH_MASK = [sum(1 << ((1 << lv) | (nib >> (GROUP_LEVELS - lv))) for lv in rang
 
 # deep group records (depth >= TOP_DEPTH) are cached in FIFO order, ~290 bytes each in the
 # C cache: a million members make ~730,000 of them (~200 MB), so the default holds them
-# all and an update at that size reads no group from LevelDB (deliver_tx ran ~35 % faster
-# than with 600,000, whose misses each cost a LevelDB read)
+# all and an update at that size reads no group from LevelDB (with 600,000, whose misses
+# each cost a LevelDB read, deliver_tx ran ~35 % slower)
 DEFAULT_NODE_CACHE = 1_000_000
 # group records above TOP_DEPTH are cached without eviction: they are on every path (at
 # most 1 + 16 + ... + 16**4 current ones, ~70 MB when all full), so an update reads at most
