@@ -1235,6 +1235,9 @@ def render_report(r: AuditReport) -> str:
     return "\n".join(lines)
 
 
+REPLAY_ROOTS = 2
+
+
 class Auditor:
     """One replay of a chain from ``source`` under ``genesis`` (the auditor's own file)."""
 
@@ -1244,7 +1247,11 @@ class Auditor:
         self.verify_seconds = verify_seconds
         self.source = source
         self.kv = MemoryKV()
-        self.executor = Executor(genesis, self.kv, BlockStore(self.kv), self._sig_ok)
+        # the checks read the state after the previous block at most (a panel's draw), so
+        # two roots stay readable and older tree records are pruned as the replay goes:
+        # the replay's memory follows the state's size, not the chain's history
+        self.executor = Executor(genesis, self.kv, BlockStore(self.kv), self._sig_ok,
+                                 keep_roots=REPLAY_ROOTS)
         self.verifier = SigVerifier(genesis, default_workers() if workers is None else workers)
         self.progress = progress
         self.rules = RuleChecker(genesis, lambda: self.executor.tree,

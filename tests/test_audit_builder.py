@@ -25,7 +25,7 @@ from chain.tx import Transaction
 from chain.vote import Vote, VoteType
 from contracts.kv import KV, MemoryKV
 from contracts.params import profile
-from node.audit import MemorySource, audit
+from node.audit import REPLAY_ROOTS, Auditor, MemorySource, audit
 from node.blockstore import BlockStore
 from node.executor import Applied, Executor
 
@@ -249,6 +249,16 @@ def test_scenario_is_a_valid_chain_and_every_transaction_applies() -> None:
     assert b.ex.app.get_claim(3)["status"] == "paid"
     assert b.ex.app.get_claim(4)["status"] == "denied_final"
     assert b.ex.app.get_period(3)["status"] == "settled"
+
+
+def test_the_replay_keeps_only_the_roots_its_checks_read() -> None:
+    # the replay prunes as a node does, so its memory follows the state, not the history
+    b, _ = build_scenario()
+    auditor = Auditor(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+    assert auditor.run().ok
+    assert b.height > 10
+    roots = [k for k, _ in auditor.executor.state_kv.iterate(b"r")]
+    assert len(roots) == REPLAY_ROOTS
 
 
 def test_clean_chain_passes_with_every_figure_in_the_report() -> None:
