@@ -51,7 +51,7 @@ from chain.verifyrate import measure_verify_rate
 from chain.vote import MessageError
 from contracts import records
 from contracts.calendar import age_years, cst_date, parse_date
-from contracts.kv import KV, MemoryKV
+from contracts.kv import KV, KVError, MemoryKV
 from contracts.params import Params
 from contracts.tree import StateTree, node_record_ok
 from node.blockstore import PREFIXES, BlockStore, BlockStoreError
@@ -1242,15 +1242,33 @@ class Auditor:
     """One replay of a chain from ``source`` under ``genesis`` (the auditor's own file)."""
 
     def __init__(self, genesis: Genesis, source: Source, *, workers: int | None = None,
-                 progress: Progress | None = None, verify_seconds: float = 0.3) -> None:
+                 progress: Progress | None = None, verify_seconds: float = 0.3,
+                 work_dir: str | Path | None = None) -> None:
+        """``work_dir``: replay into a LevelDB database in a new directory under it
+        (removed by ``close``) instead of in memory, for chains whose blocks and
+        transaction index do not fit in memory."""
         self.genesis = genesis
         self.verify_seconds = verify_seconds
         self.source = source
-        self.kv = MemoryKV()
+        self._replay_dir: str | None = None
+        self.kv: Any = None
+        if work_dir is None:
+            self.kv = MemoryKV()
+        else:
+            from node.kvstore import open_kv
+
+            try:
+                self._replay_dir = tempfile.mkdtemp(prefix="mutual-replay-", dir=work_dir)
+                self.kv = open_kv(Path(self._replay_dir) / "db")
+            except (OSError, KVError) as exc:
+                self.close()
+                raise SourceError(f"--work-dir {work_dir}: cannot make the replay's "
+                                  f"database there: {exc}") from None
         # the checks read the state after the previous block at most (a panel's draw), so
         # two roots stay readable and older tree records are pruned as the replay goes:
         # the replay's memory follows the state's size, not the chain's history
-        self.executor = Executor(genesis, self.kv, BlockStore(self.kv), self._sig_ok,
+        self.executor = Executor(genesis, self.kv,
+                                 BlockStore(self.kv, durable=False), self._sig_ok,
                                  keep_roots=REPLAY_ROOTS)
         self.verifier = SigVerifier(genesis, default_workers() if workers is None else workers)
         self.progress = progress
@@ -1321,6 +1339,17 @@ class Auditor:
         if signum is not None:  # no rate measurement after a Ctrl-C
             raise AuditInterrupted(signum, self.interrupted_report(signum, seconds, failure))
         return self._report(failure, seconds, measure_verify_rate(self.verify_seconds))
+
+    def close(self) -> None:
+        """Remove the replay's database (with ``work_dir``); safe to call twice."""
+        if self._replay_dir is None:
+            return
+        close = getattr(self.kv, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+        shutil.rmtree(self._replay_dir, ignore_errors=True)
+        self._replay_dir = None
 
     def interrupted_report(self, signum: int, seconds: float = 0.0,
                            failure: AuditFailure | None = None) -> AuditReport:
@@ -1566,12 +1595,18 @@ def _receipt_bytes(receipt: Any) -> bytes:
 
 
 def audit(genesis: Genesis, source: Source, *, workers: int | None = None,
-          progress: Progress | None = None, verify_seconds: float = 0.3) -> AuditReport:
+          progress: Progress | None = None, verify_seconds: float = 0.3,
+          work_dir: str | Path | None = None) -> AuditReport:
     """Replay and check the chain ``source`` serves against ``genesis``. ``workers``:
     signature-checking processes (None: one per spare core, 0: inline);
-    ``verify_seconds``: how long to measure this machine's Ed25519 verify rate."""
-    return Auditor(genesis, source, workers=workers, progress=progress,
-                   verify_seconds=verify_seconds).run()
+    ``verify_seconds``: how long to measure this machine's Ed25519 verify rate;
+    ``work_dir``: replay on disk there instead of in memory (see ``Auditor``)."""
+    auditor = Auditor(genesis, source, workers=workers, progress=progress,
+                      verify_seconds=verify_seconds, work_dir=work_dir)
+    try:
+        return auditor.run()
+    finally:
+        auditor.close()
 
 
 # =====================================================================================
@@ -1632,8 +1667,9 @@ def _open_source(args: Any) -> Source:
     return DataSource(db)
 
 
-def _close_source(source: Source) -> None:
-    """Close (for ``--data``: delete the copy) even through a second Ctrl-C."""
+def _close_source(source: Source | Auditor) -> None:
+    """Close a source or an auditor (deleting a ``--data`` copy or a ``--work-dir``
+    replay) even through a second Ctrl-C."""
     while True:
         try:
             source.close()
@@ -1667,12 +1703,19 @@ def main(args: Any, out: Any = None, err: Any = None) -> int:
                 err.write(f"mutual audit: error: {exc}\n")
                 return EXIT_FAIL if getattr(args, "node", None) else EXIT_USAGE
             progress = Progress(0, stream=err, enabled=not args.json)
-            auditor = Auditor(genesis, source, workers=None, progress=progress)
+            try:
+                auditor = Auditor(genesis, source, workers=None, progress=progress,
+                                  work_dir=getattr(args, "work_dir", None))
+            except SourceError as exc:
+                err.write(f"mutual audit: error: {exc}\n")
+                return EXIT_USAGE
             report = auditor.run()
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, AuditInterrupted) else signal.SIGINT
             report = exc.report if isinstance(exc, AuditInterrupted) else None
         finally:
+            if auditor is not None:
+                _close_source(auditor)
             if source is not None:
                 _close_source(source)
     if signum is not None:

@@ -161,8 +161,11 @@ class BlockStore:
     anywhere the KV backend allows.
     """
 
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, *, durable: bool = True) -> None:
+        """``durable``: write every batch with ``sync=True`` (a node). False only for a
+        throwaway store whose loss is harmless (an audit's replay on disk)."""
         self._kv = kv
+        self._sync = durable
         self._blocks = kv.prefixed(PREFIXES["blocks"])
         self._ids = kv.prefixed(PREFIXES["block_ids"])
         self._certs = kv.prefixed(PREFIXES["certs"])
@@ -182,7 +185,7 @@ class BlockStore:
                 raise WrongDatabase("database has block store data but no schema version")
             batch = self._meta.batch()
             batch.put(_META_SCHEMA, encoding.encode({"version": SCHEMA_VERSION}))
-            self._kv.write(batch, sync=True)
+            self._kv.write(batch, sync=self._sync)
             return
         try:
             version = encoding.decode(raw)["version"]
@@ -222,7 +225,7 @@ class BlockStore:
         batch.put(PREFIXES["meta"] + _META_GENESIS, genesis_hash)
         batch.put(PREFIXES["results"] + height_key(0), state_root)
         batch.put(PREFIXES["meta"] + _META_TIP, tip.encode())
-        self._kv.write(batch, sync=True)
+        self._kv.write(batch, sync=self._sync)
         self._tip = tip
 
     def save_block(
@@ -288,7 +291,7 @@ class BlockStore:
         batch.put(p["results"] + hk, state_root)
         tip = Tip(height, block_id, state_root, block.header.time)
         batch.put(p["meta"] + _META_TIP, tip.encode())
-        self._kv.write(batch, sync=True)
+        self._kv.write(batch, sync=self._sync)
         self._tip = tip
 
     def _check_fit(

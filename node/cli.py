@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--genesis", required=True, help="the genesis file YOU trust")
     a.add_argument("--json", action="store_true", help="only the JSON report")
     a.add_argument("--timeout", type=_seconds, default=30.0)
+    a.add_argument("--work-dir", help="replay on disk, in a LevelDB database in a new "
+                                      "directory here (removed at the end), instead of in "
+                                      "memory: for chains whose blocks do not fit in memory")
     a.set_defaults(func=cmd_audit)
 
     v = sub.add_parser("verify-share", help="check one member's share without trusting a node")

@@ -261,6 +261,18 @@ def test_the_replay_keeps_only_the_roots_its_checks_read() -> None:
     assert len(roots) == REPLAY_ROOTS
 
 
+def test_an_on_disk_replay_reports_the_same_and_removes_itself(tmp_path) -> None:
+    b, _ = build_scenario()
+    in_memory = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+    on_disk = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01,
+                    work_dir=tmp_path)
+    assert on_disk.ok and in_memory.ok
+    for field in ("blocks", "txs", "applied", "rejected", "periods", "state_root",
+                  "certificates", "signatures", "stats", "verdicts"):
+        assert getattr(on_disk, field) == getattr(in_memory, field), field
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_clean_chain_passes_with_every_figure_in_the_report() -> None:
     b, _ = build_scenario()
     report = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)

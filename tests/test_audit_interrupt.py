@@ -67,7 +67,8 @@ def chain_home(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _leftovers(tmp: Path) -> list[str]:
-    return sorted(p.name for p in tmp.iterdir() if p.name.startswith("mutual-audit-"))
+    return sorted(p.name for p in tmp.iterdir()
+                  if p.name.startswith(("mutual-audit-", "mutual-replay-")))
 
 
 def _run_and_signal(chain_home, tmp_path: Path, sig: int, whole_group: bool,
@@ -143,6 +144,15 @@ def test_sigterm_during_the_audit(chain_home, tmp_path) -> None:
     _check_interrupted(rc, out, err, tmp, signal.SIGTERM)
     assert "FAILED at height 2" in out  # the readable report comes before the JSON line
     assert [ln for ln in err.splitlines() if ln.startswith("mutual audit: interrupted")]
+
+
+def test_ctrl_c_during_an_on_disk_replay_leaves_no_replay(chain_home, tmp_path) -> None:
+    # --work-dir: the replay's database is removed like the --data copy
+    work = tmp_path / "tmp"
+    rc, out, err, tmp = _run_and_signal(chain_home, tmp_path, signal.SIGINT,
+                                        whole_group=True,
+                                        extra=["--json", "--work-dir", str(work)])
+    _check_interrupted(rc, out, err, tmp, signal.SIGINT)
 
 
 def test_ctrl_c_while_the_database_is_copied_leaves_no_copy(chain_home, tmp_path,

@@ -17,6 +17,7 @@ from chain.block import Block
 from chain.crypto import PrivateKey
 from chain.tx import Transaction
 from contracts import records
+from node.archive import write_archive
 from node.audit import (
     ABSENT,
     AuditFailure,
@@ -161,3 +162,22 @@ def test_data_that_is_neither_a_data_directory_nor_an_archive(tmp_path) -> None:
         if says == "is neither":
             assert ("--data must be a node's data directory or an archive made by "
                     "`mutual export`") in lines[0]
+
+
+def test_a_work_dir_that_cannot_hold_the_replay_is_one_line(tmp_path) -> None:
+    b = ChainBuilder()
+    b.commit([])
+    gpath = tmp_path / "genesis.json"
+    b.genesis.dump(gpath)
+    archive = tmp_path / "chain.archive"
+    write_archive(archive, [(1, b.blocks[0], b.certs[1])])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for work in (tmp_path / "nowhere", a_file):
+        out, err = io.StringIO(), io.StringIO()
+        args = SimpleNamespace(node=None, data=str(archive), genesis=str(gpath), json=True,
+                               timeout=1.0, work_dir=str(work))
+        assert main(args, out, err) == 2
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mutual audit: error: --work-dir "), lines
+        assert out.getvalue() == ""
