@@ -48,7 +48,7 @@ from consensus.signer import PersistError, Signer
 from contracts.kv import KVError
 from node.executor import BlockInvalid
 from node.logs import event
-from node.wal import WAL
+from node.wal import WAL, WALError
 
 if TYPE_CHECKING:  # pragma: no cover
     from node.node import Node
@@ -194,6 +194,10 @@ class ConsensusDriver:
                 # on from state that is not on disk; the consensus WAL holds the decision,
                 # so a restart (with the cause fixed) commits it again
                 raise FatalError(f"the database failed: {exc}") from exc
+            except WALError as exc:
+                # own messages are not sent unless logged first: without a WAL this node
+                # cannot take part, and every later input would fail the same way
+                raise FatalError(f"the consensus WAL failed: {exc}") from exc
             except Exception:  # a bug in one input must not stop consensus
                 log.exception("error handling consensus input %s", item.kind)
 

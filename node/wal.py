@@ -508,6 +508,9 @@ class WAL:
         assert self._fd is not None
         try:
             _write_all(self._fd, frame)
+        except OSError as exc:  # e.g. the disk is full
+            self._roll_back(exc)
+            raise WALError(f"WAL write failed: {exc}") from exc
         except BaseException as exc:
             self._roll_back(exc)
             raise

@@ -1,9 +1,10 @@
-"""A database that stops taking writes (a full disk) stops the node with its reason, and a
-restart once the cause is gone continues the chain from what was saved: nothing the node
-reported committed is lost, no height is skipped.
+"""A database or a consensus WAL that stops taking writes (a full disk) stops the node
+with its reason, and a restart once the cause is gone continues the chain from what was
+saved: nothing the node reported committed is lost, no height is skipped.
 
-One validator in-process on loopback ports; the failure is LevelDB's own error for a full
-disk, raised from the synced block write. Every wait is bounded; the nodes are stopped.
+One validator in-process on loopback ports; the failures are LevelDB's own error for a
+full disk, raised from the synced block write, and ENOSPC from the WAL's write. Every wait
+is bounded; the nodes are stopped.
 """
 
 from __future__ import annotations
@@ -108,6 +109,53 @@ async def test_a_full_disk_stops_the_node_and_a_restart_continues(
             block = store.block(h)
             assert block is not None and block.height == h, h
             assert store.certificate(h) is not None, h
+    finally:
+        with contextlib.suppress(NodeError):
+            await _stop(again, task)
+            if task.done() and not task.cancelled():
+                task.result()
+
+
+async def test_a_wal_that_cannot_be_written_stops_the_node_and_a_restart_continues(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from node import wal as walmod
+
+    cluster = Cluster.create(tmp_path / "net", validators=1, base_port=free_base_port(2))
+    real_write_all = walmod._write_all
+    full = {"on": False, "failed": 0}
+
+    def write_all(fd: int, data: bytes) -> None:
+        if full["on"]:
+            full["failed"] += 1
+            raise OSError(28, "No space left on device")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(walmod, "_write_all", write_all)
+    node = _node(cluster)
+    task = asyncio.create_task(node.run())
+    try:
+        await _wait(lambda: _height(node) >= 3, "height 3")
+        full["on"] = True
+        saved = node.height
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert done, "the node kept running without a WAL it can write"
+        with pytest.raises(NodeError) as err:
+            task.result()
+        assert "the consensus WAL failed" in str(err.value)
+        assert "No space left on device" in str(err.value)
+        assert full["failed"] >= 1
+    finally:
+        if not task.done():
+            await _stop(node, task)
+    full["on"] = False
+
+    again = _node(cluster)
+    task = asyncio.create_task(again.run())
+    try:
+        target = saved + 3
+        await _wait(lambda: _height(again) >= target, f"height {target} after the restart")
+        for h in range(1, target + 1):
+            assert again.store.block(h) is not None, h
     finally:
         with contextlib.suppress(NodeError):
             await _stop(again, task)

@@ -491,7 +491,7 @@ def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", half_then_enospc)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(WALError, match="WAL write failed: .*No space"):
         w.append(b"this frame is torn by a full disk", sync=True)
     monkeypatch.setattr(os, "write", real_write)
     assert path.stat().st_size == size == w.size
