@@ -15,8 +15,11 @@ test helper ``EnvPosixTestHelper::SetReadOnlyMMapLimit`` sets and that the defau
 reads once, when the process opens its first database. The variable is not exported, so
 this module finds it in the loaded library's ELF symbol table, checks that the address
 lies in that library's writable mapping and holds LevelDB's default (1000), and only
-then writes 0. Anything unexpected (another build, a stripped library, a database
-already opened) leaves LevelDB as it is and says why in ``table_reads()``.
+then writes 0. Anything unexpected (another build, a stripped library, a malformed file)
+leaves LevelDB as it is and says why in ``table_reads()``. The switch only takes effect
+before the process's first database opens, which is why LevelKV calls ``prepare`` before
+every open; a database opened through plyvel directly, before any LevelKV, would keep
+the mmap reads without this module being able to tell.
 
 glibc gives each new thread its own malloc arena (up to 8 per core), and an arena keeps
 the memory its thread freed for that thread alone: LevelDB's compaction thread and a
