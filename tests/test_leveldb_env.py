@@ -40,8 +40,10 @@ PROBE = textwrap.dedent("""
     # threads that allocate through malloc (bytes over 512 bytes), then glibc's count of
     # arenas ("heaps" in malloc_info)
     import ctypes, os, re, threading
+    together = threading.Barrier(4)  # all four alive at once: none reuses another's arena
     def churn():
         junk = [bytes(2000 + i) for i in range(2000)]
+        together.wait(30)
         del junk
     threads = [threading.Thread(target=churn) for _ in range(4)]
     for t in threads: t.start()
