@@ -22,6 +22,7 @@ from chain.genesis import Genesis
 from devnet.cluster import Cluster, free_base_port
 from node import config as cfg
 from node import kvstore
+from node import wal as walmod
 from node.keys import read_key
 from node.node import Node, NodeError
 
@@ -49,6 +50,46 @@ async def _stop(node: Node, task: asyncio.Task) -> None:
     if not done:
         task.cancel()
         await asyncio.wait({task}, timeout=10)
+
+
+async def _fails_then_recovers(cluster: Cluster, full: dict, reason: str) -> None:
+    """Run the node to height 3, turn the failure on, expect the node to stop with
+    ``reason`` (and the disk's message) without running on; then turn it off, restart on
+    the same home and expect the chain to continue, every height stored, none skipped."""
+    node = _node(cluster)
+    task = asyncio.create_task(node.run())
+    try:
+        await _wait(lambda: _height(node) >= 3, "height 3")
+        full["on"] = True
+        saved = node.height
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert done, f"the node kept running where it should have stopped ({reason})"
+        with pytest.raises(NodeError) as err:
+            task.result()
+        assert reason in str(err.value)
+        assert "No space left on device" in str(err.value)
+        assert full["failed"] >= 1
+        assert node.height <= saved + 1  # it did not run on past the failed block
+    finally:
+        if not task.done():
+            await _stop(node, task)
+    full["on"] = False
+
+    again = _node(cluster)
+    task = asyncio.create_task(again.run())
+    try:
+        target = saved + 3
+        await _wait(lambda: _height(again) >= target, f"height {target} after the restart")
+        store = again.store
+        for h in range(1, target + 1):
+            block = store.block(h)
+            assert block is not None and block.height == h, h
+            assert store.certificate(h) is not None, h
+    finally:
+        with contextlib.suppress(NodeError):
+            await _stop(again, task)
+            if task.done() and not task.cancelled():
+                task.result()
 
 
 async def test_a_full_disk_stops_the_node_and_a_restart_continues(
@@ -79,47 +120,11 @@ async def test_a_full_disk_stops_the_node_and_a_restart_continues(
         return real_write(self, ops, sync)
 
     monkeypatch.setattr(kvstore._LevelStore, "raw_write", raw_write)
-
-    node = _node(cluster)
-    task = asyncio.create_task(node.run())
-    try:
-        await _wait(lambda: _height(node) >= 3, "height 3")
-        full["on"] = True
-        saved = node.height
-        done, _ = await asyncio.wait({task}, timeout=30)
-        assert done, "the node kept running on a database that refuses writes"
-        with pytest.raises(NodeError) as err:
-            task.result()
-        assert "the database failed" in str(err.value)
-        assert "No space left on device" in str(err.value)
-        assert full["failed"] >= 1
-        assert node.height <= saved + 1  # it did not run on past the failed block
-    finally:
-        if not task.done():
-            await _stop(node, task)
-    full["on"] = False
-
-    again = _node(cluster)
-    task = asyncio.create_task(again.run())
-    try:
-        target = saved + 3
-        await _wait(lambda: _height(again) >= target, f"height {target} after the restart")
-        store = again.store
-        for h in range(1, target + 1):
-            block = store.block(h)
-            assert block is not None and block.height == h, h
-            assert store.certificate(h) is not None, h
-    finally:
-        with contextlib.suppress(NodeError):
-            await _stop(again, task)
-            if task.done() and not task.cancelled():
-                task.result()
+    await _fails_then_recovers(cluster, full, "the database failed")
 
 
 async def test_a_wal_that_cannot_be_written_stops_the_node_and_a_restart_continues(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from node import wal as walmod
-
     cluster = Cluster.create(tmp_path / "net", validators=1, base_port=free_base_port(2))
     real_write_all = walmod._write_all
     full = {"on": False, "failed": 0}
@@ -131,33 +136,4 @@ async def test_a_wal_that_cannot_be_written_stops_the_node_and_a_restart_continu
         real_write_all(fd, data)
 
     monkeypatch.setattr(walmod, "_write_all", write_all)
-    node = _node(cluster)
-    task = asyncio.create_task(node.run())
-    try:
-        await _wait(lambda: _height(node) >= 3, "height 3")
-        full["on"] = True
-        saved = node.height
-        done, _ = await asyncio.wait({task}, timeout=30)
-        assert done, "the node kept running without a WAL it can write"
-        with pytest.raises(NodeError) as err:
-            task.result()
-        assert "the consensus WAL failed" in str(err.value)
-        assert "No space left on device" in str(err.value)
-        assert full["failed"] >= 1
-    finally:
-        if not task.done():
-            await _stop(node, task)
-    full["on"] = False
-
-    again = _node(cluster)
-    task = asyncio.create_task(again.run())
-    try:
-        target = saved + 3
-        await _wait(lambda: _height(again) >= target, f"height {target} after the restart")
-        for h in range(1, target + 1):
-            assert again.store.block(h) is not None, h
-    finally:
-        with contextlib.suppress(NodeError):
-            await _stop(again, task)
-            if task.done() and not task.cancelled():
-                task.result()
+    await _fails_then_recovers(cluster, full, "the consensus WAL failed")
