@@ -68,6 +68,15 @@ class FatalError(Exception):
     """The driver cannot go on safely (e.g. the signer cannot persist); the node stops."""
 
 
+def _diverged(height: int, how: str, exc: BlockInvalid) -> FatalError:
+    """A committed block that this node finds invalid: its state is not the chain's (a
+    damaged database, or execution that differs from the other validators'). Going on
+    would only stall it at this height, or worse; the operator must resync it."""
+    return FatalError(f"block {height}, {how}, is invalid on this node ({exc}): its state "
+                      "has diverged from the chain; stop it and rebuild its database from "
+                      "its peers (README: lost or damaged database)")
+
+
 @dataclass
 class _Item:
     kind: str  # proposal | vote | timeout | block | synced | start | evidence | call
@@ -324,8 +333,10 @@ class ConsensusDriver:
         try:
             txs = executor.validate(block)
         except BlockInvalid as exc:
-            self._misbehaved(peer, f"synced block {block.height} invalid: {exc}")
-            return
+            # its certificate verified: +2/3 of the validators committed exactly this
+            # block, so the fault is this node's state, not the peer that sent it
+            raise _diverged(block.height, "certified by +2/3 of the voting power",
+                            exc) from exc
         self._commit(block, cert, txs, synced=True)
         self._begin_height(block.height + 1)
 
@@ -429,7 +440,10 @@ class ConsensusDriver:
             return  # already stored (block sync won the race)
         txs = self.block_txs.get(a.block_id)
         if txs is None:
-            txs = self.node.executor.validate(block)
+            try:
+                txs = self.node.executor.validate(block)
+            except BlockInvalid as exc:
+                raise _diverged(a.height, "decided by +2/3 of the voting power", exc) from exc
         self._commit(block, a.certificate, txs)
         self._decided_height = a.height
         self._waiting_next_height = True
