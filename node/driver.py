@@ -46,6 +46,7 @@ from consensus.events import (
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import PersistError, Signer
 from contracts.kv import KVError
+from node.blockstore import BlockStoreError
 from node.executor import BlockInvalid
 from node.logs import event
 from node.wal import WAL, WALError
@@ -203,6 +204,10 @@ class ConsensusDriver:
                 # on from state that is not on disk; the consensus WAL holds the decision,
                 # so a restart (with the cause fixed) commits it again
                 raise FatalError(f"the database failed: {exc}") from exc
+            except BlockStoreError as exc:
+                # the store refused a decided block or cannot read its own records: a
+                # damaged database or a diverged state; either way this node cannot go on
+                raise FatalError(f"the block store failed: {exc}") from exc
             except WALError as exc:
                 # own messages are not sent unless logged first: without a WAL this node
                 # cannot take part, and every later input would fail the same way

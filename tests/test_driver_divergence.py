@@ -5,13 +5,16 @@ with a verified certificate). Uses test_driver_timing's harness: stubs, no socke
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
 
+from chain.vote import Vote, VoteType
+from node.blockstore import StateRootMismatch
 from node.driver import FatalError, _Item
 from node.executor import BlockInvalid
-from tests.test_driver_timing import Harness
+from tests.test_driver_timing import CHAIN, KEYS, Harness
 
 
 def _invalid_here(block: object) -> list:
@@ -46,5 +49,26 @@ async def test_a_certified_synced_block_invalid_here_stops_the_node(tmp_path) ->
             h.driver._dispatch(_Item("synced", (block, object()), b"peer"))
         assert blamed == []  # the peer sent the chain's block: not its fault
         assert h.node.executor.height == 0
+    finally:
+        h.close()
+
+
+async def test_a_block_the_store_refuses_stops_the_node(tmp_path) -> None:
+    # through the driver's own loop, which turns the store's error into a stop
+    h = Harness(tmp_path)
+
+    def refuse(block: object, cert: object, txs: object) -> None:
+        raise StateRootMismatch("block 1 carries state root 06..., this node computed 07...")
+
+    try:
+        h.node.executor.apply = refuse
+        h.driver._begin_height(1)
+        block_id = h.block(1)
+        h.propose(1, block_id)
+        for v in range(5):
+            vote = Vote(VoteType.PRECOMMIT, 1, 0, block_id, 1_001, v).signed(KEYS[v], CHAIN)
+            assert h.driver.submit("vote", vote, b"peer")
+        with pytest.raises(FatalError, match="the block store failed: block 1 carries"):
+            await asyncio.wait_for(h.driver._run(), 5)
     finally:
         h.close()
