@@ -210,6 +210,7 @@ class _DaemonPool:
     def __init__(self, threads: int, name: str) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self._threads = threads
         for i in range(threads):
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
 
@@ -237,9 +238,9 @@ class _DaemonPool:
             except BaseException as exc:  # handed to whoever waits on the future
                 future.set_exception(exc)
 
-    def close(self, threads: int) -> None:
+    def close(self) -> None:
         self._closed = True
-        for _ in range(threads):
+        for _ in range(self._threads):
             self._queue.put(None)
 
 
@@ -252,7 +253,6 @@ class NodeSource(Source):
         self.client = client
         self.label = client.base_url
         self._client_error = ClientError
-        self._threads = threads
         self._pool = _DaemonPool(threads, "audit-fetch")
         try:
             self._status = client.status()
@@ -323,7 +323,7 @@ class NodeSource(Source):
                                expected=root, found=claimed)
 
     def close(self) -> None:
-        self._pool.close(self._threads)
+        self._pool.close()
 
 
 def find_db_dir(path: str | Path) -> Path:

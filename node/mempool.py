@@ -242,9 +242,7 @@ class Mempool:
         Those of ``precheck_unsigned``, then the signature (cached).
         """
         tx = self.precheck_unsigned(tx_bytes)
-        if not self.check_signature(tx):
-            raise TxRejected(BAD_SIGNATURE, "signature does not verify for the sender",
-                             tx.hash)
+        self._check_signed(tx, tx.hash)
         return tx
 
     def precheck_unsigned(self, tx_bytes: bytes) -> Transaction:
@@ -283,10 +281,13 @@ class Mempool:
                 tx_hash,
             )
 
-    def _check_stateless(self, tx: Transaction, tx_hash: bytes) -> None:
-        self._check_chain(tx, tx_hash)
+    def _check_signed(self, tx: Transaction, tx_hash: bytes) -> None:
         if not self.check_signature(tx):
             raise TxRejected(BAD_SIGNATURE, "signature does not verify for the sender", tx_hash)
+
+    def _check_stateless(self, tx: Transaction, tx_hash: bytes) -> None:
+        self._check_chain(tx, tx_hash)
+        self._check_signed(tx, tx_hash)
 
     def add(self, tx_bytes: bytes) -> AddResult:
         """Offer one signed transaction (its canonical bytes). Never raises for bad input."""
