@@ -1264,13 +1264,18 @@ class Auditor:
                 self.close()
                 raise SourceError(f"--work-dir {work_dir}: cannot make the replay's "
                                   f"database there: {exc}") from None
-        # the checks read the state after the previous block at most (a panel's draw), so
-        # two roots stay readable and older tree records are pruned as the replay goes:
-        # the replay's memory follows the state's size, not the chain's history
-        self.executor = Executor(genesis, self.kv,
-                                 BlockStore(self.kv, durable=False), self._sig_ok,
-                                 keep_roots=REPLAY_ROOTS)
-        self.verifier = SigVerifier(genesis, default_workers() if workers is None else workers)
+        try:  # whatever stops the construction (an error, Ctrl-C), the replay's dir goes
+            # the checks read the state after the previous block at most (a panel's draw),
+            # so two roots stay readable and older tree records are pruned as the replay
+            # goes: the replay's memory follows the state's size, not the chain's history
+            self.executor = Executor(genesis, self.kv,
+                                     BlockStore(self.kv, durable=False), self._sig_ok,
+                                     keep_roots=REPLAY_ROOTS)
+            self.verifier = SigVerifier(genesis,
+                                        default_workers() if workers is None else workers)
+        except BaseException:
+            self.close()
+            raise
         self.progress = progress
         self.rules = RuleChecker(genesis, lambda: self.executor.tree,
                                  lambda root: StateTree(self.executor.state_kv, root))
