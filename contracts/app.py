@@ -20,7 +20,7 @@ from contracts.errors import RuleError
 from contracts.memstate import Overlay
 from contracts.params import Params
 from contracts.records import State
-from contracts.rules import HANDLERS, schedule
+from contracts.rules import HANDLERS, payout, schedule
 from contracts.rules.context import Ctx, Event
 from contracts.rules.settlement import (
     member_billed,
@@ -227,7 +227,7 @@ class Application:
             pk = _pk(member_id)
         except ValueError:
             return None
-        m = records.load(self.state, records.member_key(pk))
+        m = payout.load_member(self.state, pk)
         if m is None:
             return None
         last_settled = self._meta()["next_settlement"] - 1
@@ -246,7 +246,7 @@ class Application:
             return None
         if cid < 1 or cid >= 1 << 64:
             return None
-        c = records.load(self.state, records.claim_key(cid))
+        c = payout.load_claim(self.state, cid)
         return None if c is None else to_jsonable(c)
 
     def get_period(self, n: int) -> dict[str, Any] | None:
@@ -275,7 +275,7 @@ class Application:
             pk = _pk(member_id)
         except ValueError:
             return None
-        m = records.load(self.state, records.member_key(pk))
+        m = payout.load_member(self.state, pk)
         rec = records.load(self.state, records.period_key(period)) if period >= 1 else None
         if m is None or rec is None or rec["status"] != "settled":
             return None

@@ -511,6 +511,9 @@ class Sized:
         period = self.app.get_period(n)
         if period is None or period.get("status") != "settled":
             raise RuntimeError(f"period {n} did not settle: {period}")
+        unpaid = [cid for cid in period["claims"] if self.app.get_claim(cid)["status"] != "paid"]
+        if unpaid:
+            raise RuntimeError(f"period {n} settled but claims {unpaid[:5]} do not read as paid")
         write = (self.write_s - w0) * 1000
         total = (t2 - t0) * 1000
         return {"total": total, "rules": (t1 - t0) * 1000, "write": write,

@@ -53,6 +53,7 @@ from contracts import records
 from contracts.calendar import age_years, cst_date, parse_date
 from contracts.kv import KV, KVError, MemoryKV
 from contracts.params import Params
+from contracts.rules import payout
 from contracts.tree import StateTree, node_record_ok
 from node.blockstore import PREFIXES, BlockStore, BlockStoreError
 from node.executor import Applied, BlockInvalid, Executor
@@ -300,7 +301,7 @@ class NodeSource(Source):
                 raise AuditFailure(tip, f"the node does not serve period {n}: {exc}") from None
             _compare_served(tip, f"period {n} as served by the node", want, got)
         for cid in sorted(auditor.rules.final_claims(auditor.state)):
-            want = to_jsonable(records.load(auditor.state, records.claim_key(cid)))
+            want = to_jsonable(payout.load_claim(auditor.state, cid))
             try:
                 got = self.client.claim(cid)
             except self._client_error as exc:
@@ -812,8 +813,12 @@ class RuleChecker:
     def _load(self, key: bytes) -> dict[str, Any] | None:
         return records.load(self._state(), key)
 
+    def _claim(self, cid: int) -> dict[str, Any] | None:
+        """The claim as the rules read it (a payout applies once its period settled)."""
+        return payout.load_claim(self._state(), cid)
+
     def _member(self, pk_hex: str) -> dict[str, Any]:
-        rec = self._load(records.member_key(bytes.fromhex(pk_hex)))
+        rec = payout.load_member(self._state(), bytes.fromhex(pk_hex))
         assert rec is not None, pk_hex
         return rec
 
@@ -887,7 +892,7 @@ class RuleChecker:
         return c["diagnosed_ms"] < member["joined_ms"] + self.params.waiting_ms
 
     def _on_claim_filed(self, m: _Moment, a: dict, txi: int | None) -> None:
-        c = self._load(records.claim_key(a["claim_id"]))
+        c = self._claim(a["claim_id"])
         assert c is not None
         member = self._member(c["member"].hex())
         self._check_amount(m, txi, c, member)
@@ -897,7 +902,7 @@ class RuleChecker:
                              f"claim/{c['id']}.status", "rejected_waiting", "filed")
 
     def _on_claim_rejected_waiting(self, m: _Moment, a: dict, txi: int | None) -> None:
-        c = self._load(records.claim_key(a["claim_id"]))
+        c = self._claim(a["claim_id"])
         assert c is not None
         member = self._member(c["member"].hex())
         if not self._waiting(c, member) or c["accident"]:
@@ -918,8 +923,13 @@ class RuleChecker:
 
     def _on_claim_paid(self, m: _Moment, a: dict, txi: int | None) -> None:
         cid = a["claim_id"]
-        c = self._load(records.claim_key(cid))
+        c = self._claim(cid)
         assert c is not None
+        self._expect(m, txi, f"claim/{cid}.deduction", a["deduction"], c["deduction"],
+                     f"claim {cid}'s deduction is not the one its payout announced")
+        if not 0 <= c["deduction"] <= c["amount"]:
+            raise self._fail(m, txi, f"claim {cid}'s deduction is outside 0..amount",
+                             f"claim/{cid}.deduction", f"0..{c['amount']}", c["deduction"])
         self._expect(m, txi, f"claim/{cid}.net", c["amount"] - c["deduction"], c["net"])
         self._expect(m, txi, f"claim/{cid}.status", "paid", c["status"])
         self.stats["claims_paid"] += 1
@@ -961,7 +971,7 @@ class RuleChecker:
         ids = self.payable.pop(n, [])
         self._expect(m, txi, f"period/{n}.claims", ids, rec["claims"],
                      f"period {n} did not pay exactly the claims that became payable for it")
-        claims = [self._load(records.claim_key(cid)) for cid in ids]
+        claims = [self._claim(cid) for cid in ids]
         p = self.params
         P = sum(c["amount"] for c in claims if c is not None)
         F = P * p.fee_bps // 10_000
@@ -993,7 +1003,8 @@ class RuleChecker:
                     "share_raw": raw, "case_cap": p.cap_per_case_fen * cases, "share": share,
                     "annual_cap": p.cap_per_year_fen, "collected": collected,
                     "operator_covered": covered, "surplus_new": surplus, "groups": out_groups,
-                    "members": M, "status": "settled"}
+                    "members": M, "status": "settled",
+                    "payout_exit_period": self.next_notice - 1}
         for name, want in expected.items():
             self._expect(m, txi, f"period/{n}.{name}", want, rec.get(name),
                          f"period {n}'s {name} is not what the settlement formula gives")
@@ -1017,7 +1028,7 @@ class RuleChecker:
 
     def _on_jury_opened(self, m: _Moment, a: dict, txi: int | None) -> None:
         cid = a["claim_id"]
-        c = self._load(records.claim_key(cid))
+        c = self._claim(cid)
         assert c is not None
         self._expect(m, txi, f"claim/{cid}.jury.mode", self.params.jury.mode, a["mode"])
         j = _Jury(a["origin"], a["mode"], c["member"].hex())
@@ -1073,7 +1084,7 @@ class RuleChecker:
         want = self.draw_panel(self._state_at(m.prev_root), cid, j.claimant, m.seed)
         self._expect(m, txi, f"claim/{cid}.jury.panel", want, a["panel"],
                      f"claim {cid}'s panel is not the draw from its seed")
-        c = self._load(records.claim_key(cid))
+        c = self._claim(cid)
         assert c is not None
         self._expect(m, txi, f"claim/{cid}.jury.seed", m.seed.hex(),
                      (c["jury"]["seed"] or b"").hex())
@@ -1124,7 +1135,7 @@ class RuleChecker:
         self._expect(m, txi, f"claim/{cid}.jury.verdict", verdict, a["verdict"],
                      f"claim {cid}'s verdict does not follow from quorum and majority")
         self._expect(m, txi, f"claim/{cid} pay decision", pay, a["pay"])
-        c = self._load(records.claim_key(cid))
+        c = self._claim(cid)
         assert c is not None
         self._expect(m, txi, f"claim/{cid}.jury.verdict", verdict, c["jury"]["verdict"])
         self._expect(m, txi, f"claim/{cid}.jury.yes", j.yes, c["jury"]["yes"])

@@ -7,7 +7,9 @@ bundle is checked against the validator set of the member's OWN genesis file: th
 hashes to the certified block id, more than 2/3 of the voting power signed it, the proof's
 root is the header's state root, and the proof shows exactly these bytes under exactly this
 key. The period's paid claims (which make up P) and, within a cap year, the previous
-period (which gives the year-to-date total before this one) are proven the same way. The
+period (which gives the year-to-date total before this one) are proven the same way, as
+are the claim and the period that paid the member out when the member record lags that
+payout (docs/rules.md, "Payouts"). The
 share is then re-derived from those figures with the published formula (docs/rules.md,
 rule 6) and printed with its derivation.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ from chain.vote import MessageError
 from contracts import records
 from contracts.params import Params
 from contracts.proof import Proof, ProofError, verify_proof
+from contracts.rules import payout
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -50,7 +54,9 @@ class ShareVerificationError(Exception):
 
 @dataclass(frozen=True)
 class Proven:
-    """A record proven against a certified header."""
+    """A record proven against a certified header: ``stored`` is the proven value decoded,
+    ``record`` the same as the rules read it (a payout the stored record lags applied,
+    docs/rules.md "Payouts")."""
 
     key: bytes
     value: bytes | None
@@ -61,6 +67,7 @@ class Proven:
     time_ms: int
     signed_power: int
     total_power: int
+    stored: dict[str, Any] | None = None
 
 
 def _hex(bundle: dict[str, Any], name: str, what: str, nullable: bool = False) -> bytes | None:
@@ -76,8 +83,10 @@ def _hex(bundle: dict[str, Any], name: str, what: str, nullable: bool = False) -
                                                   "hex") from None
 
 
-def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str) -> Proven:
-    """Check one proof bundle for ``key`` against ``genesis``'s validators."""
+def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str,
+                  resolve: Callable[[dict[str, Any]], Any] | None = None) -> Proven:
+    """Check one proof bundle for ``key`` against ``genesis``'s validators. ``resolve``
+    turns a copy of the stored record into the record as the rules read it (in place)."""
     if not isinstance(bundle, dict):
         raise ShareVerificationError("malformed", f"{what}: the node sent no proof bundle")
     header_bytes = _hex(bundle, "header", what)
@@ -123,25 +132,32 @@ def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str) -> Prove
         raise ShareVerificationError("proof", f"{what}: the proof does not verify against "
                                               f"the certified state root of block "
                                               f"{header.height} (forged or stale)")
-    record = None
+    stored = record = None
     if value is not None:
         try:
-            record = encoding.decode(value)
+            stored = encoding.decode(value)
         except encoding.EncodingError as exc:
             raise ShareVerificationError("record", f"{what}: the proven value is not a "
                                                    f"canonical record: {exc}") from None
-        if not isinstance(record, dict):
+        if not isinstance(stored, dict):
             raise ShareVerificationError("record", f"{what}: the proven value is not a map")
+        record = stored
+        if resolve is not None:
+            record = dict(stored)
+            resolve(record)
         shown = bundle.get("record")
         if isinstance(shown, dict):
             for name, v in record.items():
-                if name in shown and shown[name] != to_jsonable(v):
+                # the node resolved its JSON at the bundle's height; a settlement proven
+                # later may resolve more, so the stored value is not a lie either
+                if name in shown and shown[name] not in (to_jsonable(v),
+                                                         to_jsonable(stored.get(name))):
                     raise ShareVerificationError(
                         "record", f"{what}: the node's JSON record says {name} = "
                                   f"{shown[name]!r}, the proven value is {to_jsonable(v)!r}")
     power = sum(genesis.validators[s.validator].power for s in cert.sigs)
     return Proven(key, value, record, header.height, block_id, header.state_root,
-                  header.time, power, genesis.validators.total_power)
+                  header.time, power, genesis.validators.total_power, stored)
 
 
 @dataclass
@@ -213,6 +229,34 @@ def check_request(member_id: Any, period: Any) -> bytes:
     return pk
 
 
+def _resolver(load: payout.Load, key: bytes) -> Callable[[dict[str, Any]], Any] | None:
+    """How a stored record under ``key`` becomes the record as the rules read it."""
+    if key.startswith(b"member/"):
+        return lambda r: payout.member_view(load, r)
+    if key.startswith(b"claim/"):
+        return lambda r: payout.claim_view(load, r)
+    return None
+
+
+def _proven_loader(client: Any, genesis: Genesis,
+                   known: dict[bytes, dict[str, Any] | None]) -> payout.Load:
+    """``key -> stored record`` for claim and period keys, each fetched as a proof bundle
+    and verified; ``known`` holds stored records already proven."""
+    def load(key: bytes) -> dict[str, Any] | None:
+        if key not in known:
+            n = int.from_bytes(key[key.index(b"/") + 1:], "big")
+            if key == records.claim_key(n):
+                what, call = f"claim {n}", (lambda: client.claim(n, proof=True))
+            elif key == records.period_key(n):
+                what, call = f"period {n}", (lambda: client.period(n, proof=True))
+            else:  # pragma: no cover - payout reads only claims and periods
+                raise ValueError(f"no proven source for key {key!r}")
+            known[key] = verify_bundle(_fetch(call, what), genesis, key, what,
+                                       _resolver(load, key)).stored
+        return known[key]
+    return load
+
+
 def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
     """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
     pk = check_request(member_id, period)
@@ -228,9 +272,14 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     if rec.get("status") != "settled":
         raise ShareVerificationError("not_settled", f"period {period} is {rec.get('status')!r} "
                                                     f"at block {pb.height}, not settled")
+    # the member record may lag a payout that ended the membership (docs/rules.md,
+    # "Payouts"): it is read with the proven claim and period that paid it applied
+    known: dict[bytes, dict[str, Any] | None] = {records.period_key(period): pb.stored}
+    load = _proven_loader(client, genesis, known)
+    mkey = records.member_key(pk)
     mb = verify_bundle(_fetch(lambda: client.member(member_id, proof=True),
                               f"member {member_id}"),
-                       genesis, records.member_key(pk), f"member {member_id}")
+                       genesis, mkey, f"member {member_id}", _resolver(load, mkey))
     m = mb.record
     if m is None:
         raise ShareVerificationError("record", f"no member {member_id} at block {mb.height}")
@@ -243,8 +292,10 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     # P from the claims it paid, each proven too
     claims = []
     for cid in rec["claims"]:
+        ckey = records.claim_key(cid)
         cb = verify_bundle(_fetch(lambda cid=cid: client.claim(cid, proof=True), f"claim {cid}"),
-                           genesis, records.claim_key(cid), f"claim {cid}")
+                           genesis, ckey, f"claim {cid}", _resolver(load, ckey))
+        known[ckey] = cb.stored
         c = cb.record
         if c is None or c.get("pay_period") != period:
             raise ShareVerificationError("inconsistent", f"claim {cid} listed by period "

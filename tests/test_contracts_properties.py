@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from chain.hashing import sha256
 from contracts import records
 from contracts.kv import MemoryKV
+from contracts.rules import payout
 from contracts.rules.settlement import member_charge
 from contracts.tree import StateTree
 from tests.test_contracts_harness import (
@@ -249,7 +250,7 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
         if m is None:
             continue
         active += m["status"] == "active"
-        raw = records.load(h.state, records.member_key(member_key(i).public_key.raw))
+        raw = payout.load_member(h.state, member_key(i).public_key.raw)
         charges = [member_charge(h.state, app.schedule, raw, n) for n in range(1, last + 1)]
         assert m["billed_fen"] == sum(charges)
         assert (m["pool_index"] is not None) == (

@@ -10,6 +10,7 @@ from contracts.calendar import Schedule
 from contracts.errors import RuleError
 from contracts.params import Params
 from contracts.records import State
+from contracts.rules import payout
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,15 @@ class Ctx:
     # typed record access -------------------------------------------------------------
 
     def member(self, pk: bytes) -> dict[str, Any] | None:
-        return records.load(self.state, records.member_key(pk))
+        """The member as the rules read it: a payout their record lags is applied."""
+        return payout.load_member(self.state, pk)
 
     def put_member(self, pk: bytes, m: dict[str, Any]) -> None:
         records.store(self.state, records.member_key(pk), m)
 
     def claim(self, claim_id: int) -> dict[str, Any] | None:
-        return records.load(self.state, records.claim_key(claim_id))
+        """The claim as the rules read it: paid once its settlement has run."""
+        return payout.load_claim(self.state, claim_id)
 
     def put_claim(self, c: dict[str, Any]) -> None:
         records.store(self.state, records.claim_key(c["id"]), c)

@@ -14,7 +14,7 @@ from contracts.calendar import age_days, age_years, cst_date, parse_date
 from contracts.rules.context import Ctx, require
 
 
-def _cohort_add(ctx: Ctx, j: int, delta: int) -> None:
+def cohort_add(ctx: Ctx, j: int, delta: int) -> None:
     key = records.cohort_key(j)
     rec = records.load(ctx.state, key) or {"active": 0}
     rec["active"] += delta
@@ -39,7 +39,11 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     if ident is not None:
         require(ident["status"] != "barred", errors.IDENTITY_BARRED,
                 "this identity was barred by the waiting-period rule")
-        require(False, errors.IDENTITY_IN_USE, "this identity already has a live membership")
+        # a payout ends the membership without rewriting the identity record
+        # (docs/rules.md, "Payouts"), so "live" means: its member still reads active
+        holder = ctx.member(ident["member"])
+        require(holder is None or holder["status"] != "active", errors.IDENTITY_IN_USE,
+                "this identity already has a live membership")
     birth = parse_date(body["birth_date"])
     today = cst_date(ctx.time_ms)
     require(birth <= today, errors.BAD_DATE, "birth date is in the future")
@@ -75,7 +79,7 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     })
     records.store(ctx.state, records.identity_key(body["identity_hash"]),
                   {"member": pk, "status": "live"})
-    _cohort_add(ctx, cohort, 1)
+    cohort_add(ctx, cohort, 1)
     meta["active"] += 1
     meta["members"] += 1
     # no account record: a key without one has nonce 0 (Application.next_nonce), and the
@@ -98,7 +102,7 @@ def end_membership(ctx: Ctx, pk: bytes, m: dict[str, Any], status: str) -> None:
     m["status"] = status
     m["ended_ms"] = ctx.time_ms
     m["exit_period"] = meta["next_notice"] - 1
-    _cohort_add(ctx, m["cohort"], -1)
+    cohort_add(ctx, m["cohort"], -1)
     meta["active"] -= 1
     if m["pool_index"] is not None:
         pool_remove(ctx, pk, m)

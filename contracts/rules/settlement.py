@@ -24,8 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from contracts import records
+from contracts.rules import payout
 from contracts.rules.context import Ctx
-from contracts.rules.membership import cohort_count, end_membership
+from contracts.rules.membership import cohort_add, cohort_count, pool_remove
 
 
 def make_payable(ctx: Ctx, c: dict[str, Any]) -> None:
@@ -109,7 +110,14 @@ def settle(ctx: Ctx, n: int) -> None:
     rec = records.load(ctx.state, records.period_key(n))
     pkey = records.payable_queue_key(n)
     ids = ctx.id_list(pkey)
-    claims = [ctx.claim(cid) for cid in ids]
+    # Stored forms, read before the period is stored as settled: these claims are payable
+    # in n and each is its member's open claim, so until then the payout views
+    # (ctx.claim, ctx.member) would only add a period read each.
+    claims = [records.load(ctx.state, records.claim_key(cid)) for cid in ids]
+    members = [records.load(ctx.state, records.member_key(c["member"])) for c in claims]
+    # Rule 8: a claim is paid minus the claimant's unpaid shares, which it then clears.
+    owed = [sum(amount for _, amount in m["arrears"]) for m in members]
+    deductions = [min(o, c["amount"]) for o, c in zip(owed, claims, strict=True)]
     prev_ytd: dict[int, int] = {}
     if n > 1 and sch.year(n - 1) == sch.year(n):
         prev = records.load(ctx.state, records.period_key(n - 1))
@@ -120,7 +128,9 @@ def settle(ctx: Ctx, n: int) -> None:
     rec.update(figures)
     rec["status"] = "settled"
     rec["claims"] = ids
+    rec["deductions"] = deductions
     rec["settled_ms"] = ctx.time_ms
+    rec["payout_exit_period"] = meta["next_notice"] - 1
     records.store(ctx.state, records.period_key(n), rec)
     ctx.state.delete(pkey)
     meta["surplus"] = figures["surplus_new"]
@@ -129,32 +139,29 @@ def settle(ctx: Ctx, n: int) -> None:
              M=figures["M"], share=figures["share"],
              operator_covered=figures["operator_covered"],
              surplus_new=figures["surplus_new"], claims=ids)
-    for c in claims:
-        _pay(ctx, c, n)
+    for c, m, o, d in zip(claims, members, owed, deductions, strict=True):
+        _pay(ctx, c, m, o, d, rec)
 
 
-def _pay(ctx: Ctx, c: dict[str, Any], n: int) -> None:
+def _pay(ctx: Ctx, c: dict[str, Any], m: dict[str, Any], owed: int, deduction: int,
+         period: dict[str, Any]) -> None:
+    """Pay ``c`` (the period record already says so: docs/rules.md, "Payouts"). Only
+    what the record cannot say is written here: the counters, and the juror pool."""
     pk = c["member"]
-    m = ctx.member(pk)
-    # Rule 8: a claim is paid minus the claimant's unpaid shares, which it then clears.
-    owed = sum(amount for _, amount in m["arrears"])
-    deduction = min(owed, c["amount"])
-    c.update(status="paid", paid_ms=ctx.time_ms, deduction=deduction,
-             net=c["amount"] - deduction)
-    ctx.put_claim(c)
     if m["arrears"]:
         ctx.emit("arrears_cleared_by_claim", member=pk.hex(), claim_id=c["id"],
                  periods=[p for p, _ in m["arrears"]], amount=owed)
-        m["arrears"] = []
-    m["open_claim"] = 0
-    ctx.emit("claim_paid", claim_id=c["id"], member=pk.hex(), period=n,
-             amount=c["amount"], deduction=deduction, net=c["net"])
-    if m["status"] == "active":
-        # the lump sum is paid once: the membership ends with it
-        end_membership(ctx, pk, m, "paid_out")
-        ctx.emit("member_paid_out", member=pk.hex(), exit_period=m["exit_period"])
-    else:
+    ctx.emit("claim_paid", claim_id=c["id"], member=pk.hex(), period=period["n"],
+             amount=c["amount"], deduction=deduction, net=c["amount"] - deduction)
+    if m["status"] != "active":
+        return
+    cohort_add(ctx, m["cohort"], -1)
+    ctx.meta["active"] -= 1
+    if m["pool_index"] is not None:
+        pool_remove(ctx, pk, m)
+        payout.mark_member_paid(m, period)
         ctx.put_member(pk, m)
+    ctx.emit("member_paid_out", member=pk.hex(), exit_period=period["payout_exit_period"])
 
 
 # reading a member's figures ------------------------------------------------------------
