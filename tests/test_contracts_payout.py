@@ -160,3 +160,22 @@ def test_views_leave_unsettled_and_terminal_records_alone() -> None:
     assert payout.member_view(load, None) is None and payout.claim_view(load, None) is None
     m2 = records.load(h.app.state, records.member_key(keys[1].public_key.raw))
     assert m2["open_claim"] == 0 and payout.member_view(load, dict(m2)) == m2
+
+
+def test_jurors_paid_in_one_settlement_leave_the_pool_whatever_their_slots() -> None:
+    # the first payout moves the last pool slot's juror, itself paid in this settlement,
+    # into the freed slot: the second payout must remove it from there
+    h, keys = setup(jurors=4)
+    cids = [pay_claim(h, k, 2) for k in (keys[1], keys[3])]
+    h.tick(h.g0 + settlement(2))
+    meta = records.load(h.app.state, records.META_KEY)
+    assert meta["pool"] == 2
+    pooled = [records.load(h.app.state, records.pool_key(i))["member"] for i in range(2)]
+    assert sorted(pooled) == sorted([keys[0].public_key.raw, keys[2].public_key.raw])
+    for k in keys[:4]:
+        m = h.app.get_member(k.public_key.hex())
+        in_pool = m["pool_index"] is not None
+        assert in_pool == (m["status"] == "active")
+        if in_pool:
+            assert pooled[m["pool_index"]] == k.public_key.raw
+    assert [h.app.get_claim(c)["status"] for c in cids] == ["paid", "paid"]

@@ -158,9 +158,12 @@ def _pay(ctx: Ctx, c: dict[str, Any], m: dict[str, Any], owed: int, deduction: i
     cohort_add(ctx, m["cohort"], -1)
     ctx.meta["active"] -= 1
     if m["pool_index"] is not None:
-        pool_remove(ctx, pk, m)
-        payout.mark_member_paid(m, period)
-        ctx.put_member(pk, m)
+        # read again: paying an earlier claim of this settlement may have moved this
+        # juror to another pool slot (and stored the record resolved while at it)
+        cur = records.load(ctx.state, records.member_key(pk))
+        pool_remove(ctx, pk, cur)
+        payout.mark_member_paid(cur, period)
+        ctx.put_member(pk, cur)
     ctx.emit("member_paid_out", member=pk.hex(), exit_period=period["payout_exit_period"])
 
 
