@@ -77,6 +77,17 @@ def _pk(member_id: str | bytes) -> bytes:
     return raw
 
 
+def genesis_roles(g: Genesis) -> dict[bytes, list[str]]:
+    """Each registrar's, assessor's and the operator's roles, sorted."""
+    roles: dict[bytes, set[str]] = {}
+    for pk in g.registrars:
+        roles.setdefault(pk, set()).add(REGISTRAR)
+    for pk in g.assessors:
+        roles.setdefault(pk, set()).add(ASSESSOR)
+    roles.setdefault(g.operator, set()).add("operator")
+    return {pk: sorted(r) for pk, r in roles.items()}
+
+
 class Application:
     """The pooling rules over a key-value ``State``."""
 
@@ -86,6 +97,10 @@ class Application:
         self.schedule = self.params.make_schedule(genesis.genesis_time_ms)
         self.state = state
         self._block: tuple[int, int, bytes] | None = None
+        # roles come from genesis alone (init_chain writes them, no transaction changes
+        # them), so the check a registrar's or assessor's every transaction makes reads
+        # this map rather than decoding the role record from the state each time
+        self._role_map = {pk: frozenset(r) for pk, r in genesis_roles(genesis).items()}
 
     # genesis -------------------------------------------------------------------------
 
@@ -104,14 +119,9 @@ class Application:
             "chain_id": g.chain_id, "genesis_hash": g.hash, "genesis_time_ms": g.genesis_time_ms,
         })
         records.store(self.state, records.PARAMS_KEY, self.params.to_dict())
-        roles: dict[bytes, list[str]] = {}
-        for pk in g.registrars:
-            roles.setdefault(pk, []).append(REGISTRAR)
-        for pk in g.assessors:
-            roles.setdefault(pk, []).append(ASSESSOR)
-        roles.setdefault(g.operator, []).append("operator")
+        roles = genesis_roles(g)
         for pk in sorted(roles):
-            records.store(self.state, records.role_key(pk), {"roles": sorted(set(roles[pk]))})
+            records.store(self.state, records.role_key(pk), {"roles": roles[pk]})
             records.store(self.state, records.account_key(pk), {"nonce": 0})
         meta = records.new_meta()
         meta["time_ms"] = g.genesis_time_ms
@@ -123,12 +133,12 @@ class Application:
         acct = records.load(self.state, records.account_key(sender))
         return 1 if acct is None else acct["nonce"] + 1
 
-    def _roles(self, state: State, sender: bytes) -> set[str]:
-        rec = records.load(state, records.role_key(sender))
-        return set(rec["roles"]) if rec else set()
+    def _roles(self, sender: bytes) -> frozenset[str]:
+        return self._role_map.get(sender, frozenset())
 
-    def _admit(self, state: State, tx: Transaction) -> None:
-        """The stateless-ish checks shared by check_tx and deliver_tx."""
+    def _admit(self, state: State, tx: Transaction) -> dict[str, Any] | None:
+        """The stateless-ish checks shared by check_tx and deliver_tx; returns the
+        sender's account record (None before their first transaction)."""
         if tx.chain_id != self.genesis.chain_id:
             raise RuleError(errors.WRONG_CHAIN_ID,
                             f"chain id {tx.chain_id!r} is not {self.genesis.chain_id!r}")
@@ -136,13 +146,14 @@ class Application:
         if t.role == MEMBER:
             ok = state.get(records.member_key(tx.sender)) is not None
         else:
-            ok = t.role in self._roles(state, tx.sender)
+            ok = t.role in self._roles(tx.sender)
         if not ok:
             raise RuleError(errors.NOT_PERMITTED, f"{tx.type} needs the {t.role} role")
         acct = records.load(state, records.account_key(tx.sender))
         expected = 1 if acct is None else acct["nonce"] + 1
         if tx.nonce != expected:
             raise RuleError(errors.BAD_NONCE, f"nonce {tx.nonce}, expected {expected}")
+        return acct
 
     def check_tx(self, tx: Transaction) -> Receipt:
         """Mempool check against the committed state: chain id, type, body, role, nonce.
@@ -190,14 +201,14 @@ class Application:
         overlay = Overlay(self.state)
         ctx = self._ctx(overlay)
         try:
-            self._admit(overlay, tx)
+            acct = self._admit(overlay, tx)
             HANDLERS[tx.type](ctx, tx.sender, tx.body)
         except RuleError as exc:
             return Receipt(exc.code, exc.reason)
-        acct_key = records.account_key(tx.sender)
-        acct = records.load(overlay, acct_key) or {"nonce": 0}
+        # no rule writes an account record, so the one _admit read is still current
+        acct = acct or {}
         acct["nonce"] = tx.nonce
-        records.store(overlay, acct_key, acct)
+        records.store(overlay, records.account_key(tx.sender), acct)
         ctx.save_meta()
         overlay.commit()
         return Receipt(errors.OK, "", tuple(ctx.events))
@@ -264,7 +275,7 @@ class Application:
         nonce = 0 if acct is None else acct["nonce"]
         return {
             "pubkey": pubkey.hex(), "nonce": nonce, "next_nonce": nonce + 1,
-            "roles": sorted(self._roles(self.state, pubkey)),
+            "roles": sorted(self._roles(pubkey)),
             "member": self.state.get(records.member_key(pubkey)) is not None,
         }
 

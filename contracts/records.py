@@ -145,6 +145,34 @@ def store(state: State, key: bytes, record: dict[str, Any]) -> None:
     state.set(key, encode_record(record))
 
 
+# The last meta record decoded or encoded, as (bytes, fields): every transaction reads
+# meta and most write it, so one whose bytes are unchanged is copied, not decoded again.
+# Its fields are all ints, so a shallow copy is a full one.
+_meta_memo: tuple[bytes, dict[str, Any]] = (b"", {})
+
+
+def load_meta(state: State) -> dict[str, Any] | None:
+    """``load(state, META_KEY)``, memoised on the bytes."""
+    global _meta_memo
+    data = state.get(META_KEY)
+    if data is None:
+        return None
+    memo = _meta_memo
+    if data == memo[0]:
+        return dict(memo[1])
+    meta = decode_record(data)
+    _meta_memo = (data, dict(meta))
+    return meta
+
+
+def store_meta(state: State, meta: dict[str, Any]) -> None:
+    """``store(state, META_KEY, meta)``, remembering the pair for ``load_meta``."""
+    global _meta_memo
+    data = encode_record(meta)
+    state.set(META_KEY, data)
+    _meta_memo = (data, dict(meta))
+
+
 def new_meta() -> dict[str, Any]:
     """Global counters: every field is documented in docs/rules.md ("State")."""
     return {

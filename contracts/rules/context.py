@@ -35,19 +35,23 @@ class Ctx:
     seed: bytes = b""
     events: list[Event] = field(default_factory=list)
     _meta: dict[str, Any] | None = None
+    _meta_saved: dict[str, Any] | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
-            m = records.load(self.state, records.META_KEY)
+            m = records.load_meta(self.state)
             if m is None:
                 raise RuntimeError("state is not initialised (run init_chain)")
             self._meta = m
+            self._meta_saved = dict(m)
         return self._meta
 
     def save_meta(self) -> None:
-        if self._meta is not None:
-            records.store(self.state, records.META_KEY, self._meta)
+        """Store meta if it changed since it was read or last saved."""
+        if self._meta is not None and self._meta != self._meta_saved:
+            records.store_meta(self.state, self._meta)
+            self._meta_saved = dict(self._meta)
 
     def emit(self, type_: str, **attrs: Any) -> None:
         self.events.append(Event(type_, attrs))
