@@ -68,6 +68,9 @@ typedef struct {
  * backward-shift deletion; the slot comes from the key's first 8 bytes mixed with a
  * per-process random key, so nobody can choose hashes that pile into one probe run.
  * Entries carry an insertion number so evict(n) drops the n oldest (the cache is FIFO).
+ * Beside each slot a 16-bit tag (other bits of the same mix, never 0) lets a probe pass
+ * an entry that is not the key without reading it: the entries lie all over the heap, so
+ * each read is a cache miss, and a lookup or an insert at 0.5 load passes ~1-2 of them.
  * Only used with the GIL held. */
 
 typedef struct {
@@ -80,6 +83,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     CEntry **slots;
+    uint16_t *tags; /* tags[i]: slots[i]'s tag, 0 when the slot is empty */
     size_t mask; /* slots - 1; slots is a power of two */
     size_t used;
     uint64_t seq;
@@ -88,18 +92,37 @@ typedef struct {
 static uint64_t cache_k0, cache_k1;
 static PyTypeObject GroupCacheType;
 
-static inline size_t cache_slot(const GroupCache *c, const uint8_t *key) {
+static inline uint64_t cache_mix(const uint8_t *key) {
     uint64_t x;
     memcpy(&x, key, 8);
     x = (x ^ cache_k0) * cache_k1;
-    return (size_t)(x ^ (x >> 29)) & c->mask;
+    return x ^ (x >> 29);
 }
 
-/* the slot holding key, or the empty slot where it would go */
-static size_t cache_find(const GroupCache *c, const uint8_t *key) {
-    size_t i = cache_slot(c, key);
-    while (c->slots[i] && memcmp(c->slots[i]->key, key, HASH) != 0) i = (i + 1) & c->mask;
+static inline size_t cache_slot(const GroupCache *c, const uint8_t *key) {
+    return (size_t)cache_mix(key) & c->mask;
+}
+
+/* the slot's bits are the mix's low ones (mask < 2**48 here), the tag its top 16 */
+static inline uint16_t mix_tag(uint64_t x) {
+    uint16_t t = (uint16_t)(x >> 48);
+    return t ? t : 1;
+}
+
+/* the slot holding key, or the empty slot where it would go; *tag gets key's tag */
+static size_t cache_find_tag(const GroupCache *c, const uint8_t *key, uint16_t *tag) {
+    uint64_t x = cache_mix(key);
+    uint16_t t = mix_tag(x);
+    size_t i = (size_t)x & c->mask;
+    while (c->slots[i] && (c->tags[i] != t || memcmp(c->slots[i]->key, key, HASH) != 0))
+        i = (i + 1) & c->mask;
+    *tag = t;
     return i;
+}
+
+static size_t cache_find(const GroupCache *c, const uint8_t *key) {
+    uint16_t t;
+    return cache_find_tag(c, key, &t);
 }
 
 static CEntry *cache_get(const GroupCache *c, const uint8_t *key) {
@@ -109,15 +132,25 @@ static CEntry *cache_get(const GroupCache *c, const uint8_t *key) {
 static int cache_grow(GroupCache *c) {
     size_t n = (c->mask + 1) * 2;
     CEntry **old = c->slots, **slots = calloc(n, sizeof(CEntry *));
-    if (!slots) {
+    uint16_t *tags = calloc(n, sizeof(uint16_t));
+    if (!slots || !tags) {
+        free(slots);
+        free(tags);
         PyErr_NoMemory();
         return -1;
     }
     size_t on = c->mask + 1;
+    free(c->tags);
     c->slots = slots;
+    c->tags = tags;
     c->mask = n - 1;
     for (size_t i = 0; i < on; i++)
-        if (old[i]) c->slots[cache_find(c, old[i]->key)] = old[i];
+        if (old[i]) {
+            uint16_t t;
+            size_t j = cache_find_tag(c, old[i]->key, &t);
+            c->slots[j] = old[i];
+            c->tags[j] = t;
+        }
     free(old);
     return 0;
 }
@@ -133,10 +166,12 @@ static CEntry *cache_unlink(GroupCache *c, size_t i) {
         /* move slots[j] into the hole at i unless its home lies cyclically in (i, j] */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             c->slots[i] = c->slots[j];
+            c->tags[i] = c->tags[j];
             i = j;
         }
     }
     c->slots[i] = NULL;
+    c->tags[i] = 0;
     c->used--;
     return e;
 }
@@ -147,7 +182,8 @@ static int cache_put(GroupCache *c, const uint8_t *key, const uint8_t *rec, size
         return -1;
     }
     if ((c->used + 1) * 2 > c->mask + 1 && cache_grow(c) < 0) return -1;
-    size_t i = cache_find(c, key);
+    uint16_t t;
+    size_t i = cache_find_tag(c, key, &t);
     CEntry *e = malloc(sizeof(CEntry) + len);
     if (!e) {
         PyErr_NoMemory();
@@ -162,6 +198,7 @@ static int cache_put(GroupCache *c, const uint8_t *key, const uint8_t *rec, size
     else
         c->used++;
     c->slots[i] = e;
+    c->tags[i] = t;
     return 0;
 }
 
@@ -170,6 +207,7 @@ static void cache_clear(GroupCache *c) {
         free(c->slots[i]);
         c->slots[i] = NULL;
     }
+    memset(c->tags, 0, (c->mask + 1) * sizeof(uint16_t));
     c->used = 0;
 }
 
@@ -182,7 +220,8 @@ static PyObject *gc_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!c) return NULL;
     c->mask = 1023;
     c->slots = calloc(c->mask + 1, sizeof(CEntry *));
-    if (!c->slots) {
+    c->tags = calloc(c->mask + 1, sizeof(uint16_t));
+    if (!c->slots || !c->tags) {
         Py_DECREF(c);
         return PyErr_NoMemory();
     }
@@ -190,10 +229,9 @@ static PyObject *gc_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 static void gc_dealloc(GroupCache *c) {
-    if (c->slots) {
-        cache_clear(c);
-        free(c->slots);
-    }
+    if (c->slots && c->tags) cache_clear(c);
+    free(c->slots);
+    free(c->tags);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -317,7 +355,7 @@ static PyObject *gc_evict(GroupCache *c, PyObject *arg) {
 }
 
 static PyObject *gc_nbytes(GroupCache *c, PyObject *unused) {
-    size_t total = (c->mask + 1) * sizeof(CEntry *);
+    size_t total = (c->mask + 1) * (sizeof(CEntry *) + sizeof(uint16_t));
     for (size_t i = 0; i <= c->mask; i++)
         if (c->slots[i]) total += sizeof(CEntry) + c->slots[i]->len;
     return PyLong_FromSize_t(total);
