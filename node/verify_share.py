@@ -144,7 +144,13 @@ def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str,
         record = stored
         if resolve is not None:
             record = dict(stored)
-            resolve(record)
+            try:
+                resolve(record)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                # only a chain whose certified state breaks the rules gets here
+                raise ShareVerificationError(
+                    "inconsistent", f"{what}: the proven records do not fit the payout "
+                                    f"rule (docs/rules.md, Payouts): {exc!r}") from None
         shown = bundle.get("record")
         if isinstance(shown, dict):
             for name, v in record.items():

@@ -25,6 +25,7 @@ from node.verify_share import (
     ShareVerificationError,
     main,
     render_share,
+    verify_bundle,
     verify_share,
 )
 from tests.test_audit_builder import MEMBERS, build_scenario
@@ -304,3 +305,28 @@ def test_render_a_member_who_does_not_share(world, fake) -> None:
     r = verify_share(_client(fake), b.genesis, sc.m[3].public_key.hex(), 2)
     assert not r.shares and r.exit_period == 1
     assert "left, sharing up to period 1" in render_share(r)
+
+
+def test_a_member_record_that_lags_its_payout_is_read_through_it(world, fake) -> None:
+    """The settlement that paid claim 1 did not rewrite its claimant's record: the proven
+    value still says active, and the claim and the period that paid it, proven too, end
+    the membership at the payout (docs/rules.md, "Payouts")."""
+    b, _, node = world
+    claimant = b.ex.app.get_claim(1)["member"]
+    shown = _client(node).member(claimant, proof=True)
+    stored = encoding.decode(bytes.fromhex(shown["value"]))
+    assert stored["status"] == "active" and stored["open_claim"] == 1
+    assert shown["record"]["status"] == "paid_out"
+    resolved = b.ex.app.get_member(claimant)
+    r = verify_share(_client(fake), b.genesis, claimant, 3)
+    assert r.exit_period == resolved["exit_period"] == 1 and not r.shares and r.charge == 0
+    assert verify_share(_client(fake), b.genesis, claimant, 1).shares
+
+
+def test_proven_records_that_do_not_fit_the_payout_rule_are_inconsistent(world, fake) -> None:
+    b, sc, _ = world
+    key = b"period/" + (1).to_bytes(8, "big")
+    bundle = _bundle_at(b, b.height, key)
+    with pytest.raises(ShareVerificationError) as info:
+        verify_bundle(bundle, b.genesis, key, "period 1", lambda r: r["no such field"])
+    assert info.value.kind == "inconsistent" and "payout rule" in info.value.reason
