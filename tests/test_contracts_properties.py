@@ -255,6 +255,18 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
         assert m["billed_fen"] == sum(charges)
         assert (m["pool_index"] is not None) == (
             m["status"] == "active" and m["juror"] and not m["in_arrears"])
+        # the identity: live while the member reads active and left in place by a payout
+        # (free once its member reads paid out), deleted on leaving or removal, barred
+        # for good
+        ident = records.load(h.state, records.identity_key(
+            register_body(member_key(i), i)["identity_hash"]))
+        pk = member_key(i).public_key.raw
+        if m["status"] in ("active", "paid_out"):
+            assert ident == {"member": pk, "status": "live"}
+        elif m["status"] == "barred":
+            assert ident == {"member": pk, "status": "barred"}
+        else:
+            assert ident is None, m["status"]
     assert meta["active"] == active
 
 
