@@ -9,9 +9,8 @@ root is the header's state root, and the proof shows exactly these bytes under e
 key. The period's paid claims (which make up P) and, within a cap year, the previous
 period (which gives the year-to-date total before this one) are proven the same way, as
 are the claim and the period that paid the member out when the member record lags that
-payout (docs/rules.md, "Payouts"). The
-share is then re-derived from those figures with the published formula (docs/rules.md,
-rule 6) and printed with its derivation.
+payout (docs/rules.md, "Payouts"). The share is then re-derived from those figures with
+the published formula (docs/rules.md, rule 6) and printed with its derivation.
 
 ``verify_share(client, genesis, member_id, period)`` is the library call a member's app
 uses; it returns a ``ShareReport`` or raises ``ShareVerificationError`` whose ``kind`` and
