@@ -96,16 +96,21 @@ def active_member(ctx: Ctx, pk: bytes) -> dict[str, Any]:
     return m
 
 
-def end_membership(ctx: Ctx, pk: bytes, m: dict[str, Any], status: str) -> None:
-    """End an active membership. The member still owes every period already in notice."""
-    meta = ctx.meta
-    m["status"] = status
-    m["ended_ms"] = ctx.time_ms
-    m["exit_period"] = meta["next_notice"] - 1
+def count_out(ctx: Ctx, pk: bytes, m: dict[str, Any]) -> None:
+    """Take an active membership out of its cohort's count, the active total and the
+    juror pool: what ending it changes besides its own records."""
     cohort_add(ctx, m["cohort"], -1)
-    meta["active"] -= 1
+    ctx.meta["active"] -= 1
     if m["pool_index"] is not None:
         pool_remove(ctx, pk, m)
+
+
+def end_membership(ctx: Ctx, pk: bytes, m: dict[str, Any], status: str) -> None:
+    """End an active membership. The member still owes every period already in notice."""
+    m["status"] = status
+    m["ended_ms"] = ctx.time_ms
+    m["exit_period"] = ctx.meta["next_notice"] - 1
+    count_out(ctx, pk, m)
     ikey = records.identity_key(m["identity_hash"])
     if status == "barred":
         records.store(ctx.state, ikey, {"member": pk, "status": "barred"})

@@ -26,7 +26,7 @@ from typing import Any
 from contracts import records
 from contracts.rules import payout
 from contracts.rules.context import Ctx
-from contracts.rules.membership import cohort_add, cohort_count, pool_remove
+from contracts.rules.membership import cohort_count, count_out
 
 
 def make_payable(ctx: Ctx, c: dict[str, Any]) -> None:
@@ -155,15 +155,15 @@ def _pay(ctx: Ctx, c: dict[str, Any], m: dict[str, Any], owed: int, deduction: i
              amount=c["amount"], deduction=deduction, net=c["amount"] - deduction)
     if m["status"] != "active":
         return
-    cohort_add(ctx, m["cohort"], -1)
-    ctx.meta["active"] -= 1
-    if m["pool_index"] is not None:
+    pooled = m["pool_index"] is not None
+    if pooled:
         # read again: paying an earlier claim of this settlement may have moved this
         # juror to another pool slot (and stored the record resolved while at it)
-        cur = records.load(ctx.state, records.member_key(pk))
-        pool_remove(ctx, pk, cur)
-        payout.mark_member_paid(cur, period)
-        ctx.put_member(pk, cur)
+        m = records.load(ctx.state, records.member_key(pk))
+    count_out(ctx, pk, m)
+    if pooled:  # leaving the pool changed the record, so it is stored resolved
+        payout.mark_member_paid(m, period)
+        ctx.put_member(pk, m)
     ctx.emit("member_paid_out", member=pk.hex(), exit_period=period["payout_exit_period"])
 
 
