@@ -26,7 +26,7 @@ devnet: $(STAMP)
 	$(PY) -m devnet up $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m contracts.bench
+	$(PY) -m devnet bench-state
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

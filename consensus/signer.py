@@ -14,7 +14,7 @@ Steps order a round: proposal (1) < prevote (2) < precommit (3), the ``Step`` en
 
 This module does no I/O itself: persistence is the ``SignerBackend`` interface. The
 in-memory backend lives here; the file backend (write, fsync, rename, fsync dir) is
-``node.signer_file.FileSignerBackend``. Both pass tests/test_consensus_signer.py.
+``node.store.signer_file.FileSignerBackend``. Both pass tests/test_consensus_signer.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ batch at a view, which is how ``StateTree.commit`` stages its node writes into t
 the node also fills with the block, its certificate and its receipts.
 
 The in-memory backend (``MemoryKV``) is pure: no files, no clocks. The LevelDB backend
-lives in ``node/kvstore.py``; both pass ``tests/test_kv_conformance.py``.
+lives in ``node/store/kvstore.py``; both pass ``tests/test_kv_conformance.py``.
 """
 
 from __future__ import annotations

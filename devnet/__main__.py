@@ -1,11 +1,14 @@
-"""``python -m devnet up|load|bench``: a local multi-validator network in one command.
+"""``python -m devnet``: a local multi-validator network in one command, and benchmarks.
+
+Commands: ``up``, ``load``, ``bench``, ``bench-state``.
 
 ``up`` creates keys, a genesis (devnet rule profile) and configs for N validators under
 a data folder (or reuses the folder's existing devnet), starts N node processes on
 loopback ports, plays the demo cycle through the API, prints the URLs, and keeps the
 network running until Ctrl-C; it stops every process it started. A node that exits (or
 that you kill, to watch the others carry on) is reported, with whether the rest can
-still commit; ``up`` itself ends once no node is left.
+still commit; ``up`` itself ends once no node is left. ``bench`` measures the network,
+``bench-state`` the state and rules alone (``devnet/bench_state.py``).
 """
 
 from __future__ import annotations
@@ -128,6 +131,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench-state"]:
+        from devnet.bench_state import main as bench_state_main
+
+        return bench_state_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m devnet", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -150,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT + 200)
     b.add_argument("--step-seconds", type=float, default=8.0)
     b.set_defaults(func=_bench)
+    # listed here for --help; its own parser takes its arguments (see main's first lines)
+    sub.add_parser("bench-state", add_help=False,
+                   help="the state and rules at growing member counts (bench-state --help)")
     args = p.parse_args(argv)
     if getattr(args, "validators", 1) < 1:
         p.error("--validators must be at least 1")

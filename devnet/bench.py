@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chain.verifyrate import measure_verify_rate
+from audit.verifyrate import measure_verify_rate
 from devnet.cluster import Cluster, ClusterError
 from devnet.load import TxFactory, run_load
 

@@ -1,7 +1,7 @@
 """A local multi-validator network of real node processes on loopback.
 
 ``Cluster.create`` writes keys, a genesis and one node home per validator under a data
-folder; ``start`` launches ``python -m node.cli start`` for each; ``kill``/``restart``
+folder; ``start`` launches ``python -m mutual start`` for each; ``kill``/``restart``
 inject crashes; ``stop`` ends every process it started (SIGTERM, then SIGKILL). Used by
 ``python -m devnet``, the load generator, the benchmark and the multi-process tests.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
-from node.client import Client, ClientError
-from node.keys import read_key, write_key
+from chain.keyfile import read_key, write_key
+from client import Client, ClientError
 
 DEFAULT_BASE_PORT = 26600
 
@@ -205,7 +205,7 @@ class Cluster:
         env["PYTHONUNBUFFERED"] = "1"
         try:
             node.proc = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "start", "--home", str(node.home)],
+                [sys.executable, "-m", "mutual", "start", "--home", str(node.home)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,
             )

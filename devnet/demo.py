@@ -14,8 +14,8 @@ from typing import Any
 
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
+from client import Account
 from devnet.cluster import Cluster
-from node.client import Account
 
 MEMBERS = ("alice", "bob", "chen", "dai", "evan", "fang")
 JURORS = ("dai", "evan", "fang")
@@ -155,7 +155,8 @@ def run_demo(cluster: Cluster, say: Callable[[str], None] = print) -> dict[str, 
         f"{len(roots) == 1}")
 
     say("8. An auditor replays the chain from its own copy of genesis, trusting no node")
-    from node.audit import NodeSource, audit
+    from audit import NodeSource, audit
+    from audit.verify_share import verify_share
 
     source = NodeSource(clients[-1])
     try:
@@ -173,7 +174,7 @@ def run_demo(cluster: Cluster, say: Callable[[str], None] = print) -> dict[str, 
     settled_at = clients[0].status()["height"]
     _wait("the settlement to be provable", lambda: clients[0].status()["height"] >= settled_at + 2,
           60, say)
-    verified = clients[0].verify_share(genesis, keys["chen"].public_key.hex(), period_n)
+    verified = verify_share(clients[0], genesis, keys["chen"].public_key.hex(), period_n)
     say(f"   chen checks their own share of period {period_n} from Merkle proofs and a "
         f"commit certificate: {verified.charge / 100:.2f} yuan")
     return {"claims": claims, "period": period, "heights": heights,

@@ -24,8 +24,8 @@ from typing import Any
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
 from chain.tx import Transaction
+from client import Client, ClientError
 from devnet.cluster import Cluster, ClusterError
-from node.client import Client, ClientError
 
 TICK_S = 0.1
 

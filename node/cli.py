@@ -1,51 +1,33 @@
-"""The ``mutual`` command line: keys, genesis, init, start, transactions, queries, audit.
-
-Every error is one readable line on stderr and a non-zero exit code (2 for usage and
-input errors, 1 for a failed check or an unreachable node); never a traceback.
-"""
+"""The operators' subcommands of ``mutual``: keys, genesis, init, start, recover-wal."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _print(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=False))
-
+from client.cliutil import CliError, print_json
 
 # --- keys -------------------------------------------------------------------------------
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     from chain.crypto import PrivateKey
-    from node.keys import write_key
+    from chain.keyfile import write_key
 
     key = PrivateKey.generate()
     write_key(args.out, key, overwrite=args.force)
-    _print({"pub_key": key.public_key.hex(), "file": str(args.out)})
+    print_json({"pub_key": key.public_key.hex(), "file": str(args.out)})
     return 0
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    from node.keys import read_key
+    from chain.keyfile import read_key
 
-    _print({"pub_key": read_key(args.file).public_key.hex()})
+    print_json({"pub_key": read_key(args.file).public_key.hex()})
     return 0
 
 
@@ -54,7 +36,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 def _pub_from(value: str, what: str) -> str:
     """A public key given as 64 hex characters or as a key file path."""
     from chain.crypto import CryptoError, PublicKey
-    from node.keys import read_key
+    from chain.keyfile import read_key
 
     if len(value) == 64:
         try:
@@ -117,7 +99,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise CliError(f"{out} already exists (use --force to overwrite)")
     genesis.dump(out)
-    _print({"file": str(out), "chain_id": genesis.chain_id, "hash": genesis.hash.hex()})
+    print_json({"file": str(out), "chain_id": genesis.chain_id, "hash": genesis.hash.hex()})
     return 0
 
 
@@ -126,8 +108,8 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from chain.crypto import PrivateKey
     from chain.genesis import Genesis
+    from chain.keyfile import read_key, write_key
     from node import config as cfg
-    from node.keys import read_key, write_key
 
     home = Path(args.home)
     conf_path = home / "config.toml"
@@ -177,7 +159,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             keys[attr] = key.public_key.hex()
     if args.genesis:
         shutil.copyfile(args.genesis, config.path(config.node.genesis_file))
-    _print({"home": str(home), "config": str(conf_path),
+    print_json({"home": str(home), "config": str(conf_path),
             "node_key": keys.get("node_key_file"), "validator_key": keys.get("validator_key_file")})
     return 0
 
@@ -190,132 +172,19 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_recover_wal(args: argparse.Namespace) -> int:
     from node import config as cfg
-    from node.wal import recover
+    from node.store.wal import recover
 
     config = cfg.load(args.home)
     path = config.path(config.node.data_dir) / "consensus.wal"
     if not path.exists():
         raise CliError(f"no WAL at {path}")
     report = recover(path)
-    _print({"wal": str(path), **dataclasses.asdict(report)})
+    print_json({"wal": str(path), **dataclasses.asdict(report)})
     return 0
 
 
-# --- client commands --------------------------------------------------------------------
-
-def _client(args: argparse.Namespace) -> Any:
-    from node.client import Client
-
-    return Client(args.node, timeout=args.timeout)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    _print(_client(args).status())
-    return 0
-
-
-def cmd_tx(args: argparse.Namespace) -> int:
-    from node.client import Account
-    from node.keys import read_key
-    from node.txjson import body_from_json
-
-    body: dict[str, Any] = {}
-    if args.body:
-        try:
-            body = json.loads(args.body)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"--body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise CliError("--body must be a JSON object")
-    for field in args.field or []:
-        k, sep, v = field.partition("=")
-        if not sep:
-            raise CliError(f"field {field!r}: expected name=value")
-        try:
-            body[k] = json.loads(v)
-        except json.JSONDecodeError:
-            body[k] = v
-    try:
-        typed = body_from_json(args.type, body)
-    except ValueError as exc:
-        raise CliError(f"{args.type}: {exc}") from None
-    client = _client(args)
-    key = read_key(args.key)
-    chain_id = args.chain_id or client.status()["chain_id"]
-    account = Account(key, chain_id, client)
-    result = account.send(args.type, typed, mode=args.mode)
-    _print(result)
-    return 0 if result.get("code") == "ok" else EXIT_FAIL
-
-
-def cmd_query(args: argparse.Namespace) -> int:
-    client = _client(args)
-    kind, ident = args.kind, args.id
-    if kind == "member":
-        doc = client.member(ident, proof=args.proof)
-    elif kind == "claim":
-        doc = client.claim(ident, proof=args.proof)
-    elif kind == "period":
-        doc = client.period(int(ident), proof=args.proof)
-    elif kind == "block":
-        doc = client.block(ident)
-    elif kind == "tx":
-        doc = client.tx(ident)
-    elif kind == "account":
-        doc = client.account(ident)
-    else:  # pragma: no cover - argparse restricts choices
-        raise CliError(f"unknown query {kind}")
-    _print(doc)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from node.archive import ArchiveError, from_client, from_store, write_archive
-
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CliError(f"{out} already exists (use --force to overwrite)")
-    try:
-        if args.node:
-            from node.client import Client
-
-            count = write_archive(out, from_client(Client(args.node, timeout=args.timeout)))
-        else:
-            from node.audit import DataSource, SourceError
-
-            try:
-                source = DataSource(args.data)
-            except SourceError as exc:
-                raise CliError(str(exc)) from None
-            try:
-                count = write_archive(out, from_store(source.store))
-            finally:
-                source.close()
-    except ArchiveError as exc:
-        raise CliError(str(exc), EXIT_FAIL) from None
-    _print({"file": str(out), "blocks": count})
-    return 0
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    from node.audit import main as audit_main
-
-    return audit_main(args)
-
-
-def cmd_verify_share(args: argparse.Namespace) -> int:
-    from node.verify_share import main as verify_main
-
-    return verify_main(args)
-
-
-# --- parser -----------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mutual", description="mutual-ledger node and client")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def register(sub: Any) -> None:
+    """Add the operators' commands to the ``mutual`` parser's subcommands."""
     keys = sub.add_parser("keys", help="create and show Ed25519 key files").add_subparsers(
         dest="keys_command", metavar="ACTION")
     keys.required = True
@@ -366,103 +235,3 @@ def build_parser() -> argparse.ArgumentParser:
     rw = sub.add_parser("recover-wal", help="keep the valid prefix of a damaged consensus WAL")
     rw.add_argument("--home", required=True)
     rw.set_defaults(func=cmd_recover_wal)
-
-    def client_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--node", default=os.environ.get("MUTUAL_NODE", "http://127.0.0.1:26657"),
-                        help="node API URL (env MUTUAL_NODE)")
-        sp.add_argument("--timeout", type=_seconds, default=30.0)
-
-    s = sub.add_parser("status", help="a node's status")
-    client_args(s)
-    s.set_defaults(func=cmd_status)
-
-    t = sub.add_parser("tx", help="build, sign, submit a transaction and show the receipt")
-    t.add_argument("type", help="transaction type (docs/transactions.md)")
-    t.add_argument("field", nargs="*", help="body fields as name=value (JSON values allowed)")
-    t.add_argument("--key", required=True, help="the sender's key file")
-    t.add_argument("--body", help="the whole body as a JSON object")
-    t.add_argument("--mode", default="commit", choices=["async", "sync", "commit"])
-    t.add_argument("--chain-id", help="default: asked from the node")
-    client_args(t)
-    t.set_defaults(func=cmd_tx)
-
-    q = sub.add_parser("query", help="read a record, block, transaction or account")
-    q.add_argument("kind", choices=["member", "claim", "period", "block", "tx", "account"])
-    q.add_argument("id")
-    q.add_argument("--proof", action="store_true")
-    client_args(q)
-    q.set_defaults(func=cmd_query)
-
-    ex = sub.add_parser("export", help="write every block and certificate to an archive file")
-    exsrc = ex.add_mutually_exclusive_group(required=True)
-    exsrc.add_argument("--node", help="node API URL")
-    exsrc.add_argument("--data", help="a stopped node's home or data directory (read-only)")
-    ex.add_argument("--out", required=True, help="the archive file to write")
-    ex.add_argument("--force", action="store_true")
-    ex.add_argument("--timeout", type=_seconds, default=30.0)
-    ex.set_defaults(func=cmd_export)
-
-    a = sub.add_parser("audit", help="replay and verify a whole chain from genesis")
-    src = a.add_mutually_exclusive_group(required=True)
-    src.add_argument("--node", help="node API URL")
-    src.add_argument("--data", help="a node's data directory (read-only) or an archive file "
-                                    "from `mutual export`")
-    a.add_argument("--genesis", required=True, help="the genesis file YOU trust")
-    a.add_argument("--json", action="store_true", help="only the JSON report")
-    a.add_argument("--timeout", type=_seconds, default=30.0)
-    a.add_argument("--work-dir", help="replay on disk, in a LevelDB database in a new "
-                                      "directory here (removed at the end), instead of in "
-                                      "memory: for chains whose blocks do not fit in memory")
-    a.set_defaults(func=cmd_audit)
-
-    v = sub.add_parser("verify-share", help="check one member's share without trusting a node")
-    v.add_argument("--node", required=True)
-    v.add_argument("--genesis", required=True)
-    v.add_argument("--member", required=True)
-    v.add_argument("--period", required=True, type=int)
-    v.add_argument("--timeout", type=_seconds, default=30.0)
-    v.set_defaults(func=cmd_verify_share)
-    return p
-
-
-def _seconds(text: str) -> float:
-    """argparse type: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
-    return value
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from chain.genesis import GenesisError
-    from node.client import ClientError
-    from node.config import ConfigError
-    from node.keys import KeyFileError
-    from node.wal import WALError
-
-    try:
-        return args.func(args)
-    except CliError as exc:
-        print(f"mutual: error: {exc}", file=sys.stderr)
-        return exc.code
-    except (ConfigError, KeyFileError, GenesisError) as exc:
-        print(f"mutual: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ClientError, WALError) as exc:
-        print(f"mutual: error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:
-        print(f"mutual: error: {exc.strerror or exc}: {getattr(exc, 'filename', '')}",
-              file=sys.stderr)
-        return EXIT_FAIL
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -46,10 +46,10 @@ from consensus.events import (
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import PersistError, Signer
 from contracts.kv import KVError
-from node.blockstore import BlockStoreError
 from node.executor import BlockInvalid
 from node.logs import event
-from node.wal import WAL, WALError
+from node.store.blockstore import BlockStoreError
+from node.store.wal import WAL, WALError
 
 if TYPE_CHECKING:  # pragma: no cover
     from node.node import Node

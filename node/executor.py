@@ -24,7 +24,7 @@ from chain.vote import MessageError
 from contracts.app import Application, Receipt
 from contracts.kv import KV
 from contracts.tree import StateTree
-from node.blockstore import PREFIXES, BlockStore
+from node.store.blockstore import PREFIXES, BlockStore
 
 log = logging.getLogger("node.executor")
 

@@ -28,20 +28,20 @@ from chain.hashing import sha256
 from chain.tx import Transaction, to_jsonable
 from chain.vote import MessageError, Proposal, Vote
 from consensus.signer import Signer
-from node import leveldb_env
 from node.api import Api
-from node.blockstore import PREFIXES, BlockStore
 from node.config import Config, parse_hostport
 from node.driver import ConsensusDriver, FatalError
 from node.eventhub import EventHub
 from node.executor import Applied, Executor
-from node.kvstore import open_kv
 from node.logs import event
 from node.mempool import Mempool, MempoolConfig, TxRejected
 from node.metrics import Metrics
-from node.signer_file import FileSignerBackend
+from node.store import leveldb_env
+from node.store.blockstore import PREFIXES, BlockStore
+from node.store.kvstore import open_kv
+from node.store.signer_file import FileSignerBackend
+from node.store.wal import WAL
 from node.sync import BlockSync
-from node.wal import WAL
 from p2p.errors import InvalidMessage
 from p2p.network import Network, NetworkConfig, allowed_from_genesis
 

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from chain.genesis import Genesis, GenesisError
+from chain.keyfile import KeyFileError, read_key
 from node import config as cfg
 from node import logs
-from node.blockstore import BlockStoreError
-from node.keys import KeyFileError, read_key
 from node.node import Node, NodeError
-from node.wal import WALCorruptError, WALError
+from node.store.blockstore import BlockStoreError
+from node.store.wal import WALCorruptError, WALError
 
 log = logging.getLogger("node")
 

@@ -1,7 +1,7 @@
 """The HTTP API under hostile or careless clients, and at shutdown.
 
 A real single-validator node runs in-process (loopback ports) for most tests; the runner
-tests start ``python -m node.cli start`` as a child process. Every wait is bounded, every
+tests start ``python -m mutual start`` as a child process. Every wait is bounded, every
 node and connection is stopped or closed at the end.
 """
 
@@ -27,11 +27,11 @@ import pytest
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
 from chain.hashing import sha256
+from chain.keyfile import read_key
 from chain.tx import Transaction
 from devnet.cluster import Cluster, free_base_port
 from node import api as api_mod
 from node import config as cfg
-from node.keys import read_key
 from node.node import Node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -401,7 +401,7 @@ def test_api_port_in_use_is_logged_as_the_reason(net: Cluster) -> None:
     try:
         blocker.bind(("127.0.0.1", node.api_port))
         blocker.listen(1)
-        out = subprocess.run([sys.executable, "-m", "node.cli", "start", "--home",
+        out = subprocess.run([sys.executable, "-m", "mutual", "start", "--home",
                               str(node.home)], capture_output=True, text=True, timeout=60,
                              cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=_low_nofile)
     finally:

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
+from audit.archive import ArchiveError, read_archive, write_archive
 from chain.block import Block
-from node.archive import ArchiveError, read_archive, write_archive
-from node.cli import main
-from node.kvstore import open_kv
+from mutual.cli import main
+from node.store.kvstore import open_kv
 from tests.test_audit_builder import build_scenario
 
 

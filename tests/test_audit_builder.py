@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from audit import REPLAY_ROOTS, Auditor, MemorySource, audit
 from chain import encoding
 from chain.block import Block
 from chain.certificate import CommitCertificate
@@ -25,9 +26,8 @@ from chain.tx import Transaction
 from chain.vote import Vote, VoteType
 from contracts.kv import KV, MemoryKV
 from contracts.params import profile
-from node.audit import REPLAY_ROOTS, Auditor, MemorySource, audit
-from node.blockstore import BlockStore
 from node.executor import Applied, Executor
+from node.store.blockstore import BlockStore
 
 GENESIS_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 CHAIN_ID = "audit-test"

@@ -15,10 +15,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from audit import AuditFailure, DataSource, SourceError, audit, find_db_dir
 from chain.block import Block
 from contracts import records
-from node.audit import AuditFailure, DataSource, SourceError, audit, find_db_dir
-from node.kvstore import open_kv
+from node.store.kvstore import open_kv
 from tests.test_audit_builder import ChainBuilder, Scenario, build_scenario
 
 STATE = b"state/"

@@ -22,10 +22,10 @@ import pytest
 
 from chain.block import Block
 from chain.hashing import sha256
+from client import Account, Client
 from contracts import records
 from devnet.cluster import Cluster, free_base_port
-from node.client import Account, Client
-from node.kvstore import open_kv
+from node.store.kvstore import open_kv
 from tests.test_audit_builder import key, register_body
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def _wait(what: str, check, timeout_s: float = 45.0):
 
 
 def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mutual", *args], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -21,9 +21,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import node.audit as audit_mod
-from node.audit import DataSource, main
-from node.kvstore import open_kv
+import audit.replay as audit_mod
+import audit.signatures as signatures_mod
+import audit.sources as sources_mod
+from audit import DataSource
+from audit.cli import run_audit as main
+from node.store.kvstore import open_kv
 from tests.test_audit_builder import ChainBuilder, key, register_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # the 600 transactions were checked in the signature pool) so the signal lands mid-run.
 HARNESS = """
 import pathlib, sys, time
-import node.audit as audit
+import audit.replay as audit
 ready = pathlib.Path(sys.argv[1])
 execute = audit.Auditor._execute
 def paused(self, h, *args, **kwargs):
@@ -41,7 +44,7 @@ def paused(self, h, *args, **kwargs):
         time.sleep(60)
     return execute(self, h, *args, **kwargs)
 audit.Auditor._execute = paused
-from node.cli import main
+from mutual.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -161,13 +164,13 @@ def test_ctrl_c_while_the_database_is_copied_leaves_no_copy(chain_home, tmp_path
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    copytree = audit_mod.shutil.copytree
+    copytree = sources_mod.shutil.copytree
 
     def interrupted_copy(src, dst, **kwargs):
         copytree(src, dst, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(audit_mod.shutil, "copytree", interrupted_copy)
+    monkeypatch.setattr(sources_mod.shutil, "copytree", interrupted_copy)
     with pytest.raises(KeyboardInterrupt):
         DataSource(home)
     assert _leftovers(tmp) == []
@@ -211,12 +214,12 @@ def test_ctrl_c_during_the_run_in_process(chain_home, tmp_path, monkeypatch) -> 
 
 
 def test_signature_workers_ignore_sigint(monkeypatch) -> None:
-    monkeypatch.setattr(audit_mod, "_W_CHAIN", audit_mod._W_CHAIN)
-    monkeypatch.setattr(audit_mod, "_W_VSET", audit_mod._W_VSET)
+    monkeypatch.setattr(signatures_mod, "_W_CHAIN", signatures_mod._W_CHAIN)
+    monkeypatch.setattr(signatures_mod, "_W_VSET", signatures_mod._W_VSET)
     vals = [(v.pub_key, v.power) for v in ChainBuilder().genesis.validators.validators]
     before = signal.getsignal(signal.SIGINT)
     try:
-        audit_mod._init_worker("c", vals)
+        signatures_mod._init_worker("c", vals)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
@@ -278,7 +281,7 @@ def test_ctrl_c_while_a_node_stalls_does_not_wait_for_the_fetches(chain_home, tm
     _, gpath = chain_home
     stub = _StalledNode(Genesis.load(gpath).hash.hex())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "audit", "--node", stub.url, "--genesis",
+        [sys.executable, "-m", "mutual", "audit", "--node", stub.url, "--genesis",
          str(gpath), "--timeout", "45", "--json"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True)

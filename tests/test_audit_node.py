@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from audit import NodeSource, audit
+from audit.cli import run_audit as main
 from chain.block import Block, txs_hash
 from chain.tx import to_jsonable
-from node.audit import NodeSource, audit, main
-from node.client import Client, ClientError
+from client import Client, ClientError
 from tests.test_audit_builder import ChainBuilder, build_scenario, rechain, with_header
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from audit import AuditFailure, audit
 from contracts.params import profile
 from contracts.rules import jury, settlement
-from node.audit import AuditFailure, audit
 from tests.test_audit_builder import GENESIS_MS, ChainBuilder, build_scenario, key, register_body
 
 S = 1000

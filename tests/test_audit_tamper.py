@@ -12,12 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from audit import AuditFailure, MemorySource, audit, render_report
+from audit.cli import run_audit as main
 from chain import encoding
 from chain.block import Block, txs_hash
 from chain.certificate import CommitCertificate
 from chain.genesis import Genesis
 from chain.hashing import sha256
-from node.audit import AuditFailure, MemorySource, audit, main, render_report
 from tests.test_audit_builder import (
     ChainBuilder,
     build_scenario,
@@ -224,7 +225,7 @@ def test_report_and_json_line(chain, tmp_path, monkeypatch) -> None:
     # the command prints the report then the JSON line; --json prints the JSON alone
     gpath = tmp_path / "genesis.json"
     b.genesis.dump(gpath)
-    monkeypatch.setattr("node.audit.NodeSource", lambda client: b.source())
+    monkeypatch.setattr("audit.cli.NodeSource", lambda client: b.source())
     for as_json in (False, True):
         out, err = io.StringIO(), io.StringIO()
         args = SimpleNamespace(node="http://127.0.0.1:1", data=None, genesis=str(gpath),

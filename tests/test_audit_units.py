@@ -13,23 +13,16 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audit import ABSENT, AuditFailure, MemorySource, audit
+from audit.archive import write_archive
+from audit.cli import run_audit as main
+from audit.compare import first_difference, key_name
+from audit.progress import Progress
+from audit.signatures import check_txs, signing_payload_of
 from chain.block import Block
 from chain.crypto import PrivateKey
 from chain.tx import Transaction
 from contracts import records
-from node.archive import write_archive
-from node.audit import (
-    ABSENT,
-    AuditFailure,
-    MemorySource,
-    _first_difference,
-    audit,
-    check_txs,
-    key_name,
-    main,
-    signing_payload_of,
-)
-from node.progress import Progress
 from tests.test_audit_builder import ChainBuilder, key, register_body
 
 VECTORS = Path(__file__).parent / "vectors" / "transactions.json"
@@ -127,9 +120,9 @@ def test_process_pool_checks_signatures_like_the_inline_check() -> None:
 
 
 def test_a_field_on_one_side_only_is_absent_not_none() -> None:
-    name, want, got = _first_difference({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {}})
+    name, want, got = first_difference({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {}})
     assert (name, want, got) == ("b.c", 2, ABSENT)
-    name, want, got = _first_difference({"a": 1}, {"a": 1, "z": None})
+    name, want, got = first_difference({"a": 1}, {"a": 1, "z": None})
     assert name == "z" and want is ABSENT and got is None
     err = AuditFailure(4, "differs", field=name, expected=want, found=got)
     # a value that is really null is shown as null, a missing one as (absent); both are

@@ -6,10 +6,11 @@ from __future__ import annotations
 import io
 import json
 
-from contracts import bench
 from contracts.app import Application
 from contracts.kv import MemoryKV
 from contracts.tree import StateTree
+from devnet import bench_members as members
+from devnet import bench_state as bench
 
 REQUIRED = {"apply_per_s", "verify_per_s", "apply_over_verify", "settle_ms_1k", "settle_ms_1m",
             "settle_ratio", "settle_rules_ms_1k", "settle_rules_ms_1m", "settle_rules_ratio",
@@ -33,18 +34,18 @@ def test_bench_prints_json_line(tmp_path, capsys) -> None:
 
 
 def _state_after(n: int, bulk: bool) -> tuple[bytes, list]:
-    g = bench.genesis()
+    g = members.genesis()
     kv = MemoryKV()
     tree = StateTree(kv)
     app = Application(g, tree)
     app.init_chain()
-    app.begin_block(1, g.genesis_time_ms + bench.LOAD_TIME, bench._seed(1))
+    app.begin_block(1, g.genesis_time_ms + members.LOAD_TIME, members.seed(1))
     if bulk:
-        bench.bulk_load(app, tree, kv, 0, n, bench.MemberTemplate(g))
+        members.bulk_load(app, tree, kv, 0, n, members.MemberTemplate(g))
     else:
         for i in range(n):
-            body = bench.register_body(bench.bulk_pk(i), bench.bulk_identity(i))
-            receipt = app.deliver_tx(bench._tx(bench.REGISTRAR, "register_member", i + 1, body))
+            body = members.register_body(members.bulk_pk(i), members.bulk_identity(i))
+            receipt = app.deliver_tx(members.signed_tx(members.REGISTRAR, "register_member", i + 1, body))
             assert receipt.ok, receipt
     app.end_block()
     batch = kv.batch()

@@ -18,7 +18,7 @@ from chain.evidence import DuplicateVoteEvidence
 from chain.hashing import sha256
 from chain.vote import Vote, VoteType
 from contracts.kv import KV, MemoryKV
-from node.blockstore import (
+from node.store.blockstore import (
     PREFIXES,
     BlockMismatch,
     BlockStore,
@@ -28,7 +28,7 @@ from node.blockstore import (
     WrongDatabase,
     height_key,
 )
-from node.kvstore import LevelKV
+from node.store.kvstore import LevelKV
 
 CHAIN = "test-chain"
 GENESIS_HASH = sha256(b"genesis")
@@ -450,8 +450,8 @@ def test_failed_write_leaves_nothing_visible(kind: str, tmp_path: Path) -> None:
 CRASH_CHILD = r"""
 import sys
 from contracts.kv import KV
-from node.blockstore import PREFIXES, BlockStore, height_key
-from node.kvstore import LevelKV
+from node.store.blockstore import PREFIXES, BlockStore, height_key
+from node.store.kvstore import LevelKV
 from tests.test_blockstore import GENESIS_HASH, GENESIS_ROOT, GENESIS_TIME, ChainBuilder, tx_bytes
 
 kv = LevelKV(sys.argv[1])

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from chain.genesis import Genesis
+from mutual.cli import main
 from node import config as cfg
-from node.cli import main
 
 
 def run(capsys, *argv):
@@ -173,7 +173,7 @@ def test_tx_body_errors_before_any_network(tmp_path, capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "node.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mutual", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0
     for cmd in ("keys", "genesis", "init", "start", "tx", "query", "status", "audit",
@@ -183,8 +183,8 @@ def test_console_script_help():
 
 def test_storage_options_reach_leveldb(tmp_path, capsys, monkeypatch):
     """[storage] in config.toml is what the node opens its database with."""
+    from chain.keyfile import read_key
     from node import node as node_mod
-    from node.keys import read_key
 
     keys = {}
     for name in ("v0", "reg", "ass", "op"):

@@ -21,7 +21,7 @@ from consensus.signer import (
     SignerState,
     SignerStateError,
 )
-from node.signer_file import FileSignerBackend
+from node.store.signer_file import FileSignerBackend
 
 CHAIN = "test-chain"
 KEY = PrivateKey(bytes(range(32)))

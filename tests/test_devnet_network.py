@@ -18,9 +18,9 @@ import pytest
 
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
+from chain.keyfile import read_key
+from client import Account, Client, ClientError
 from devnet.cluster import Cluster, free_base_port
-from node.client import Account, Client, ClientError
-from node.keys import read_key
 
 pytestmark = pytest.mark.slow
 
@@ -223,7 +223,7 @@ def test_late_node_syncs_from_genesis(cluster, tmp_path):
     home = tmp_path / "late"
     home.mkdir()
     key = PrivateKey.generate()
-    from node.keys import write_key
+    from chain.keyfile import write_key
 
     write_key(home / "node_key.json", key)
     base = free_base_port(2)
@@ -305,7 +305,7 @@ def test_malformed_frames_are_dropped_and_change_nothing(cluster):
 
 
 def test_export_over_the_api_then_audit(cluster, tmp_path, capsys):
-    from node.cli import main
+    from mutual.cli import main
 
     out = tmp_path / "net.archive"
     assert main(["export", "--node", cluster.nodes[1].url, "--out", str(out)]) == 0

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from chain.vote import Vote, VoteType
-from node.blockstore import StateRootMismatch
 from node.driver import FatalError, _Item
 from node.executor import BlockInvalid
+from node.store.blockstore import StateRootMismatch
 from tests.test_driver_timing import CHAIN, KEYS, Harness
 
 

@@ -14,8 +14,8 @@ from chain.tx import Transaction
 from chain.vote import Vote, VoteType
 from contracts.kv import MemoryKV
 from contracts.params import profile
-from node.blockstore import BlockStore
 from node.executor import BlockInvalid, Executor
+from node.store.blockstore import BlockStore
 
 CHAIN = "mutual-exec"
 VALS = [PrivateKey(bytes([10 + i]) * 32) for i in range(4)]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.kv import KV, KVError, MemoryKV, prefix_upper_bound
-from node.kvstore import LevelKV
+from node.store.kvstore import LevelKV
 
 
 @pytest.fixture(params=["memory", "leveldb"])

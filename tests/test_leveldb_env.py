@@ -1,4 +1,4 @@
-"""LevelDB table reads: pread by default (node/leveldb_env.py), mmap where that is refused.
+"""LevelDB table reads: pread by default (node/store/leveldb_env.py), mmap where that is refused.
 
 Each case runs in a fresh interpreter: the switch only works before a process opens its
 first database."""
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.leveldb_env import elf_symbols
+from node.store.leveldb_env import elf_symbols
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # process reads tables and whether any table file is mapped into it
 PROBE = textwrap.dedent("""
     import json, sys
-    from node import leveldb_env
+    from node.store import leveldb_env
     if len(sys.argv) > 2:
         leveldb_env._DEFAULT_LIMIT = int(sys.argv[2])   # pretend another build
-    from node.kvstore import LevelKV
+    from node.store.kvstore import LevelKV
     kv = LevelKV(sys.argv[1], write_buffer_bytes=1 << 20)
     for start in range(0, 40_000, 5_000):
         batch = kv.batch()

@@ -9,14 +9,14 @@ import sys
 import pytest
 
 from chain.hashing import sha256
+from client import Account
 from devnet.cluster import Cluster, free_base_port
-from node.client import Account
 
 pytestmark = pytest.mark.slow
 
 
 def _start_cmd(home):
-    return [sys.executable, "-m", "node.cli", "start", "--home", str(home)]
+    return [sys.executable, "-m", "mutual", "start", "--home", str(home)]
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_damaged_wal_stops_the_node_until_recovered(single):
     out = subprocess.run(_start_cmd(node.home), capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "recover-wal" in out.stderr and "Traceback" not in out.stderr
-    rec = subprocess.run([sys.executable, "-m", "node.cli", "recover-wal", "--home",
+    rec = subprocess.run([sys.executable, "-m", "mutual", "recover-wal", "--home",
                           str(node.home)], capture_output=True, text=True, timeout=60)
     assert rec.returncode == 0, rec.stderr
     report = json.loads(rec.stdout)

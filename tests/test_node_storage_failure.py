@@ -19,12 +19,12 @@ import plyvel
 import pytest
 
 from chain.genesis import Genesis
+from chain.keyfile import read_key
 from devnet.cluster import Cluster, free_base_port
 from node import config as cfg
-from node import kvstore
-from node import wal as walmod
-from node.keys import read_key
 from node.node import Node, NodeError
+from node.store import kvstore
+from node.store import wal as walmod
 
 
 def _node(cluster: Cluster) -> Node:
@@ -126,7 +126,7 @@ async def test_a_full_disk_stops_the_node_and_a_restart_continues(
 async def test_a_wal_that_cannot_be_written_stops_the_node_and_a_restart_continues(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = Cluster.create(tmp_path / "net", validators=1, base_port=free_base_port(2))
-    real_write_all = walmod._write_all
+    real_write_all = walmod.write_all
     full = {"on": False, "failed": 0}
 
     def write_all(fd: int, data: bytes) -> None:
@@ -135,5 +135,5 @@ async def test_a_wal_that_cannot_be_written_stops_the_node_and_a_restart_continu
             raise OSError(28, "No space left on device")
         real_write_all(fd, data)
 
-    monkeypatch.setattr(walmod, "_write_all", write_all)
+    monkeypatch.setattr(walmod, "write_all", write_all)
     await _fails_then_recovers(cluster, full, "the consensus WAL failed")

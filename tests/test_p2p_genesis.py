@@ -17,9 +17,9 @@ import pytest
 
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
+from chain.keyfile import read_key
 from devnet.cluster import Cluster, free_base_port
 from node import config as cfg
-from node.keys import read_key
 from node.node import Node
 from p2p import HandshakeError, Network
 from tests.test_p2p_network import until as network_until

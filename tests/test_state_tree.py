@@ -20,7 +20,7 @@ from contracts import tree as tree_mod
 from contracts.kv import MemoryKV
 from contracts.proof import EMPTY, Proof, ProofError, verify_proof
 from contracts.tree import StateError, StateTree, node_record_ok
-from node.kvstore import LevelKV
+from node.store.kvstore import LevelKV
 
 VECTORS = Path(__file__).parent / "vectors" / "state_proof.json"
 

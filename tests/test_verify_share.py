@@ -1,4 +1,4 @@
-"""``mutual verify-share`` and ``node.verify_share.verify_share``: a member checks their own
+"""``mutual verify-share`` and ``audit.verify_share.verify_share``: a member checks their own
 share from proof bundles and commit certificates, against their own genesis file.
 
 The honest answers agree with ``Application.member_share`` for every member and period;
@@ -14,13 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from chain import encoding
-from chain.block import Block
-from chain.certificate import CommitCertificate
-from chain.crypto import PrivateKey
-from chain.genesis import Genesis
-from node.client import Client
-from node.verify_share import (
+from audit.verify_share import (
     ShareReport,
     ShareVerificationError,
     main,
@@ -28,6 +22,12 @@ from node.verify_share import (
     verify_bundle,
     verify_share,
 )
+from chain import encoding
+from chain.block import Block
+from chain.certificate import CommitCertificate
+from chain.crypto import PrivateKey
+from chain.genesis import Genesis
+from client import Client
 from tests.test_audit_builder import MEMBERS, build_scenario
 from tests.test_audit_node import FakeNode
 

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import wal as walmod
-from node.wal import (
+from chain import durable
+from node.store import wal as walmod
+from node.store.wal import (
     FRAME_HEADER_SIZE,
     HEADER,
     HEADER_SIZE,
@@ -210,8 +211,8 @@ def test_closed_wal_refuses_use_and_close_is_idempotent(tmp_path: Path) -> None:
 
 def test_unsynced_appends_are_synced_on_close(tmp_path: Path, monkeypatch) -> None:
     calls: list[int] = []
-    real = walmod._sync_fd
-    monkeypatch.setattr(walmod, "_sync_fd", lambda fd: (calls.append(fd), real(fd)))
+    real = walmod.sync_data
+    monkeypatch.setattr(walmod, "sync_data", lambda fd: (calls.append(fd), real(fd)))
     w = WAL.open(tmp_path / "wal")
     calls.clear()
     w.append(b"lazy", sync=False)
@@ -508,7 +509,7 @@ def test_failed_fsync_makes_the_wal_unusable(tmp_path: Path, monkeypatch) -> Non
     def eio(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(walmod, "_sync_fd", eio)
+    monkeypatch.setattr(walmod, "sync_data", eio)
     with pytest.raises(WALError, match="fsync failed"):
         w.append(b"vote", sync=True)
     with pytest.raises(WALError, match="unusable"):
@@ -585,11 +586,11 @@ def _crash_on_call(monkeypatch, target, name: str, n: int) -> None:
 
 
 ROTATION_CRASH_POINTS = {
-    "fsync of the new file": (walmod, "_sync_fd", 1),
+    "fsync of the new file": (durable, "sync_data", 1),
     "hard-linking the backup": (os, "link", 1),
     "renaming the backup into place": (os, "replace", 1),
     "renaming the new file over the WAL": (os, "replace", 2),
-    "fsync of the directory": (walmod, "_sync_dir", 1),
+    "fsync of the directory": (walmod, "sync_dir", 1),
 }
 
 
@@ -708,7 +709,7 @@ def test_wal_matches_a_model(tmp_path_factory, ops) -> None:
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from node.wal import WAL
+    from node.store.wal import WAL
 
     def record(h, i):
         size = 50 + (h * 7919 + i * 104729) % 30000 + (1 << 20 if i % 5 == 4 else 0)

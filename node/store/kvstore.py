@@ -15,17 +15,17 @@ from collections.abc import Iterator
 import plyvel
 
 from contracts.kv import KV, KVError
-from node import leveldb_env
+from node.store import leveldb_env
 
 DEFAULT_CACHE_BYTES = 32 << 20
 DEFAULT_WRITE_BUFFER_BYTES = 16 << 20
 # No block compression by default: on two cores the compaction thread competes with block
 # execution, and snappy made it the busiest thread. Measured loading 1M members
-# (contracts.bench, random keys): 19 s and 1.4 GB without, 34 s and 0.8 GB with snappy
+# (devnet.bench_state, random keys): 19 s and 1.4 GB without, 34 s and 0.8 GB with snappy
 # (state-tree groups are hashes end to end and do not shrink; records' field names do).
 # Nodes choose with [storage] compression.
 DEFAULT_COMPRESSION: str | None = None
-# LevelDB's default. Tables are read with pread (node/leveldb_env.py), so open tables cost
+# LevelDB's default. Tables are read with pread (node/store/leveldb_env.py), so open tables cost
 # only their index and filter blocks (~30 KB each at 2 MB per table); where that switch
 # could not be made, LevelDB mmaps the open tables and the pages reads touch count in the
 # RSS, about (max_open_files - 10) x 2 MB at most: lower it there.

@@ -6,10 +6,10 @@ Format: ``{"type": "ed25519", "pub_key": "<64 hex>", "priv_key": "<64 hex seed>"
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from chain.crypto import CryptoError, PrivateKey
+from chain.durable import atomic_write
 
 
 class KeyFileError(ValueError):
@@ -23,15 +23,7 @@ def write_key(path: str | Path, key: PrivateKey, overwrite: bool = False) -> Non
         raise KeyFileError(f"{path} already exists (refusing to overwrite a key)")
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"type": "ed25519", "pub_key": key.public_key.hex(), "priv_key": key.seed.hex()}
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (json.dumps(doc, indent=2) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o600)
 
 
 def read_key(path: str | Path) -> PrivateKey:

@@ -26,7 +26,6 @@ import fcntl
 import io
 import os
 import struct
-import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -34,10 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from chain.durable import atomic_write, sync_data, sync_dir, tmp_path, write_all, write_new_file
+
 MAGIC = b"\x89MLWAL\r\n"
 VERSION = 1
 HEADER = MAGIC + struct.pack(">I", VERSION)
 HEADER_SIZE = len(HEADER)  # 12
+# a rotated-in file stays open for the appends that follow
+_NEW_FILE_FLAGS = os.O_RDWR | os.O_APPEND
 FRAME_HEADER_SIZE = 8  # u32 length, u32 crc
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 MAX_PAYLOAD_BYTES = MAX_RECORD_BYTES + 1  # one type byte precedes the record
@@ -145,32 +148,6 @@ class _ScanResult:
 
 
 # --- low-level helpers ---------------------------------------------------------------
-
-
-def _sync_fd(fd: int) -> None:
-    # fdatasync persists the data and the file size (all an append needs) without the
-    # extra inode-timestamp write of fsync; macOS needs F_FULLFSYNC to reach the platter.
-    if sys.platform == "darwin":
-        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-    elif hasattr(os, "fdatasync"):
-        os.fdatasync(fd)
-    else:
-        os.fsync(fd)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _frame(kind: int, body: bytes) -> bytes:
@@ -330,22 +307,7 @@ def _scan_fd(fd: int) -> _ScanResult:
         return _scan(reader, size)
 
 
-def _write_new_file(tmp: Path, chunks: Iterator[bytes] | list[bytes]) -> int:
-    """Write ``chunks`` to ``tmp`` (replacing any stale leftover) and fsync it; return fd."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        for chunk in chunks:
-            _write_all(fd, chunk)
-        _sync_fd(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
 
 
 def backup_path(path: Path | str) -> Path:
@@ -474,8 +436,8 @@ class WAL:
             if self._last_height is not None:
                 chunks.append(_frame(TYPE_END_HEIGHT, _HEIGHT.pack(self._last_height)))
             chunks.extend(_frame(TYPE_DATA, r) for r in self._pending)
-            tmp = _tmp_path(self._path)
-            new_fd = _write_new_file(tmp, chunks)
+            tmp = tmp_path(self._path)
+            new_fd = write_new_file(tmp, chunks, flags=_NEW_FILE_FLAGS)
             try:
                 _lock(new_fd, self._path)
                 self._link_backup()
@@ -490,7 +452,7 @@ class WAL:
             self._size = sum(len(c) for c in chunks)
             self._dirty = False
             try:
-                _sync_dir(self._path.parent)
+                sync_dir(self._path.parent)
             except OSError as exc:
                 self._broken = f"fsync of the WAL directory failed: {exc}"
                 raise WALError(f"WAL rotation could not fsync the directory: {exc}") from exc
@@ -507,7 +469,7 @@ class WAL:
         self._check_usable()
         assert self._fd is not None
         try:
-            _write_all(self._fd, frame)
+            write_all(self._fd, frame)
         except OSError as exc:  # e.g. the disk is full
             self._roll_back(exc)
             raise WALError(f"WAL write failed: {exc}") from exc
@@ -518,7 +480,7 @@ class WAL:
         self._dirty = True
         if sync:
             try:
-                _sync_fd(self._fd)
+                sync_data(self._fd)
             except OSError as exc:
                 # after a failed fsync the page cache state is unknowable (the "fsyncgate"
                 # lesson): never retry, refuse further use so the node stops
@@ -581,7 +543,7 @@ class WAL:
             fd, self._fd = self._fd, None
             try:
                 if self._dirty and self._broken is None:
-                    _sync_fd(fd)
+                    sync_data(fd)
             finally:
                 os.close(fd)
 
@@ -598,8 +560,8 @@ class WAL:
 
 def _create(path: Path) -> None:
     """Atomically create an empty WAL: a torn header is then impossible."""
-    tmp = _tmp_path(path)
-    fd = _write_new_file(tmp, [HEADER])
+    tmp = tmp_path(path)
+    fd = write_new_file(tmp, [HEADER], flags=_NEW_FILE_FLAGS)
     os.close(fd)
     try:
         # link, not rename: never clobber a WAL another process created meanwhile
@@ -608,7 +570,7 @@ def _create(path: Path) -> None:
         pass
     finally:
         os.unlink(tmp)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
 # --- recovery --------------------------------------------------------------------------
@@ -641,11 +603,7 @@ def recover(path: Path | str) -> RecoveryReport:
         backup = _copy_aside(fd, path)
         # a damaged header (only a torn one gets this far) keeps nothing but a fresh header
         kept = scan.valid_size
-        tmp = _tmp_path(path)
-        new_fd = _write_new_file(tmp, _read_range(fd, 0, kept) if kept else [HEADER])
-        os.close(new_fd)
-        os.replace(tmp, path)
-        _sync_dir(path.parent)
+        atomic_write(path, _read_range(fd, 0, kept) if kept else [HEADER])
         return RecoveryReport(
             str(path), True, scan.frames, max(kept, HEADER_SIZE), total - kept, str(backup),
             damage.offset,
@@ -674,10 +632,10 @@ def _copy_aside(fd: int, path: Path) -> Path:
             continue
         try:
             for chunk in _read_range(fd, 0, os.fstat(fd).st_size):
-                _write_all(out, chunk)
-            _sync_fd(out)
+                write_all(out, chunk)
+            sync_data(out)
         finally:
             os.close(out)
-        _sync_dir(path.parent)
+        sync_dir(path.parent)
         return candidate
     raise WALError(f"too many {path.name}.corrupt-<n> copies next to the WAL; clean some up")

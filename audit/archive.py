@@ -13,7 +13,6 @@ exactly as it checks a node. Format (docs/audit.md):
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from chain import encoding
 from chain.block import MAX_BLOCK_SIZE
+from chain.durable import atomic_write
 
 MAGIC = b"MUTUAL-ARCHIVE\n"
 VERSION = 1
@@ -43,20 +43,19 @@ def is_archive(path: str | Path) -> bool:
 def write_archive(path: str | Path, blocks: Iterator[tuple[int, bytes, bytes]]) -> int:
     """Write ``(height, block bytes, certificate bytes)`` in height order; atomic (tmp +
     rename). Returns the number of blocks written."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + _U32.pack(VERSION))
+
+    def records() -> Iterator[bytes]:
+        nonlocal count
+        yield MAGIC + _U32.pack(VERSION)
         for height, block, cert in blocks:
             if height != count + 1:
                 raise ArchiveError(f"block {height} does not follow {count}")
             rec = encoding.encode({"block": block, "certificate": cert, "height": height})
-            f.write(_U32.pack(len(rec)) + rec)
+            yield _U32.pack(len(rec)) + rec
             count += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    atomic_write(path, records(), mode=0o644)
     return count
 
 

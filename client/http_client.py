@@ -155,14 +155,6 @@ class Client:
         """The node's own account of a member's share (trusting the node)."""
         return self._request("GET", f"/members/{member_id}/shares/{period}")
 
-    def verify_share(self, genesis: Any, member_id: str, period: int) -> Any:
-        """A member's share of ``period``, proven against ``genesis`` (the caller's copy):
-        Merkle proofs, the header holding the root and its +2/3 certificate. Trusts no
-        node; raises ``node.verify_share.ShareVerificationError`` with the reason."""
-        from node.verify_share import verify_share
-
-        return verify_share(self, genesis, member_id, period)
-
 
 class Account:
     """A signing key bound to a chain and a node, tracking its own nonce."""

@@ -8,7 +8,7 @@ its page: the million-member bench carried 120-580 MB of such pages, more than i
 caches. With the limit at 0, LevelDB reads tables with ``pread`` into its block cache
 (heap, bounded by ``cache_bytes``) and the file pages stay in the kernel's page cache,
 shared and reclaimable, outside the process. It was measured no slower
-(``python -m contracts.bench``, README "Memory").
+(``python -m devnet.bench_state``, README "Memory").
 
 plyvel does not expose the knob. LevelDB keeps it in ``g_mmap_limit``, a variable its
 test helper ``EnvPosixTestHelper::SetReadOnlyMMapLimit`` sets and that the default Env

@@ -1,8 +1,8 @@
 """The signer's file backend: the last-signed record survives crashes and restarts.
 
 The state is one small JSON file (format in docs/consensus.md, "Signer state file").
-``save`` writes ``<path>.tmp``, fsyncs it, renames it over ``<path>`` and fsyncs the
-directory, so after a crash the file holds either the old or the new state, whole, and a
+``save`` writes it with ``chain.durable.atomic_write`` (tmp file, sync, rename, folder
+sync), so after a crash the file holds either the old or the new state, whole, and a
 state that ``save`` returned from is on disk. A missing file is a fresh signer; an
 unreadable or malformed one is an error (resetting it could allow a double sign).
 """
@@ -10,9 +10,9 @@ unreadable or malformed one is an error (resetting it could allow a double sign)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from chain.durable import atomic_write
 from consensus.signer import SignerState, SignerStateError
 
 
@@ -21,7 +21,6 @@ class FileSignerBackend:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
 
     def load(self) -> SignerState:
         try:
@@ -37,18 +36,5 @@ class FileSignerBackend:
         return SignerState.from_map(doc)
 
     def save(self, state: SignerState) -> None:
-        data = (json.dumps(state.to_map(), sort_keys=True, indent=1) + "\n").encode()
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self._tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, (json.dumps(state.to_map(), sort_keys=True, indent=1)
+                                 + "\n").encode())

@@ -203,7 +203,7 @@ class ShareReport:
 
 
 def _fetch(call: Any, what: str) -> Any:
-    from node.client import ClientError
+    from client import ClientError
 
     try:
         return call()
@@ -401,7 +401,7 @@ def render_share(r: ShareReport) -> str:
 def main(args: Any, out: Any = None, err: Any = None) -> int:
     """``mutual verify-share``: exit 0 when the share is proven, 1 when the node's answer
     is rejected, 2 on bad input (member id, period, genesis file)."""
-    from node.client import Client
+    from client import Client
 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr

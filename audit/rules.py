@@ -1,0 +1,454 @@
+"""An independent model of the pooling rules (``RuleChecker``): it rechecks every notice
+snapshot, settlement (claims, fee, surplus, shares, caps, conservation), jury (eligibility,
+panel draw, tally, quorum, majority, timing) and waiting-period decision from the events
+and records of the replay, without calling the rules it checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.report import AuditFailure
+from chain.genesis import Genesis
+from chain.hashing import sha256
+from contracts import records
+from contracts.calendar import age_years, cst_date, parse_date
+from contracts.params import Params
+from contracts.rules import payout
+from node.executor import Applied
+
+JURY_DRAW_TAG = b"mutual-ledger/jury-draw/v1\x00"   # docs/rules.md "The panel draw"
+EXIT_EVENTS = ("member_left", "member_removed", "member_paid_out", "member_barred")
+
+
+@dataclass
+class Moment:
+    height: int
+    time: int
+    prev_time: int | None
+    prev_root: bytes
+    seed: bytes
+
+
+@dataclass
+class _Jury:
+    origin: str
+    mode: str
+    claimant: str
+    close_ms: int | None = None
+    yes: int = 0
+    no: int = 0
+    voters: set[str] = field(default_factory=set)
+    panel: list[str] | None = None
+
+
+class RuleChecker:
+    """Rechecks the rules' decisions from the replayed records and events, with its own
+    bookkeeping (active members per cohort, the juror pool, payable claims, surplus,
+    year-to-date totals, jury tallies) so that a bug in ``contracts`` and the audit would
+    have to agree to go unnoticed. docs/rules.md is the specification followed here.
+    """
+
+    def __init__(self, genesis: Genesis, state: Callable[[], Any],
+                 state_at: Callable[[bytes], Any]) -> None:
+        self.genesis = genesis
+        self.params = Params.from_dict(genesis.params)
+        self.schedule = self.params.make_schedule(genesis.genesis_time_ms)
+        self._state = state
+        self._state_at = state_at
+        self.active = 0
+        self.cohorts: Counter[int] = Counter()
+        self.member_cohort: dict[str, int] = {}
+        self.statuses: dict[str, str] = {}
+        self.jurors: set[str] = set()
+        self.pool: set[str] = set()
+        self.arrears: dict[str, set[int]] = {}
+        self.next_notice = 1
+        self.next_settlement = 1
+        self.snapshots: dict[int, list[dict[str, int]]] = {}
+        self.payable: dict[int, list[int]] = {}
+        self.surplus = 0
+        self.ytd: dict[int, dict[int, int]] = {}
+        self.juries: dict[int, _Jury] = {}
+        self.objectors: dict[int, set[str]] = {}
+        self.settled: list[int] = []
+        self.final: set[int] = set()
+        self.stats: Counter[str] = Counter()
+        self.verdicts: Counter[str] = Counter()
+
+    # ---- driving ------------------------------------------------------------------------
+
+    def on_block(self, m: Moment, applied: Applied) -> None:
+        events: list[tuple[int | None, Any]] = [(None, e) for e in applied.begin_events]
+        for i, receipt in enumerate(applied.receipts):
+            if receipt.ok:
+                events.extend((i, e) for e in receipt.events)
+        for txi, ev in events:
+            handler = getattr(self, "_on_" + ev.type, None)
+            if handler is not None:
+                handler(m, ev.attrs, txi)
+            elif ev.type in EXIT_EVENTS:
+                self._exit(m, ev.attrs, txi)
+        meta = records.load(self._state(), records.META_KEY)
+        self._expect(m, None, "meta.active (active members)", self.active, meta["active"])
+        self._expect(m, None, "meta.pool (juror pool size)", len(self.pool), meta["pool"])
+        self._expect(m, None, "meta.surplus", self.surplus, meta["surplus"])
+
+    def final_claims(self, state: Any) -> list[int]:
+        return sorted(self.final)
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _fail(self, m: Moment, txi: int | None, what: str, name: str | None = None,
+              expected: Any = None, found: Any = None) -> AuditFailure:
+        return AuditFailure(m.height, what, tx=txi, field=name, expected=expected,
+                            found=found)
+
+    def _expect(self, m: Moment, txi: int | None, name: str, expected: Any,
+                found: Any, what: str | None = None) -> None:
+        if expected != found:
+            raise self._fail(m, txi, what or f"{name} is not what the rules give", name,
+                             expected, found)
+
+    def _load(self, key: bytes) -> dict[str, Any] | None:
+        return records.load(self._state(), key)
+
+    def _claim(self, cid: int) -> dict[str, Any] | None:
+        """The claim as the rules read it (a payout applies once its period settled)."""
+        return payout.load_claim(self._state(), cid)
+
+    def _member(self, pk_hex: str) -> dict[str, Any]:
+        rec = payout.load_member(self._state(), bytes.fromhex(pk_hex))
+        assert rec is not None, pk_hex
+        return rec
+
+    def _due(self, m: Moment, txi: int | None, what: str, due: int) -> None:
+        """A scheduled job must run in the first block at or after its instant."""
+        if m.time < due:
+            raise self._fail(m, txi, f"{what} ran before its time", "block.time", due, m.time)
+        if m.prev_time is not None and m.prev_time >= due:
+            raise self._fail(m, txi, f"{what} ran late: the previous block (time "
+                                     f"{m.prev_time}) was already at or past {due}",
+                             "block.time")
+
+    # ---- membership and the pool --------------------------------------------------------
+
+    def _on_member_joined(self, m: Moment, a: dict, txi: int | None) -> None:
+        pk, cohort = a["member"], a["cohort"]
+        self._expect(m, txi, "cohort", self.next_notice, cohort,
+                     f"member {pk} joined the wrong cohort")
+        self.active += 1
+        self.cohorts[cohort] += 1
+        self.member_cohort[pk] = cohort
+        self.statuses[pk] = "active"
+
+    def _exit(self, m: Moment, a: dict, txi: int | None) -> None:
+        pk = a["member"]
+        if self.statuses.get(pk) != "active":
+            raise self._fail(m, txi, f"member {pk} left although not active", "status",
+                             "active", self.statuses.get(pk))
+        self._expect(m, txi, "exit_period", self.next_notice - 1, a["exit_period"],
+                     f"member {pk}'s exit period is wrong")
+        self.active -= 1
+        self.cohorts[self.member_cohort[pk]] -= 1
+        self.statuses[pk] = "ended"
+        self.pool.discard(pk)
+
+    def _on_juror_approved(self, m: Moment, a: dict, txi: int | None) -> None:
+        pk = a["member"]
+        rec = self._member(pk)
+        jp = self.params.jury
+        age = age_years(parse_date(rec["birth_date"]), cst_date(m.time))
+        if (self.statuses.get(pk) != "active" or age < jp.juror_min_age_years
+                or m.time - rec["joined_ms"] < jp.juror_min_membership_ms
+                or self.arrears.get(pk)):
+            raise self._fail(m, txi, f"member {pk} approved as a juror although not "
+                                     "eligible (age, membership time, arrears or status)")
+        self.jurors.add(pk)
+        self.pool.add(pk)
+
+    def _on_arrears_recorded(self, m: Moment, a: dict, txi: int | None) -> None:
+        self.arrears.setdefault(a["member"], set()).add(a["period"])
+        self.pool.discard(a["member"])
+
+    def _on_arrears_paid(self, m: Moment, a: dict, txi: int | None) -> None:
+        pk = a["member"]
+        self.arrears.get(pk, set()).discard(a["period"])
+        if self.statuses.get(pk) == "active" and pk in self.jurors and not self.arrears[pk]:
+            self.pool.add(pk)
+
+    def _on_arrears_cleared_by_claim(self, m: Moment, a: dict, txi: int | None) -> None:
+        self.arrears.pop(a["member"], None)
+
+    # ---- claims and the waiting period -------------------------------------------------
+
+    def _check_amount(self, m: Moment, txi: int | None, c: dict, member: dict) -> None:
+        age = age_years(parse_date(member["birth_date"]), cst_date(c["diagnosed_ms"]))
+        self._expect(m, txi, f"claim/{c['id']}.age_at_diagnosis", age, c["age_at_diagnosis"])
+        self._expect(m, txi, f"claim/{c['id']}.amount", self.params.payout_for(c["disease"],
+                                                                             age), c["amount"])
+
+    def _waiting(self, c: dict, member: dict) -> bool:
+        return c["diagnosed_ms"] < member["joined_ms"] + self.params.waiting_ms
+
+    def _on_claim_filed(self, m: Moment, a: dict, txi: int | None) -> None:
+        c = self._claim(a["claim_id"])
+        assert c is not None
+        member = self._member(c["member"].hex())
+        self._check_amount(m, txi, c, member)
+        if self._waiting(c, member) and not c["accident"]:
+            raise self._fail(m, txi, f"claim {c['id']} was accepted although diagnosed inside "
+                                     "the waiting period and not an accident",
+                             f"claim/{c['id']}.status", "rejected_waiting", "filed")
+
+    def _on_claim_rejected_waiting(self, m: Moment, a: dict, txi: int | None) -> None:
+        c = self._claim(a["claim_id"])
+        assert c is not None
+        member = self._member(c["member"].hex())
+        if not self._waiting(c, member) or c["accident"]:
+            raise self._fail(m, txi, f"claim {c['id']} was rejected by the waiting period "
+                                     "although it is outside it (or an accident)",
+                             f"claim/{c['id']}.status", "filed", "rejected_waiting")
+        self._expect(m, txi, f"member/{c['member'].hex()}.refund", True, member["refund"])
+        self.stats["waiting_rejections"] += 1
+        self.final.add(c["id"])
+
+    def _on_claim_objected(self, m: Moment, a: dict, txi: int | None) -> None:
+        self.objectors.setdefault(a["claim_id"], set()).add(a["member"])
+
+    def _on_claim_payable(self, m: Moment, a: dict, txi: int | None) -> None:
+        self._expect(m, txi, f"claim/{a['claim_id']}.pay_period", self.next_settlement,
+                     a["period"], f"claim {a['claim_id']} was queued for the wrong settlement")
+        self.payable.setdefault(a["period"], []).append(a["claim_id"])
+
+    def _on_claim_paid(self, m: Moment, a: dict, txi: int | None) -> None:
+        cid = a["claim_id"]
+        c = self._claim(cid)
+        assert c is not None
+        self._expect(m, txi, f"claim/{cid}.deduction", a["deduction"], c["deduction"],
+                     f"claim {cid}'s deduction is not the one its payout announced")
+        if not 0 <= c["deduction"] <= c["amount"]:
+            raise self._fail(m, txi, f"claim {cid}'s deduction is outside 0..amount",
+                             f"claim/{cid}.deduction", f"0..{c['amount']}", c["deduction"])
+        self._expect(m, txi, f"claim/{cid}.net", c["amount"] - c["deduction"], c["net"])
+        self._expect(m, txi, f"claim/{cid}.status", "paid", c["status"])
+        self.stats["claims_paid"] += 1
+        self.stats["paid_fen"] += c["amount"]
+        self.final.add(cid)
+
+    # ---- notices and settlements --------------------------------------------------------
+
+    def _groups(self, n: int) -> list[dict[str, int]]:
+        first = self.schedule.first_period_of_year(self.schedule.year(n))
+        later = [{"cohort": j, "members": self.cohorts[j]}
+                 for j in range(max(first + 1, 1), n + 1) if self.cohorts[j] > 0]
+        old = self.active - sum(g["members"] for g in later)
+        return ([{"cohort": 0, "members": old}] if old else []) + later
+
+    def _on_notice_published(self, m: Moment, a: dict, txi: int | None) -> None:
+        n = a["period"]
+        self._expect(m, txi, "notice period", self.next_notice, n,
+                     "a notice ran out of order")
+        self._due(m, txi, f"notice of period {n}", self.schedule.notice_ms(n))
+        self._expect(m, txi, f"period/{n}.members", self.active, a["members"],
+                     f"period {n}'s snapshot does not count the active members")
+        rec = self._load(records.period_key(n))
+        assert rec is not None
+        groups = self._groups(n)
+        found = [{"cohort": g["cohort"], "members": g["members"]} for g in rec["groups"]]
+        self._expect(m, txi, f"period/{n}.groups", groups, found,
+                     f"period {n}'s snapshot groups are not the active members per cohort")
+        self.snapshots[n] = groups
+        self.next_notice = n + 1
+
+    def _on_period_settled(self, m: Moment, a: dict, txi: int | None) -> None:
+        n = a["period"]
+        self._expect(m, txi, "settlement period", self.next_settlement, n,
+                     "a settlement ran out of order")
+        self._due(m, txi, f"settlement of period {n}", self.schedule.settlement_ms(n))
+        rec = self._load(records.period_key(n))
+        assert rec is not None
+        ids = self.payable.pop(n, [])
+        self._expect(m, txi, f"period/{n}.claims", ids, rec["claims"],
+                     f"period {n} did not pay exactly the claims that became payable for it")
+        claims = [self._claim(cid) for cid in ids]
+        p = self.params
+        P = sum(c["amount"] for c in claims if c is not None)
+        F = P * p.fee_bps // 10_000
+        S = self.surplus
+        groups = self.snapshots.get(n, [])
+        M = sum(g["members"] for g in groups)
+        need = P + F - S
+        if need <= 0:
+            raw, surplus, extra = 0, -need, 0
+        elif M == 0:
+            raw, surplus, extra = 0, 0, need
+        else:
+            raw = -(-need // M)
+            surplus, extra = M * raw - need, 0
+        cases = len(ids)
+        share = min(raw, p.cap_per_case_fen * cases)
+        prev = (self.ytd.get(n - 1, {})
+                if n > 1 and self.schedule.year(n - 1) == self.schedule.year(n) else {})
+        out_groups, collected, ytd = [], 0, {}
+        for g in groups:
+            before = prev.get(g["cohort"], 0)
+            charge = min(share, max(0, p.cap_per_year_fen - before))
+            collected += g["members"] * charge
+            ytd[g["cohort"]] = before + charge
+            out_groups.append({"cohort": g["cohort"], "members": g["members"],
+                               "ytd_before": before, "charge": charge, "ytd": before + charge})
+        covered = M * raw - collected + extra
+        expected = {"P": P, "F": F, "S": S, "need": need, "M": M, "cases": cases,
+                    "share_raw": raw, "case_cap": p.cap_per_case_fen * cases, "share": share,
+                    "annual_cap": p.cap_per_year_fen, "collected": collected,
+                    "operator_covered": covered, "surplus_new": surplus, "groups": out_groups,
+                    "members": M, "status": "settled",
+                    "payout_exit_period": self.next_notice - 1}
+        for name, want in expected.items():
+            self._expect(m, txi, f"period/{n}.{name}", want, rec.get(name),
+                         f"period {n}'s {name} is not what the settlement formula gives")
+        # the conservation identity, on the record's own figures
+        lhs = sum(g["members"] * g["charge"] for g in rec["groups"]) + rec["operator_covered"]
+        rhs = rec["P"] + rec["F"] - rec["S"] + rec["surplus_new"]
+        self._expect(m, txi, f"period/{n} conservation (collected + operator_covered)", rhs,
+                     lhs, f"period {n} breaks the conservation identity")
+        if rec["surplus_new"] < 0 or rec["operator_covered"] < 0:
+            raise self._fail(m, txi, f"period {n} has a negative surplus or operator share")
+        self.surplus = surplus
+        self.ytd[n] = ytd
+        self.next_settlement = n + 1
+        self.settled.append(n)
+        self.stats["periods"] += 1
+        self.stats["shared_fen"] += collected
+        self.stats["fees_fen"] += F
+        self.stats["operator_covered_fen"] += covered
+
+    # ---- juries -------------------------------------------------------------------------
+
+    def _on_jury_opened(self, m: Moment, a: dict, txi: int | None) -> None:
+        cid = a["claim_id"]
+        c = self._claim(cid)
+        assert c is not None
+        self._expect(m, txi, f"claim/{cid}.jury.mode", self.params.jury.mode, a["mode"])
+        j = _Jury(a["origin"], a["mode"], c["member"].hex())
+        if j.mode == "open":
+            j.close_ms = m.time + self.params.jury.window_ms
+            self._expect(m, txi, f"claim/{cid}.jury.close_ms", j.close_ms,
+                         c["jury"]["close_ms"])
+        self.juries[cid] = j
+
+    def draw_panel(self, state: Any, cid: int, claimant: str, block_seed: bytes
+                   ) -> list[str]:
+        """The panel per docs/rules.md, over the pool in ``state`` (the state the draw
+        ran against: after the previous block)."""
+        k = self.params.jury.panel_size
+        n = records.load(state, records.META_KEY)["pool"]
+        seed = sha256(JURY_DRAW_TAG + block_seed + records.u64(cid))
+
+        def conflicted(pk: bytes) -> bool:
+            return (pk.hex() == claimant
+                    or state.get(records.objection_key(cid, pk)) is not None)
+
+        def slot(i: int) -> bytes:
+            return records.load(state, records.pool_key(i))["member"]
+
+        chosen: list[str] = []
+        if n <= 2 * k:
+            for i in sorted(range(n), key=lambda i: sha256(seed + records.u64(i))):
+                pk = slot(i)
+                if not conflicted(pk):
+                    chosen.append(pk.hex())
+                    if len(chosen) == k:
+                        break
+            return chosen
+        seen: set[bytes] = set()
+        for attempt in range(4 * k + 64):
+            pk = slot(int.from_bytes(sha256(seed + records.u64(attempt)), "big") % n)
+            if pk in seen:
+                continue
+            seen.add(pk)
+            if conflicted(pk):
+                continue
+            chosen.append(pk.hex())
+            if len(chosen) == k:
+                break
+        return chosen
+
+    def _on_jury_drawn(self, m: Moment, a: dict, txi: int | None) -> None:
+        cid = a["claim_id"]
+        j = self.juries.get(cid)
+        if j is None or j.mode != "panel" or j.panel is not None:
+            raise self._fail(m, txi, f"claim {cid}: a panel was drawn without a pending "
+                                     "panel jury")
+        want = self.draw_panel(self._state_at(m.prev_root), cid, j.claimant, m.seed)
+        self._expect(m, txi, f"claim/{cid}.jury.panel", want, a["panel"],
+                     f"claim {cid}'s panel is not the draw from its seed")
+        c = self._claim(cid)
+        assert c is not None
+        self._expect(m, txi, f"claim/{cid}.jury.seed", m.seed.hex(),
+                     (c["jury"]["seed"] or b"").hex())
+        j.panel = want
+        j.close_ms = m.time + self.params.jury.window_ms
+        self._expect(m, txi, f"claim/{cid}.jury.close_ms", j.close_ms, a["close_ms"])
+        self.stats["panels"] += 1
+
+    def _on_jury_vote(self, m: Moment, a: dict, txi: int | None) -> None:
+        cid, pk = a["claim_id"], a["juror"]
+        j = self.juries.get(cid)
+        if j is None or j.close_ms is None:
+            raise self._fail(m, txi, f"a vote on claim {cid} was counted with no jury open")
+        if m.time >= j.close_ms:
+            raise self._fail(m, txi, f"a vote on claim {cid} was counted after the window "
+                                     "closed", "block.time", f"< {j.close_ms}", m.time)
+        if pk in j.voters or pk == j.claimant or pk in self.objectors.get(cid, set()):
+            raise self._fail(m, txi, f"juror {pk} may not vote on claim {cid} (repeat, "
+                                     "claimant or objector)")
+        eligible = pk in self.pool if j.mode == "open" else pk in (j.panel or [])
+        if not eligible or self.statuses.get(pk) != "active":
+            raise self._fail(m, txi, f"member {pk} voted on claim {cid} without being an "
+                                     f"eligible juror ({j.mode} jury)", "juror")
+        j.voters.add(pk)
+        if a["pay"]:
+            j.yes += 1
+        else:
+            j.no += 1
+
+    def _on_jury_closed(self, m: Moment, a: dict, txi: int | None) -> None:
+        cid = a["claim_id"]
+        j = self.juries.pop(cid, None)
+        if j is None or j.close_ms is None:
+            raise self._fail(m, txi, f"claim {cid}'s jury closed without being open")
+        self._due(m, txi, f"jury of claim {cid}", j.close_ms)
+        self._expect(m, txi, f"claim/{cid}.jury.yes", j.yes, a["yes"],
+                     f"claim {cid}'s jury tally is not the votes cast")
+        self._expect(m, txi, f"claim/{cid}.jury.no", j.no, a["no"],
+                     f"claim {cid}'s jury tally is not the votes cast")
+        jp = self.params.jury
+        votes = j.yes + j.no
+        quorum = jp.open_quorum if j.mode == "open" else jp.panel_min_votes
+        if votes < quorum:
+            verdict = "no_quorum"
+        else:
+            verdict = "pay" if j.yes * 10_000 > jp.pass_bps * votes else "deny"
+        pay = verdict == "pay" or (verdict == "no_quorum" and j.origin == "objection")
+        self._expect(m, txi, f"claim/{cid}.jury.verdict", verdict, a["verdict"],
+                     f"claim {cid}'s verdict does not follow from quorum and majority")
+        self._expect(m, txi, f"claim/{cid} pay decision", pay, a["pay"])
+        c = self._claim(cid)
+        assert c is not None
+        self._expect(m, txi, f"claim/{cid}.jury.verdict", verdict, c["jury"]["verdict"])
+        self._expect(m, txi, f"claim/{cid}.jury.yes", j.yes, c["jury"]["yes"])
+        self._expect(m, txi, f"claim/{cid}.jury.no", j.no, c["jury"]["no"])
+        if not pay:
+            self._expect(m, txi, f"claim/{cid}.status", "denied_final", c["status"])
+            self.final.add(cid)
+        self.verdicts[verdict] += 1
+        self.stats["juries"] += 1
+
+
+# =====================================================================================
+# the replay
+# =====================================================================================

@@ -1,0 +1,103 @@
+"""The clients' subcommands of ``mutual``: status, tx, query.
+
+A member's app, a registrar or an assessor signs and submits a transaction, or reads a
+record (with its proof), from a node's HTTP API (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from client.cliutil import EXIT_FAIL, CliError, add_node_args, print_json
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from client import Client
+
+    return Client(args.node, timeout=args.timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print_json(_client(args).status())
+    return 0
+
+
+def cmd_tx(args: argparse.Namespace) -> int:
+    from chain.keyfile import read_key
+    from client import Account
+    from client.txjson import body_from_json
+
+    body: dict[str, Any] = {}
+    if args.body:
+        try:
+            body = json.loads(args.body)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise CliError("--body must be a JSON object")
+    for field in args.field or []:
+        k, sep, v = field.partition("=")
+        if not sep:
+            raise CliError(f"field {field!r}: expected name=value")
+        try:
+            body[k] = json.loads(v)
+        except json.JSONDecodeError:
+            body[k] = v
+    try:
+        typed = body_from_json(args.type, body)
+    except ValueError as exc:
+        raise CliError(f"{args.type}: {exc}") from None
+    client = _client(args)
+    key = read_key(args.key)
+    chain_id = args.chain_id or client.status()["chain_id"]
+    account = Account(key, chain_id, client)
+    result = account.send(args.type, typed, mode=args.mode)
+    print_json(result)
+    return 0 if result.get("code") == "ok" else EXIT_FAIL
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    client = _client(args)
+    kind, ident = args.kind, args.id
+    if kind == "member":
+        doc = client.member(ident, proof=args.proof)
+    elif kind == "claim":
+        doc = client.claim(ident, proof=args.proof)
+    elif kind == "period":
+        doc = client.period(int(ident), proof=args.proof)
+    elif kind == "block":
+        doc = client.block(ident)
+    elif kind == "tx":
+        doc = client.tx(ident)
+    elif kind == "account":
+        doc = client.account(ident)
+    else:  # pragma: no cover - argparse restricts choices
+        raise CliError(f"unknown query {kind}")
+    print_json(doc)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add status, tx and query to the ``mutual`` parser's subcommands."""
+    s = sub.add_parser("status", help="a node's status")
+    add_node_args(s)
+    s.set_defaults(func=cmd_status)
+
+    t = sub.add_parser("tx", help="build, sign, submit a transaction and show the receipt")
+    t.add_argument("type", help="transaction type (docs/transactions.md)")
+    t.add_argument("field", nargs="*", help="body fields as name=value (JSON values allowed)")
+    t.add_argument("--key", required=True, help="the sender's key file")
+    t.add_argument("--body", help="the whole body as a JSON object")
+    t.add_argument("--mode", default="commit", choices=["async", "sync", "commit"])
+    t.add_argument("--chain-id", help="default: asked from the node")
+    add_node_args(t)
+    t.set_defaults(func=cmd_tx)
+
+    q = sub.add_parser("query", help="read a record, block, transaction or account")
+    q.add_argument("kind", choices=["member", "claim", "period", "block", "tx", "account"])
+    q.add_argument("id")
+    q.add_argument("--proof", action="store_true")
+    add_node_args(q)
+    q.set_defaults(func=cmd_query)

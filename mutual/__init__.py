@@ -1,0 +1,1 @@
+"""The ``mutual`` command: one entry that gathers each door's subcommands."""
