@@ -22,18 +22,12 @@ four levels. Storage layout under the tree's KV view (docs/state.md §3, byte fo
 * ``b"v" + key`` -> value: a flat copy of the latest committed state for O(1) reads, valid
   for the root stored under ``b"m"``. A tree opened at any other root reads by walking
   the groups instead and leaves the flat copy alone.
-
-Savepoints (``checkpoint``/``rollback``/``release``) are undo logs over the overlay, so
-the rules can make each transaction all-or-nothing at the cost of one dict entry per
-first write of a key inside the savepoint.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from hashlib import sha256
 from itertools import chain, islice
 from operator import itemgetter
@@ -121,7 +115,8 @@ GroupCache = Any
 
 
 class StateError(ValueError):
-    """Bad argument or misuse of the state tree (wrong type, unknown root, bad savepoint)."""
+    """Bad argument or misuse of the state tree (wrong type, unknown root, too many
+    unwritten commits), or a damaged store."""
 
 
 class _Group:
@@ -270,7 +265,6 @@ class StateTree:
         self._kv = kv
         self._root = root
         self._pending: dict[bytes, bytes | None] = {}
-        self._undo: list[dict[bytes, object]] = []
         # batches staged by recent commits that may not be written yet: (batch, root)
         self._staged: list[tuple[Batch, bytes]] = []
         # group records above TOP_DEPTH, and deeper ones (FIFO): held in C where the
@@ -342,19 +336,11 @@ class StateTree:
     def set(self, key: bytes, value: bytes) -> None:
         if type(key) is not bytes or type(value) is not bytes:
             raise StateError("key and value must be bytes")
-        if self._undo:
-            log = self._undo[-1]
-            if key not in log:
-                log[key] = self._pending.get(key, _MISS)
         self._pending[key] = value
 
     def delete(self, key: bytes) -> None:
         if type(key) is not bytes:
             raise StateError("key must be bytes")
-        if self._undo:
-            log = self._undo[-1]
-            if key not in log:
-                log[key] = self._pending.get(key, _MISS)
         self._pending[key] = None
 
     def root(self) -> bytes:
@@ -366,56 +352,9 @@ class StateTree:
         """How many keys have uncommitted writes."""
         return len(self._pending)
 
-    # -- savepoints ----------------------------------------------------------------------
-
-    def checkpoint(self) -> int:
-        """Open a savepoint; returns its token for ``rollback``/``release``."""
-        self._undo.append({})
-        return len(self._undo)
-
-    def rollback(self, token: int) -> None:
-        """Undo every write since savepoint ``token`` was opened, and close it (and any
-        savepoint opened after it)."""
-        self._check_token(token)
-        pending = self._pending
-        while len(self._undo) >= token:
-            for key, old in self._undo.pop().items():
-                if old is _MISS:
-                    pending.pop(key, None)
-                else:
-                    pending[key] = old  # type: ignore[assignment]
-
-    def release(self, token: int) -> None:
-        """Keep the writes since savepoint ``token`` and close it (and any later one)."""
-        self._check_token(token)
-        closing = self._undo[token - 1 :]
-        del self._undo[token - 1 :]
-        if self._undo:
-            parent = self._undo[-1]
-            for log in closing:  # oldest first: the earliest saved value must win
-                for key, old in log.items():
-                    parent.setdefault(key, old)
-
-    @contextmanager
-    def savepoint(self) -> Iterator[int]:
-        """``with tree.savepoint():`` keeps the writes if the block ends normally and rolls
-        them back if it raises."""
-        token = self.checkpoint()
-        try:
-            yield token
-        except BaseException:
-            self.rollback(token)
-            raise
-        self.release(token)
-
-    def _check_token(self, token: int) -> None:
-        if type(token) is not int or not 1 <= token <= len(self._undo):
-            raise StateError(f"no open savepoint {token!r}")
-
     def discard(self) -> None:
-        """Drop every uncommitted write and savepoint."""
+        """Drop every uncommitted write."""
         self._pending = {}
-        self._undo.clear()
 
     # -- commit --------------------------------------------------------------------------
 
@@ -427,8 +366,6 @@ class StateTree:
         in commit order; until a batch is written the tree reads through it, and at most
         ``MAX_UNWRITTEN`` commits may be outstanding (so a writer thread can persist one
         block while the next is executed)."""
-        if self._undo:
-            raise StateError("cannot commit with an open savepoint")
         staged = self._kv.within(batch)
         pending = self._pending
         if not pending:
