@@ -1,6 +1,6 @@
 /* The state tree's commit in C: the hot loop of contracts/tree.py, with the same
- * semantics, byte for byte (docs/state.md). tree.py keeps the pure-Python version as the
- * reference and fallback; tests/test_tree_native.py checks that both leave identical
+ * semantics, byte for byte (docs/state.md). contracts/treecommit.py keeps the pure-Python
+ * version as the reference and fallback; tests/test_tree_native.py checks that both leave identical
  * stores, roots and proofs.
  *
  * Pure like the rest of contracts/: no I/O of its own. Group records it does not find in
@@ -988,13 +988,13 @@ static PyMethodDef methods[] = {
      "record_ok(address, rec) -> bool: contracts.tree.node_record_ok in C"},
     {"commit", commit, METH_VARARGS,
      "commit(pending, root, root_kh, fetch, ops, node_prefix, top, nodes, top_depth[, replaced]) -> "
-     "(new_root, new_root_kh or None): the state tree's commit (see contracts/tree.py)"},
+     "(new_root, new_root_kh or None): the state tree's commit (see contracts/treecommit.py)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "contracts._treecore",
-    "The state tree's commit in C (contracts/tree.py is the reference).", -1, methods,
+    "The state tree's commit in C (contracts/treecommit.py is the reference).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,12 +1,14 @@
 """The authenticated state: a compressed binary sparse Merkle tree over all contract state.
 
-Writes (``set``/``delete``) only go into an overlay dict; nothing is hashed until
+Writes (``set``/``delete``) only go into a pending dict; nothing is hashed until
 ``commit(batch)``, which sorts the dirty keys by key hash and rebuilds each touched path
 once, so the top of the tree is hashed once per block rather than once per write. Commit
 does not write by itself: it stages its writes into the caller's ``Batch`` so the node can
 write block, certificate, state and receipts in one atomic synced batch. The commit's tree
-work runs in C where the extension is built (``contracts/_treecore.c``); the Python here
-is the reference it must match byte for byte, and the fallback.
+work runs in C where the extension is built (``contracts/_treecore.c``);
+``contracts/treecommit.py`` is the pure-Python reference it must match byte for byte, and
+the fallback. The record format is ``contracts/treerecord.py``; this module is the tree
+itself: reads, the pending writes, commit, pruning and proofs.
 
 The tree is binary (docs/state.md §1: hashes, proofs and roots are the binary ones) but it
 is *stored* in groups of four levels: one record holds the 30 binary nodes below an inner
@@ -16,32 +18,49 @@ rewrites about log16(N) records instead of log2(N), and an update reads one reco
 four levels. Storage layout under the tree's KV view (docs/state.md §3, byte for byte):
 
 * ``b"n" + pos + hash`` -> a group (``0x02 ‖ masks ‖ slot hashes ‖ leaf key hashes``) or
-  a leaf (``0x00 ‖ key_hash ‖ value_hash ‖ value``). Content-addressed and never deleted,
-  so every committed root stays readable (no pruning yet).
-* ``b"r" + root`` -> what kind of node a committed root is.
+  a leaf (``0x00 ‖ key_hash ‖ value_hash ‖ value``). Content-addressed. An archive tree
+  (``keep=None``, the default: the auditor's replay, archive nodes) deletes none, so every
+  committed root stays readable. A pruning tree (``keep=K``: the node, with ``[storage]
+  state_history``) keeps the last K committed roots readable: in each commit's own batch
+  it deletes the records that only older roots reference.
+* ``b"r" + root`` -> what kind of node a committed root is (deleted when the root is pruned).
 * ``b"v" + key`` -> value: a flat copy of the latest committed state for O(1) reads, valid
   for the root stored under ``b"m"``. A tree opened at any other root reads by walking
   the groups instead and leaves the flat copy alone.
-
-Savepoints (``checkpoint``/``rollback``/``release``) are undo logs over the overlay, so
-the rules can make each transaction all-or-nothing at the cost of one dict entry per
-first write of a key inside the savepoint.
+* only in a pruning store: ``b"s" + version`` -> the records that commit made stale (its
+  stale list), deleted together K - 1 commits later; ``b"p"`` -> the last version.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from hashlib import sha256
-from itertools import chain, islice
-from operator import itemgetter
-from struct import iter_unpack
+from itertools import islice
 from typing import Any
 
 from contracts.kv import KV, Batch
 from contracts.proof import EMPTY, Proof
+from contracts.treecommit import ReferenceCommit
+from contracts.treerecord import (
+    EDGE,
+    GROUP_LEVELS,
+    GROUP_TAG,
+    LEAF_TAG,
+    META_ROOT_KEY,
+    NODE_PREFIX,
+    POS_BYTES,
+    ROOT_PREFIX,
+    SLOTS,
+    STALE_PREFIX,
+    VALUE_PREFIX,
+    VERSION_KEY,
+    StateError,
+    _decode,
+    _pack_keys,
+    _pos,
+    _unpack_keys,
+    node_record_ok_reference,
+)
 
 try:  # the same commit in C (contracts/_treecore.c); optional, see setup.py
     from contracts import _treecore
@@ -50,52 +69,14 @@ except ImportError:  # pragma: no cover - only where the extension could not be 
 
 NATIVE_AVAILABLE = _treecore is not None
 
-NODE_PREFIX = b"n"
-ROOT_PREFIX = b"r"
-VALUE_PREFIX = b"v"
-META_ROOT_KEY = b"m"
-STALE_PREFIX = b"s"   # + u64be version -> the records that version made stale (pruning)
-VERSION_KEY = b"p"    # u64be: the last version a pruning tree committed
-POS_BYTES = 4
-# _POS_MASK[d] keeps the top d bits of a 32-bit position
-_POS_MASK = [(0xFFFFFFFF << (32 - d)) & 0xFFFFFFFF for d in range(33)]
-
-# A group is the binary subtree of GROUP_LEVELS levels below an inner node whose depth is a
-# multiple of GROUP_LEVELS, in heap order: slot 1 is that node, slot j has children 2j and
-# 2j+1, slots EDGE..2*EDGE-1 are the group's bottom row (the roots of the next groups).
-# Fixed at 4 (it is the storage format): a group spans one nibble of a key hash and its slot
-# masks fit 32 bits.
-GROUP_LEVELS = 4
-EDGE = 1 << GROUP_LEVELS
-SLOTS = 2 * EDGE
-_STORED = ((1 << SLOTS) - 1) & ~0b11  # slots 2..31 are in the record (slot 1 is its address)
-LEAF_TAG = 0x00
-GROUP_TAG = 0x02
-_GROUP_HEAD = bytes([GROUP_TAG])
-_HEAD = 9  # tag, present mask (u32be), leaf mask (u32be)
-
-
-def _ascent(j: int) -> tuple[tuple[int, int, int, bool], ...]:
-    """From slot j up to the root: per level (sibling's bit, mask of the slots before the
-    sibling, mask of the slots before the parent or 0 for the root, j is a right child)."""
-    steps = []
-    while j > 1:
-        sib, parent = j ^ 1, j >> 1
-        steps.append((1 << sib, (1 << sib) - 1, (1 << parent) - 1 if parent > 1 else 0,
-                      bool(j & 1)))
-        j = parent
-    return tuple(steps)
-
-
-_ASCENT = [_ascent(j) for j in range(SLOTS)]
-# the same for a group whose 30 slots are all present: (sibling offset, parent offset or 0,
-# j is a right child)
-_FULL_ASCENT = [tuple((_HEAD + 32 * (sbelow.bit_count() - 2),
-                       _HEAD + 32 * (pbelow.bit_count() - 2) if pbelow else 0, right)
-                      for _, sbelow, pbelow, right in steps) for steps in _ASCENT]
-# _PATH_MASK[nibble]: the slots at levels 1..4 on the path that the nibble's bits spell
-_PATH_MASK = [sum(1 << ((1 << lv) | (nib >> (GROUP_LEVELS - lv))) for lv in range(1, 5))
-              for nib in range(EDGE)]
+# the tree's names, and those of the record format that callers import from here
+__all__ = [
+    "DEFAULT_NODE_CACHE", "DEFAULT_VALUE_CACHE", "EDGE", "GROUP_LEVELS", "GROUP_TAG",
+    "LEAF_TAG", "MAX_UNWRITTEN", "META_ROOT_KEY", "NATIVE_AVAILABLE", "NODE_PREFIX",
+    "POS_BYTES", "ROOT_PREFIX", "SLOTS", "STALE_PREFIX", "TOP_DEPTH", "VALUE_PREFIX",
+    "VERSION_KEY", "GroupCache", "StateError", "StateTree", "node_record_ok",
+    "node_record_ok_reference",
+]
 
 # deep group records (depth >= TOP_DEPTH) are cached in FIFO order, ~290 bytes each in the
 # C cache: a million members make ~730,000 of them (~200 MB), so the default holds them
@@ -112,92 +93,9 @@ DEFAULT_VALUE_CACHE = 20_000
 MAX_UNWRITTEN = 2
 
 _MISS = object()
-_first = itemgetter(0)
-_INNER = b"\x01"
-
 
 # a group cache: hash -> record; _treecore.GroupCache or, without the extension, a dict
 GroupCache = Any
-
-
-class StateError(ValueError):
-    """Bad argument or misuse of the state tree (wrong type, unknown root, bad savepoint)."""
-
-
-class _Group:
-    """A decoded group: ``s[j]`` is the hash at slot j (EMPTY if empty), ``k[j]`` the key
-    hash if that slot is a leaf (else None); ``present``/``leaves`` are the masks of
-    non-empty and leaf slots (bit j = slot j)."""
-
-    __slots__ = ("s", "k", "present", "leaves")
-
-    def __init__(self, s: list, k: list, present: int, leaves: int) -> None:
-        self.s = s
-        self.k = k
-        self.present = present
-        self.leaves = leaves
-
-    def put(self, j: int, h: bytes, kh: bytes | None) -> None:
-        self.s[j] = h
-        self.k[j] = kh
-        bit = 1 << j
-        if h == EMPTY:
-            self.present &= ~bit
-        else:
-            self.present |= bit
-        if kh is None:
-            self.leaves &= ~bit
-        else:
-            self.leaves |= bit
-
-
-def _new_group() -> _Group:
-    return _Group([EMPTY] * SLOTS, [None] * SLOTS, 0, 0)
-
-
-_SLOT_LISTS: dict[int, tuple[int, ...]] = {}
-
-
-def _slots_of(mask: int) -> tuple[int, ...]:
-    """The slots whose bits are set in ``mask``, ascending (memoised: masks repeat)."""
-    slots = _SLOT_LISTS.get(mask)
-    if slots is None:
-        slots = tuple(j for j in range(SLOTS) if mask >> j & 1)
-        if len(_SLOT_LISTS) < 1 << 16:
-            _SLOT_LISTS[mask] = slots
-    return slots
-
-
-def _decode(rec: bytes, h: bytes) -> _Group:
-    """A group record (stored under ``h``) as a _Group; StateError if it is malformed."""
-    present = int.from_bytes(rec[1:5], "big")
-    leaves = int.from_bytes(rec[5:9], "big")
-    ps = _slots_of(present)
-    ls = _slots_of(leaves)
-    if (rec[0] != GROUP_TAG or present & ~_STORED or leaves & ~present
-            or len(rec) != _HEAD + 32 * (len(ps) + len(ls))):
-        raise StateError(f"state group {h.hex()} is malformed (damaged store)")
-    s = [EMPTY] * SLOTS
-    k: list[bytes | None] = [None] * SLOTS
-    s[1] = h
-    o = _HEAD
-    for j in ps:
-        s[j] = rec[o : o + 32]
-        o += 32
-    for j in ls:
-        k[j] = rec[o : o + 32]
-        o += 32
-    return _Group(s, k, present | 2, leaves)
-
-
-def _encode(g: _Group) -> bytes:
-    present = g.present & _STORED
-    leaves = g.leaves & _STORED
-    s, k = g.s, g.k
-    return b"".join([
-        _GROUP_HEAD, present.to_bytes(4, "big"), leaves.to_bytes(4, "big"),
-        *[s[j] for j in _slots_of(present)], *[k[j] for j in _slots_of(leaves)],
-    ])
 
 
 def node_record_ok(address: bytes, rec: bytes) -> bool:
@@ -210,34 +108,7 @@ def node_record_ok(address: bytes, rec: bytes) -> bool:
     return node_record_ok_reference(address, rec)
 
 
-def node_record_ok_reference(address: bytes, rec: bytes) -> bool:
-    """``node_record_ok`` in Python."""
-    if not rec:
-        return False
-    if rec[0] == LEAF_TAG:
-        return (len(rec) >= 65 and sha256(rec[:65]).digest() == address
-                and sha256(rec[65:]).digest() == rec[33:65])
-    try:
-        g = _decode(rec, address)
-    except StateError:
-        return False
-    s, k = g.s, g.k
-    for j in range(SLOTS - 1, 1, -1):  # a non-empty slot must hang under an inner one
-        if s[j] != EMPTY and (k[j >> 1] is not None or s[j >> 1] == EMPTY):
-            return False
-    for j in range(EDGE - 1, 0, -1):
-        if k[j] is None and s[j] != EMPTY:
-            left, right = s[2 * j], s[2 * j + 1]
-            if sha256(_INNER + left + right).digest() != s[j]:
-                return False
-            # canonical shape: a lone leaf (or nothing) below an inner node sits higher up
-            if (left == EMPTY and (right == EMPTY or k[2 * j + 1] is not None)) or (
-                    right == EMPTY and k[2 * j] is not None):
-                return False
-    return True
-
-
-class StateTree:
+class StateTree(ReferenceCommit):
     """Authenticated key-value state over a ``KV`` view. Keys and values are ``bytes``."""
 
     def __init__(
@@ -270,7 +141,6 @@ class StateTree:
         self._kv = kv
         self._root = root
         self._pending: dict[bytes, bytes | None] = {}
-        self._undo: list[dict[bytes, object]] = []
         # batches staged by recent commits that may not be written yet: (batch, root)
         self._staged: list[tuple[Batch, bytes]] = []
         # group records above TOP_DEPTH, and deeper ones (FIFO): held in C where the
@@ -308,7 +178,7 @@ class StateTree:
         """The root of the last commit written to ``kv`` (None if there was none)."""
         return kv.get(META_ROOT_KEY)
 
-    # -- reads and writes --------------------------------------------------------------
+    # -- reads and writes ----------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, uncommitted writes included (None if absent)."""
@@ -342,19 +212,11 @@ class StateTree:
     def set(self, key: bytes, value: bytes) -> None:
         if type(key) is not bytes or type(value) is not bytes:
             raise StateError("key and value must be bytes")
-        if self._undo:
-            log = self._undo[-1]
-            if key not in log:
-                log[key] = self._pending.get(key, _MISS)
         self._pending[key] = value
 
     def delete(self, key: bytes) -> None:
         if type(key) is not bytes:
             raise StateError("key must be bytes")
-        if self._undo:
-            log = self._undo[-1]
-            if key not in log:
-                log[key] = self._pending.get(key, _MISS)
         self._pending[key] = None
 
     def root(self) -> bytes:
@@ -366,56 +228,9 @@ class StateTree:
         """How many keys have uncommitted writes."""
         return len(self._pending)
 
-    # -- savepoints ----------------------------------------------------------------------
-
-    def checkpoint(self) -> int:
-        """Open a savepoint; returns its token for ``rollback``/``release``."""
-        self._undo.append({})
-        return len(self._undo)
-
-    def rollback(self, token: int) -> None:
-        """Undo every write since savepoint ``token`` was opened, and close it (and any
-        savepoint opened after it)."""
-        self._check_token(token)
-        pending = self._pending
-        while len(self._undo) >= token:
-            for key, old in self._undo.pop().items():
-                if old is _MISS:
-                    pending.pop(key, None)
-                else:
-                    pending[key] = old  # type: ignore[assignment]
-
-    def release(self, token: int) -> None:
-        """Keep the writes since savepoint ``token`` and close it (and any later one)."""
-        self._check_token(token)
-        closing = self._undo[token - 1 :]
-        del self._undo[token - 1 :]
-        if self._undo:
-            parent = self._undo[-1]
-            for log in closing:  # oldest first: the earliest saved value must win
-                for key, old in log.items():
-                    parent.setdefault(key, old)
-
-    @contextmanager
-    def savepoint(self) -> Iterator[int]:
-        """``with tree.savepoint():`` keeps the writes if the block ends normally and rolls
-        them back if it raises."""
-        token = self.checkpoint()
-        try:
-            yield token
-        except BaseException:
-            self.rollback(token)
-            raise
-        self.release(token)
-
-    def _check_token(self, token: int) -> None:
-        if type(token) is not int or not 1 <= token <= len(self._undo):
-            raise StateError(f"no open savepoint {token!r}")
-
     def discard(self) -> None:
-        """Drop every uncommitted write and savepoint."""
+        """Drop every uncommitted write."""
         self._pending = {}
-        self._undo.clear()
 
     # -- commit --------------------------------------------------------------------------
 
@@ -427,8 +242,6 @@ class StateTree:
         in commit order; until a batch is written the tree reads through it, and at most
         ``MAX_UNWRITTEN`` commits may be outstanding (so a writer thread can persist one
         block while the next is executed)."""
-        if self._undo:
-            raise StateError("cannot commit with an open savepoint")
         staged = self._kv.within(batch)
         pending = self._pending
         if not pending:
@@ -548,6 +361,8 @@ class StateTree:
                 del staged[: i + 1]
                 return
 
+    # -- the commit's tree work (Python: contracts/treecommit.py) ------------------------
+
     def _commit_native(self, pending: dict, ops: dict, node_prefix: bytes
                        ) -> tuple[bytes, bytes | None]:
         """The commit's tree work in C (contracts/_treecore.c): same records, same root."""
@@ -563,52 +378,7 @@ class StateTree:
             _evict(self._nodes)
         return new_root, kh
 
-    def _commit_python(self, pending: dict, ops: dict, node_prefix: bytes
-                       ) -> tuple[bytes, bytes | None]:
-        """The commit's tree work in Python (the reference): stage a leaf record per set
-        key, then rebuild each touched path once, in key-hash order."""
-        rows = []
-        append = rows.append
-        for key, value in pending.items():
-            kh = sha256(key).digest()
-            if value is None:
-                append((kh, None))
-            else:
-                head = b"\x00" + kh + sha256(value).digest()
-                lh = sha256(head).digest()
-                ops[node_prefix + kh[:POS_BYTES] + lh] = head + value
-                append((kh, lh))
-        rows.sort(key=_first)
-        self._khs = [r[0] for r in rows]
-        self._rows = rows
-        try:
-            root, root_kh = self._root, self._root_kh
-            if root != EMPTY and root_kh is None:
-                new_root, kh = self._update_group(root, 0, 0, len(rows))
-            else:
-                live = self._live(0, len(rows), root, root_kh)[0]
-                if len(live) >= 2:
-                    new_root, kh = self._build_group(0, live, 0, len(live)), None
-                elif live:
-                    kh, new_root = live[0]
-                else:
-                    new_root, kh = EMPTY, None
-        finally:
-            self._khs = self._rows = None  # type: ignore[assignment]
-
-        return new_root, kh
-
-    def _update_group(self, h: bytes, depth: int, lo: int, hi: int) -> tuple[bytes, bytes | None]:
-        """New (hash, key hash if it is now a leaf) of the inner node ``h`` at ``depth`` (a
-        group root) after applying rows[lo:hi]; stages the new group records."""
-        if hi - lo == 1:
-            return self._update_path(h, depth, lo)
-        pos = _pos(self._khs[lo], depth)
-        g = _decode(self._take(h, pos, depth), h)
-        nh, nk = self._update(g, 1, depth, lo, hi)
-        if nk is None and nh != EMPTY:
-            self._store(g, nh, pos, depth)
-        return nh, nk
+    # -- group caches --------------------------------------------------------------------
 
     def _take(self, h: bytes, pos: bytes, depth: int) -> bytes:
         """The record of group ``h``, which this commit replaces: it leaves the cache, so
@@ -620,356 +390,6 @@ class StateTree:
         if self._replaced is not None:
             self._replaced.append(self._node_prefix + pos + h)
         return rec
-
-    def _update_path(self, h: bytes, depth: int, i: int) -> tuple[bytes, bytes | None]:
-        """``_update_group`` for the single row i: follow its path down the groups to where
-        it ends, change that slot, then rewrite the groups on the way back up.
-
-        Usually no slot but the one that changed changes kind (a value rewritten, a key
-        added in an empty slot, a leaf at a group's edge pushed into a new group, or any
-        change further down), so a group's new record is the old one with that slot's
-        entries replaced, inserted or removed and the path's hashes replaced in place.
-        Anything else (a subtree built or collapsing inside a group) goes through the
-        decoded group."""
-        kh, lh = self._rows[i]
-        frames = []
-        kpos = int.from_bytes(kh[:POS_BYTES], "big")
-        while True:
-            pos = kh[:POS_BYTES] if depth >= 32 else (kpos & _POS_MASK[depth]).to_bytes(
-                POS_BYTES, "big")
-            rec = self._take(h, pos, depth)
-            present = int.from_bytes(rec[1:5], "big")
-            leaves = int.from_bytes(rec[5:9], "big")
-            # the group spans bits depth..depth+3 of the path: one nibble of the key hash;
-            # the path ends at its shallowest slot that is empty or a leaf, else at the edge
-            nib = kh[depth >> 3]
-            nib = nib & 15 if depth & 4 else nib >> 4
-            ends = (~present | leaves) & _PATH_MASK[nib]
-            j = (ends & -ends).bit_length() - 1 if ends else EDGE | nib
-            bit = 1 << j
-            off = _HEAD + ((present & (bit - 1)).bit_count() << 5)
-            frames.append((h, rec, pos, depth, present, leaves, j, off))
-            if not present & bit:
-                oh, ok = EMPTY, None
-                break
-            oh = rec[off : off + 32]
-            if leaves & bit:
-                ko = _HEAD + 32 * (present.bit_count() + (leaves & (bit - 1)).bit_count())
-                ok = rec[ko : ko + 32]
-                break
-            h = oh  # an inner node at the group's edge: the next group
-            depth += GROUP_LEVELS
-        # where the path ends: an empty slot or a leaf
-        if ok == kh:
-            nh, nk = (EMPTY, None) if lh is None else (lh, kh)
-            self._note_replaced(kh, oh)
-        elif lh is None:  # deleting a key that is absent: nothing changes
-            for h, rec, _, depth, *_ in frames:
-                self._cache_record(h, rec, depth)
-            if self._replaced is not None:  # the groups taken above stay as they are
-                del self._replaced[len(self._replaced) - len(frames):]
-            return frames[0][0], None
-        elif ok is None:
-            nh, nk = lh, kh
-        else:  # another key's leaf: both go below it
-            pair = [(ok, oh), (kh, lh)] if ok < kh else [(kh, lh), (ok, oh)]
-            if j < EDGE:  # a subtree inside this group
-                h, rec, pos, depth = frames.pop()[:4]
-                g = _decode(rec, h)
-                nh, nk = self._fill(g, j, depth + j.bit_length() - 1, pair, 0, 2)
-                nh, nk = self._finish(g, j, nh, nk, pos, depth)
-                if not frames:
-                    return nh, nk
-                oh, ok = h, None
-            else:
-                nh, nk = self._build_group(frames[-1][3] + GROUP_LEVELS, pair, 0, 2), None
-        while frames:
-            h, rec, pos, depth, present, leaves, j, off = frames.pop()
-            nh, nk = self._rewrite(h, rec, pos, depth, present, leaves, j, off, oh, ok, nh, nk)
-            oh, ok = h, None
-        return nh, nk
-
-    def _rewrite(self, h: bytes, rec: bytes, pos: bytes, depth: int, present: int,
-                 leaves: int, j: int, off: int, oh: bytes, ok: bytes | None, nh: bytes,
-                 nk: bytes | None) -> tuple[bytes, bytes | None]:
-        """Group ``h`` (record ``rec``) with slot ``j`` (at byte ``off``) changed from
-        (oh, ok) to (nh, nk): stage its new record; returns what its root became."""
-        bit = 1 << j
-        out = None
-        if nk is None:
-            if nh != EMPTY and (ok is None or j >= EDGE) and oh != EMPTY:
-                # inner stays inner, or a leaf at the edge became a new group below
-                out = bytearray(rec)
-                out[off : off + 32] = nh
-                if ok is not None:
-                    ko = _HEAD + 32 * (present.bit_count() + (leaves & (bit - 1)).bit_count())
-                    del out[ko : ko + 32]
-                    leaves ^= bit
-                    out[5:9] = leaves.to_bytes(4, "big")
-        elif ok == nk and oh != EMPTY:  # a leaf rewritten
-            out = bytearray(rec)
-            out[off : off + 32] = nh
-        elif oh == EMPTY:  # a new leaf in an empty slot (whose sibling is inner)
-            out = bytearray(rec)
-            out[off:off] = nh
-            new_present = present | bit
-            ko = _HEAD + 32 * (new_present.bit_count() + (leaves & (bit - 1)).bit_count())
-            out[ko:ko] = nk
-            leaves |= bit
-            out[1:9] = new_present.to_bytes(4, "big") + leaves.to_bytes(4, "big")
-            # siblings are read from the old record below, path slots written at new offsets
-            old_present, present = present, new_present
-        if out is None:  # the slot changes kind otherwise: rework the decoded group
-            g = _decode(rec, h)
-            g.put(j, nh, nk)
-            return self._finish(g, j, nh, nk, pos, depth)
-        if oh != EMPTY:
-            old_present = present
-        # rehash the path up to the group's root: the slots on it stay inner
-        if old_present == present == _STORED:  # a full group: every offset is fixed
-            for so, po, right in _FULL_ASCENT[j]:
-                sh = rec[so : so + 32]
-                nh = sha256(_INNER + sh + nh if right else _INNER + nh + sh).digest()
-                if po:
-                    out[po : po + 32] = nh
-        else:
-            for sbit, sbelow, pbelow, right in _ASCENT[j]:
-                if old_present & sbit:
-                    so = _HEAD + ((old_present & sbelow).bit_count() << 5)
-                    sh = rec[so : so + 32]
-                else:
-                    sh = EMPTY
-                nh = sha256(_INNER + sh + nh if right else _INNER + nh + sh).digest()
-                if pbelow:
-                    o = _HEAD + ((present & pbelow).bit_count() << 5)
-                    out[o : o + 32] = nh
-        rec = bytes(out)
-        self._ops[self._node_prefix + pos + nh] = rec
-        self._cache_record(nh, rec, depth)
-        return nh, None
-
-    def _finish(self, g: _Group, j: int, nh: bytes, nk: bytes | None, pos: bytes, depth: int
-                ) -> tuple[bytes, bytes | None]:
-        """Slot ``j`` of the decoded group ``g`` (at ``depth``) is now (nh, nk): rehash up
-        to its root, store it if it is still inner, and return what the root became."""
-        path = []
-        p = j >> 1
-        while p:
-            path.append(p)
-            p >>= 1
-        nh, nk = self._rehash_up(g, j, path, nh, nk)
-        if nk is None and nh != EMPTY:
-            self._store(g, nh, pos, depth)
-        return nh, nk
-
-    def _update(self, g: _Group, j: int, depth: int, lo: int, hi: int) -> tuple[bytes, bytes | None]:
-        """Apply rows[lo:hi] (which share the path to slot ``j`` of ``g``, at ``depth``) to
-        that slot; returns its new (hash, leaf key hash or None)."""
-        s, k = g.s, g.k
-        h = s[j]
-        if k[j] is not None or h == EMPTY:
-            nh, nk = self._fill(g, j, depth, *self._live(lo, hi, h, k[j]))
-            return nh, nk
-        if j >= EDGE:
-            nh, nk = self._update_group(h, depth, lo, hi)
-            g.put(j, nh, nk)
-            return nh, nk
-        mid = self._split(depth, lo, hi)
-        c = 2 * j
-        d1 = depth + 1
-        if mid - lo == 1:
-            lh, lk = self._update_one(g, c, d1, lo)
-        elif mid > lo:
-            lh, lk = self._update(g, c, d1, lo, mid)
-        else:
-            lh, lk = s[c], k[c]
-        if hi - mid == 1:
-            rh, rk = self._update_one(g, c + 1, d1, mid)
-        elif hi > mid:
-            rh, rk = self._update(g, c + 1, d1, mid, hi)
-        else:
-            rh, rk = s[c + 1], k[c + 1]
-        if lh == EMPTY:
-            if rk is not None or rh == EMPTY:  # a lone leaf (or nothing) moves up
-                if rh != EMPTY:
-                    g.put(c + 1, EMPTY, None)
-                g.put(j, rh, rk)
-                return rh, rk
-        elif rh == EMPTY and lk is not None:
-            g.put(c, EMPTY, None)
-            g.put(j, lh, lk)
-            return lh, lk
-        nh = s[j] = sha256(_INNER + lh + rh).digest()  # inner stays inner: same mask bits
-        return nh, None
-
-    def _update_one(self, g: _Group, j: int, depth: int, i: int) -> tuple[bytes, bytes | None]:
-        """``_update`` for the single row i: walk down to where its path ends in this
-        group, change it there, and rehash the path back up (no splitting)."""
-        kh, lh = self._rows[i]
-        s, k = g.s, g.k
-        top = j
-        path = []
-        while True:
-            h = s[j]
-            lk = k[j]
-            if lk is not None or h == EMPTY or j >= EDGE:
-                break
-            path.append(j)
-            j = 2 * j + ((kh[depth >> 3] >> (7 - (depth & 7))) & 1)
-            depth += 1
-        if lk is None and h != EMPTY:  # an inner node at the group's edge
-            nh, nk = self._update_path(h, depth, i)
-        elif lk == kh:  # this key's own leaf
-            nh, nk = (EMPTY, None) if lh is None else (lh, kh)
-            self._note_replaced(kh, h)
-        elif lh is None:  # deleting a key that is absent: nothing changes
-            return s[top], k[top]
-        elif h == EMPTY:
-            nh, nk = lh, kh
-        else:  # another key's leaf: both go below it
-            pair = [(lk, h), (kh, lh)] if lk < kh else [(kh, lh), (lk, h)]
-            nh, nk = self._fill(g, j, depth, pair, 0, 2)
-        g.put(j, nh, nk)
-        path.reverse()
-        return self._rehash_up(g, j, path, nh, nk)
-
-    @staticmethod
-    def _rehash_up(g: _Group, j: int, path: list[int], nh: bytes, nk: bytes | None
-                   ) -> tuple[bytes, bytes | None]:
-        """Slot ``j`` of ``g`` changed to (nh, nk): rehash its ancestors ``path`` (inner
-        slots, nearest first), moving a leaf up where it is left alone."""
-        s, k = g.s, g.k
-        for p in path:
-            sib = j ^ 1
-            sh = s[sib]
-            sk = k[sib]
-            if nh == EMPTY:
-                if sk is not None or sh == EMPTY:  # a lone leaf (or nothing) moves up
-                    if sh != EMPTY:
-                        g.put(sib, EMPTY, None)
-                    nh, nk = sh, sk
-                    g.put(p, nh, nk)
-                    j = p
-                    continue
-            elif nk is not None and sh == EMPTY:
-                g.put(j, EMPTY, None)
-                g.put(p, nh, nk)
-                j = p
-                continue
-            nh = sha256(_INNER + sh + nh if j & 1 else _INNER + nh + sh).digest()
-            nk = None
-            s[p] = nh  # p was inner and stays inner: its mask bits do not change
-            j = p
-        return nh, nk
-
-    def _live(self, lo: int, hi: int, h: bytes, kh: bytes | None) -> tuple[list, int, int]:
-        """(rows, 0, n): the set rows of rows[lo:hi] plus the leaf (``h``, ``kh``) that was
-        there (if any and if not rewritten), sorted by key hash."""
-        live = [r for r in islice(self._rows, lo, hi) if r[1] is not None]
-        if kh is not None:
-            khs = self._khs
-            i = bisect_left(khs, kh, lo, hi)
-            if i == hi or khs[i] != kh:
-                live.append((kh, h))
-                live.sort(key=_first)
-            else:
-                self._note_replaced(kh, h)
-        return live, 0, len(live)
-
-    def _note_replaced(self, kh: bytes, lh: bytes) -> None:
-        """The leaf record of key hash ``kh`` and leaf hash ``lh`` is rewritten or deleted
-        by this commit (for pruning; the C core reports the same)."""
-        if self._replaced is not None:
-            self._replaced.append(self._node_prefix + kh[:POS_BYTES] + lh)
-
-    def _split(self, depth: int, lo: int, hi: int) -> int:
-        """First index in rows[lo:hi] (which share their first ``depth`` bits) whose bit
-        ``depth`` is 1."""
-        khs = self._khs
-        byte = depth >> 3
-        mask = 0x80 >> (depth & 7)
-        if khs[lo][byte] & mask:
-            return lo
-        if not khs[hi - 1][byte] & mask:
-            return hi
-        first = khs[lo]
-        # the smallest key hash with this prefix and bit `depth` set, as a short bytes
-        # prefix: every hash >= it has the bit set
-        threshold = first[:byte] + bytes(((first[byte] & (0xFF00 >> (depth & 7)) & 0xFF) | mask,))
-        return bisect_left(khs, threshold, lo, hi)
-
-    def _fill(self, g: _Group, j: int, depth: int, live: list, lo: int, hi: int
-              ) -> tuple[bytes, bytes | None]:
-        """Build the subtree of the leaves live[lo:hi] (sorted (key hash, leaf hash) pairs
-        sharing their first ``depth`` bits) at slot ``j`` of ``g``, whose slots below ``j``
-        are empty; returns its (hash, leaf key hash or None)."""
-        n = hi - lo
-        if n >= 2:
-            nh, nk = self._fill_inner(g, j, depth, live, lo, hi), None
-        elif n == 1:
-            nk, nh = live[lo]
-        else:
-            nh, nk = EMPTY, None
-        g.put(j, nh, nk)
-        return nh, nk
-
-    def _fill_inner(self, g: _Group, j: int, depth: int, live: list, lo: int, hi: int
-                    ) -> bytes:
-        """``_fill`` for two or more leaves: fills the slots below ``j`` (or a new group
-        if ``j`` is at the edge) and returns the hash of the inner node at ``j``; the
-        caller sets slot ``j`` itself. The bulk of an import runs here."""
-        if j >= EDGE:
-            return self._build_group(depth, live, lo, hi)
-        byte = depth >> 3
-        mask = 0x80 >> (depth & 7)
-        first = live[lo][0]
-        if first[byte] & mask:
-            mid = lo
-        elif not live[hi - 1][0][byte] & mask:
-            mid = hi
-        else:
-            threshold = first[:byte] + bytes(
-                ((first[byte] & (0xFF00 >> (depth & 7)) & 0xFF) | mask,))
-            mid = bisect_left(live, threshold, lo, hi, key=_first)
-        s, k = g.s, g.k
-        c = 2 * j
-        n = mid - lo
-        if n >= 2:
-            left = s[c] = self._fill_inner(g, c, depth + 1, live, lo, mid)
-            g.present |= 1 << c
-        elif n:
-            k[c], left = live[lo]
-            s[c] = left
-            g.present |= 1 << c
-            g.leaves |= 1 << c
-        else:
-            left = EMPTY
-        c += 1
-        n = hi - mid
-        if n >= 2:
-            right = s[c] = self._fill_inner(g, c, depth + 1, live, mid, hi)
-            g.present |= 1 << c
-        elif n:
-            k[c], right = live[mid]
-            s[c] = right
-            g.present |= 1 << c
-            g.leaves |= 1 << c
-        else:
-            right = EMPTY
-        return sha256(_INNER + left + right).digest()
-
-    def _build_group(self, depth: int, live: list, lo: int, hi: int) -> bytes:
-        """A new group at ``depth`` holding the (two or more) leaves live[lo:hi]; its hash."""
-        g = _new_group()
-        h = self._fill_inner(g, 1, depth, live, lo, hi)
-        self._store(g, h, _pos(live[lo][0], depth), depth)
-        return h
-
-    def _store(self, g: _Group, h: bytes, pos: bytes, depth: int) -> None:
-        g.s[1] = h
-        rec = _encode(g)
-        self._ops[self._node_prefix + pos + h] = rec
-        self._cache_record(h, rec, depth)
 
     def _cache_record(self, h: bytes, rec: bytes, depth: int) -> None:
         if depth < TOP_DEPTH:
@@ -1067,44 +487,6 @@ class StateTree:
             raise StateError("key must be bytes")
         siblings, leaf = self._walk(key)
         return Proof(tuple(siblings), None if leaf is None else (leaf[1:33], leaf[33:65]))
-
-
-def _pos(khash: bytes, depth: int) -> bytes:
-    """Where a group at ``depth`` on ``khash``'s path is stored: the first ``depth`` bits of
-    its path (at most 32), zero-padded to 4 bytes. A subtree's groups thus sit together in
-    key order, so a bulk load writes nearly sorted keys and a path's lower groups share
-    LevelDB blocks."""
-    if depth >= 32:
-        return khash[:POS_BYTES]
-    return (int.from_bytes(khash[:POS_BYTES], "big") & _POS_MASK[depth]).to_bytes(POS_BYTES, "big")
-
-
-def _pack_keys(keys: set[bytes], base: bytes) -> bytes:
-    """A stale list's value (docs/state.md, "Pruning"): 0x01 and the old root, or 0x00; then
-    the node records as sorted 36-byte entries (pos, hash). ``keys`` are store keys under
-    the view ``base``: node keys, and at most one root descriptor key."""
-    cut = len(base)
-    ordered = sorted(keys)
-    head = b"\x00"
-    if ordered and ordered[-1][cut : cut + 1] == ROOT_PREFIX:  # "r" sorts after "n"
-        head = b"\x01" + ordered.pop()[cut + 1 :]
-    entries = iter_unpack(f"{cut + 1}x{POS_BYTES + 32}s", b"".join(ordered))
-    return head + b"".join(chain.from_iterable(entries))
-
-
-def _unpack_keys(data: bytes, base: bytes) -> list[bytes]:
-    """The store keys a stale list's value names (``_pack_keys`` reversed)."""
-    width = POS_BYTES + 32
-    if not data or data[0] > 1 or (len(data) - 1 - 32 * data[0]) % width:
-        raise StateError("a stale list is malformed (damaged store)")
-    keys = []
-    o = 1
-    if data[0]:
-        keys.append(base + ROOT_PREFIX + data[1:33])
-        o = 33
-    node = base + NODE_PREFIX
-    keys.extend(node + data[i : i + width] for i in range(o, len(data), width))
-    return keys
 
 
 def _evict(cache: GroupCache) -> None:

@@ -1,5 +1,6 @@
-"""The authenticated state tree: roots against an independent reference, proofs, savepoints,
-persistence through both KV backends, and the fixed proof vector in tests/vectors/.
+"""The authenticated state tree: roots against an independent reference, proofs,
+all-or-nothing transactions through ``Overlay``, persistence through both KV backends,
+and the fixed proof vector in tests/vectors/.
 
 Regenerate the vector file (only if the format changes on purpose) with
 ``python -m tests.test_state_tree --write-vectors``.
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from contracts import tree as tree_mod
 from contracts.kv import MemoryKV
+from contracts.memstate import Overlay
 from contracts.proof import EMPTY, Proof, ProofError, verify_proof
 from contracts.tree import StateError, StateTree, node_record_ok
 from node.store.kvstore import LevelKV
@@ -219,48 +221,34 @@ def test_reads_see_a_committed_but_unwritten_batch() -> None:
     assert reopened.get(b"k100") == b"v100" and reopened.get(b"k3") == b"v3"
 
 
-# -- savepoints -------------------------------------------------------------------------
+# -- all-or-nothing transactions ----------------------------------------------------------
 
 
-def test_savepoint_rollback_and_release_nest() -> None:
+def test_overlay_makes_a_transaction_all_or_nothing_over_the_tree() -> None:
+    """The rules apply each transaction through an ``Overlay`` over the tree
+    (contracts/app.py): its writes reach the tree only on ``commit()``, so a rejected
+    transaction leaves no trace and an accepted one lands whole."""
     kv = MemoryKV()
     tree = StateTree(kv)
     tree.set(b"a", b"0")
     commit(tree, kv)
-    tree.set(b"b", b"block")
-    outer = tree.checkpoint()
-    tree.set(b"a", b"1")
-    inner = tree.checkpoint()
-    tree.set(b"a", b"2")
-    tree.delete(b"b")
-    tree.set(b"c", b"new")
-    tree.rollback(inner)
-    assert (tree.get(b"a"), tree.get(b"b"), tree.get(b"c")) == (b"1", b"block", None)
-    inner = tree.checkpoint()
-    tree.set(b"c", b"kept")
-    tree.release(inner)
-    assert tree.get(b"c") == b"kept"
-    tree.rollback(outer)  # undoes the released inner savepoint too
+    tree.set(b"b", b"block")  # written by an earlier transaction of the block
+    rejected = Overlay(tree)
+    rejected.set(b"a", b"1")
+    rejected.delete(b"b")
+    rejected.set(b"c", b"new")
+    assert (rejected.get(b"a"), rejected.get(b"b"), rejected.get(b"c")) == (b"1", None, b"new")
     assert (tree.get(b"a"), tree.get(b"b"), tree.get(b"c")) == (b"0", b"block", None)
-    with pytest.raises(StateError):
-        tree.rollback(outer)
-    with tree.savepoint():
-        tree.set(b"d", b"ok")
-    with pytest.raises(RuntimeError), tree.savepoint():
-        tree.set(b"e", b"lost")
-        raise RuntimeError("tx failed")
-    assert tree.get(b"d") == b"ok" and tree.get(b"e") is None
-    assert commit(tree, kv) == ref_root({b"a": b"0", b"b": b"block", b"d": b"ok"})
-
-
-def test_commit_refused_inside_savepoint() -> None:
-    kv = MemoryKV()
-    tree = StateTree(kv)
-    tree.checkpoint()
-    tree.set(b"a", b"1")
-    with pytest.raises(StateError):
-        tree.commit(kv.batch())
-    assert tree.root() == EMPTY
+    assert tree.dirty == 1  # dropping the overlay is the whole rollback
+    accepted = Overlay(tree)
+    accepted.set(b"d", b"ok")
+    accepted.set(b"a", b"2")
+    accepted.set(b"a", b"0")  # the last write of a key wins
+    accepted.delete(b"b")
+    assert tree.get(b"d") is None
+    accepted.commit()
+    assert (tree.get(b"a"), tree.get(b"b"), tree.get(b"d")) == (b"0", None, b"ok")
+    assert commit(tree, kv) == ref_root({b"a": b"0", b"d": b"ok"})
 
 
 # -- proofs -----------------------------------------------------------------------------
