@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
@@ -29,11 +29,11 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from chain import encoding
 from chain.hashing import sha256
 from chain.tx import to_jsonable
+from node.eventhub import EventHub
 from node.mempool import TxRejected
+from node.metrics import Metrics
 from node.openapi import OPENAPI
-
-if TYPE_CHECKING:  # pragma: no cover
-    from node.node import Node
+from node.queries import ChainQueries
 
 log = logging.getLogger("node.api")
 
@@ -272,11 +272,42 @@ with warnings.catch_warnings():  # aiohttp discourages subclassing; this is its 
                            max_connections=self[_MAX_CONNECTIONS_KEY], **base._kwargs)
 
 
-class Api:
-    """Builds the aiohttp application for one node."""
+class ApiNode(Protocol):
+    """What the API asks of the node process beyond reading the chain
+    (``ChainQueries``): admitting transactions and saying how the node is doing."""
 
-    def __init__(self, node: Node, max_body_bytes: int) -> None:
+    async def submit_tx(self, data: bytes, mode: str) -> dict[str, Any]:
+        """Admit one transaction; ``mode`` async / sync / commit (docs/api.md)."""
+
+    async def admit_many(self, datas: list[bytes]) -> list[dict[str, Any]]:
+        """Admit a batch in order, one result each."""
+
+    def precheck_unsigned(self, data: bytes) -> None:
+        """The mempool's checks before signature and rules; raises ``TxRejected``."""
+
+    def status(self) -> dict[str, Any]:
+        """``GET /status``."""
+
+    def health(self) -> tuple[bool, str]:
+        """Liveness: ``GET /healthz``."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """Readiness: ``GET /readyz``."""
+
+    def refresh_metrics(self) -> None:
+        """Bring the gauges up to date before ``/metrics`` renders them."""
+
+
+class Api:
+    """Builds the aiohttp application for one node: ``node`` admits and reports,
+    ``queries`` reads the committed chain, ``events`` feeds ``/events``."""
+
+    def __init__(self, node: ApiNode, queries: ChainQueries, events: EventHub,
+                 metrics: Metrics, max_body_bytes: int) -> None:
         self.node = node
+        self.queries = queries
+        self.events = events
+        self.metrics = metrics
         self.app = _Application(
             middlewares=[_errors], client_max_size=max_body_bytes,
             handler_args={"keepalive_timeout": HEADERS_TIMEOUT_S, "lingering_time": LINGER_S})
@@ -313,7 +344,7 @@ class Api:
         signature and the application's check (``Mempool.precheck_unsigned``). The refusal,
         in ``submit_tx``'s shape, or None."""
         try:
-            self.node.mempool.precheck_unsigned(data)
+            self.node.precheck_unsigned(data)
         except TxRejected as exc:
             return {"hash": exc.tx_hash.hex() if exc.tx_hash else None, "code": exc.code,
                     "reason": exc.reason}
@@ -393,18 +424,18 @@ class Api:
 
     async def get_tx(self, request: web.Request) -> web.Response:
         h = _hex32(request.match_info["hash"], "hash")
-        found = self.node.get_tx(h)
+        found = self.queries.tx(h)
         if found is None:
             raise ApiError(404, "not_found", "no committed or pending transaction with that hash")
         return _json(found)
 
     async def _block(self, request: web.Request, height: int) -> web.Response:
         if _format(request) == "msgpack":
-            raw = self.node.get_block_bytes(height)
+            raw = self.queries.block_bytes(height)
             if raw is None:
                 raise ApiError(404, "not_found", f"no block at height {height}")
             return web.Response(body=raw, content_type="application/msgpack")
-        doc = self.node.get_block_json(height)
+        doc = self.queries.block_json(height)
         if doc is None:
             raise ApiError(404, "not_found", f"no block at height {height}")
         return _json(doc)
@@ -414,7 +445,7 @@ class Api:
 
     async def get_latest_block(self, request: web.Request) -> web.Response:
         _format(request)
-        height = self.node.height
+        height = self.queries.height
         if height == 0:
             raise ApiError(404, "not_found", "no block committed yet")
         return await self._block(request, height)
@@ -422,7 +453,7 @@ class Api:
     async def get_certificate(self, request: web.Request) -> web.Response:
         height = _height(request.match_info["height"])
         fmt = _format(request)
-        cert = self.node.get_certificate(height)
+        cert = self.queries.certificate(height)
         if cert is None:
             raise ApiError(404, "not_found", f"no certificate for height {height}")
         if fmt == "msgpack":
@@ -441,19 +472,19 @@ class Api:
         return _json({"ok": ok, "reason": why}, 200 if ok else 503)
 
     async def get_validators(self, request: web.Request) -> web.Response:
-        return _json(self.node.validators_json())
+        return _json(self.queries.validators_json())
 
     async def get_genesis(self, request: web.Request) -> web.Response:
-        return _json(self.node.genesis.doc)
+        return _json(self.queries.genesis.doc)
 
     async def get_account(self, request: web.Request) -> web.Response:
         pub = _hex32(request.match_info["pub_key"], "pub_key")
-        return _json(self.node.account(pub))
+        return _json(self.queries.account(pub))
 
     async def _record(self, request: web.Request, kind: str, ident: str) -> web.Response:
         _record_id(kind, ident)
         proof = _flag(request, "proof")
-        doc = self.node.query_record(kind, ident, proof)
+        doc = self.queries.record(kind, ident, proof)
         if doc is None:
             raise ApiError(404, "not_found", f"no {kind} {ident!r}")
         return _json(doc)
@@ -470,7 +501,7 @@ class Api:
     async def get_share(self, request: web.Request) -> web.Response:
         member = _record_id("member", request.match_info["id"])
         period = _number(request.match_info["period"], "period")
-        doc = self.node.member_share(member, period)
+        doc = self.queries.member_share(member, period)
         if doc is None:
             raise ApiError(404, "not_found", "no such member or period")
         return _json(doc)
@@ -480,7 +511,7 @@ class Api:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        queue = self.node.events.subscribe()
+        queue = self.events.subscribe()
         try:
             while True:
                 try:
@@ -495,13 +526,13 @@ class Api:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            self.node.events.unsubscribe(queue)
+            self.events.unsubscribe(queue)
         return resp
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         self.node.refresh_metrics()
-        body = self.node.metrics.render()
-        return web.Response(body=body, headers={"Content-Type": self.node.metrics.content_type})
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": self.metrics.content_type})
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)

@@ -1,54 +1,54 @@
 """The validator node: storage, executor, mempool, peers, consensus, sync and the API.
 
-``Node.run`` starts a small set of supervised services (p2p, consensus driver, block
-sync, API) and stops them all, in reverse order, when any of them fails or a stop is
-requested; the database is closed last. The methods below ``# API facade`` are what the
-HTTP API reads.
+``Node.run`` starts the services (p2p, consensus driver, block sync, API) with every task
+in one ``Supervisor`` and stops them all, in reverse order, when any task fails or a stop
+is requested; the database is closed last. Each service sees the node through a narrow
+interface of its own (``DriverHost`` in node/driver.py, ``SyncHost`` in node/sync.py,
+``ApiNode`` and ``ChainQueries`` for the API), never this class.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
 
-from chain import encoding
 from chain.block import Block
 from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
 from chain.evidence import DuplicateVoteEvidence
 from chain.genesis import Genesis
 from chain.hashing import sha256
-from chain.tx import Transaction, to_jsonable
+from chain.tx import Transaction
 from chain.vote import MessageError, Proposal, Vote
 from consensus.signer import Signer
 from node.api import Api
 from node.config import Config, parse_hostport
 from node.driver import ConsensusDriver, FatalError
 from node.eventhub import EventHub
+from node.evidence import EvidencePool
 from node.executor import Applied, Executor
 from node.logs import event
 from node.mempool import Mempool, MempoolConfig, TxRejected
 from node.metrics import Metrics
+from node.queries import ChainQueries
 from node.store import leveldb_env
-from node.store.blockstore import PREFIXES, BlockStore
+from node.store.blockstore import BlockStore
 from node.store.kvstore import open_kv
 from node.store.signer_file import FileSignerBackend
 from node.store.wal import WAL
+from node.supervisor import Supervisor
 from node.sync import BlockSync
 from p2p.errors import InvalidMessage
 from p2p.network import Network, NetworkConfig, allowed_from_genesis
 
 log = logging.getLogger("node")
-
-MAX_PENDING_EVIDENCE = 100
-EVIDENCE_PER_BLOCK = 10
 
 
 class NodeError(Exception):
@@ -69,7 +69,7 @@ class Node:
         self.stop_reason: str | None = None
         self._commit_waiters: dict[bytes, list[asyncio.Future]] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
-        self.evidence: dict[bytes, DuplicateVoteEvidence] = {}
+        self.supervisor = Supervisor()
         self._recent_blocks: deque[float] = deque(maxlen=2)
         self.kv = None
         self._api_runner: web.AppRunner | None = None
@@ -100,11 +100,9 @@ class Node:
             config=MempoolConfig(max_txs=mc.max_txs, max_bytes=mc.max_bytes,
                                  max_per_sender=mc.max_per_sender),
         )
-        self._evidence_kv = self.kv.prefixed(PREFIXES["evidence"])
-        for _, raw in self._evidence_kv.iterate():
-            with contextlib.suppress(MessageError, encoding.EncodingError):
-                ev = DuplicateVoteEvidence.from_map(encoding.decode(raw))
-                self.evidence[ev.hash()] = ev
+        self.evidence = EvidencePool(self.kv, self.store, self.gossip,
+                                     on_new=self.metrics.evidence.inc)
+        self.queries = ChainQueries(self.genesis, self.store, self.executor, self.mempool)
         self.wal = WAL.open(data_dir / "consensus.wal",
                             recovery_hint=f"mutual recover-wal --home {self.config.home}")
         if self.wal.created:
@@ -132,9 +130,11 @@ class Node:
                               for p in p2p.persistent_peers],
             config=NetworkConfig(max_frame_size=p2p.max_frame_bytes, max_peers=p2p.max_peers,
                                  queue_max_messages=p2p.send_queue),
+            on_task_failure=self.supervisor.report,
         )
         self.driver = ConsensusDriver(self, self.signer, self.wal)
-        self.sync = BlockSync(self)
+        self.sync = BlockSync(self, self.store, self.genesis,
+                              lambda behind: self.metrics.catching_up.set(int(behind)))
         net = self.network
         net.on("tx", self._on_tx)
         net.on("txs", self._on_txs)
@@ -152,7 +152,10 @@ class Node:
             raise NodeError(f"cannot start p2p on {p2p.listen}: {exc}") from None
         await self.driver.start()
         await self.sync.start()
-        api = Api(self, self.config.api.max_body_bytes)
+        for task in (self.driver.task, self.sync.task):
+            if task is not None:
+                self.supervisor.watch(task, service=True)
+        api = Api(self, self.queries, self.events, self.metrics, self.config.api.max_body_bytes)
         self._api_runner = web.AppRunner(api.app, access_log=None)
         await self._api_runner.setup()
         host, port = parse_hostport(self.config.api.listen, "[api] listen")
@@ -176,17 +179,14 @@ class Node:
                 # shutdown logs "node stopped" with stop_reason: a failed start is why
                 self.stop_reason = self.stop_reason or f"start failed: {exc}"
                 raise
-            services = [t for t in (self.driver.task, self.sync.task) if t is not None]
-            stop_wait = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait([stop_wait, *services],
-                                         return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            for task in done:
-                if task is stop_wait or task.cancelled():
-                    continue
-                exc = task.exception()
-                self.stop_reason = (f"service {task.get_name()} failed: {exc}" if exc
-                                    else f"service {task.get_name()} ended")
+            waits = [asyncio.create_task(self._stop.wait()),
+                     asyncio.create_task(self.supervisor.wait_failure())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            self.stop_reason = self.supervisor.failure
         finally:
             await self.shutdown()
         if self.stop_reason:
@@ -211,6 +211,7 @@ class Node:
             for f in futs:
                 if not f.done():
                     f.cancel()
+        await self.supervisor.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if getattr(self, "wal", None) is not None and not self.wal.closed:
             self.wal.close()
@@ -234,11 +235,26 @@ class Node:
     def _sig_check(self, tx_hash: bytes, tx: Transaction) -> bool:
         return self.mempool.check_signature(tx)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self.supervisor.spawn(coro, name)
+
     def gossip(self, msg_type: str, body: Any, exclude: bytes | None = None) -> None:
-        asyncio.get_running_loop().create_task(self._broadcast(msg_type, body, exclude))
+        self._spawn(self._broadcast(msg_type, body, exclude), f"gossip {msg_type}")
 
     async def broadcast(self, msg_type: str, body: Any) -> None:
         await self._broadcast(msg_type, body, None)
+
+    async def send(self, peer: bytes, msg_type: str, body: Any) -> bool:
+        return await self.network.send(peer, msg_type, body)
+
+    def submit_to_consensus(self, kind: str, item: Any, peer: bytes | None) -> None:
+        self.driver.submit(kind, item, peer)
+
+    def last_progress_at(self) -> float:
+        return self.driver.last_commit_at or self.started_at
+
+    def precheck_unsigned(self, data: bytes) -> None:
+        self.mempool.precheck_unsigned(data)
 
     async def _broadcast(self, msg_type: str, body: Any, exclude: bytes | None) -> None:
         try:
@@ -301,23 +317,10 @@ class Node:
 
     def add_evidence(self, ev: DuplicateVoteEvidence, gossip: bool,
                      exclude: bytes | None = None) -> None:
-        h = ev.hash()
-        if h in self.evidence or self.store.evidence_height(h) is not None:
-            return
-        if len(self.evidence) >= MAX_PENDING_EVIDENCE:
-            return
-        self.evidence[h] = ev
-        batch = self._evidence_kv.batch()
-        batch.put(h, ev.encode())
-        self.kv.write(batch, sync=True)
-        self.metrics.evidence.inc()
-        event(log, "equivocation evidence", logging.WARNING, height=ev.height,
-              validator=ev.validator, hash=h.hex())
-        if gossip:
-            self.gossip("evidence", ev.to_map(), exclude=exclude)
+        self.evidence.add(ev, gossip, exclude)
 
     def pending_evidence(self, height: int) -> list[DuplicateVoteEvidence]:
-        return [ev for ev in self.evidence.values() if ev.height < height][:EVIDENCE_PER_BLOCK]
+        return self.evidence.pending(height)
 
     # ------------------------------------------------------------------ mempool entry
 
@@ -376,13 +379,7 @@ class Node:
         # next height (ConsensusDriver._count_missed_precommits), not from the certificate
         app = self.executor.app
         self.mempool.update(applied.tx_hashes, app.next_nonce, app.check_tx)
-        if block.evidence:
-            batch = self._evidence_kv.batch()
-            for ev in block.evidence:
-                h = ev.hash()
-                self.evidence.pop(h, None)
-                batch.delete(h)
-            self.kv.write(batch, sync=False)
+        self.evidence.committed(block)
         for index, (tx_hash, receipt) in enumerate(zip(applied.tx_hashes, applied.receipts,
                                                        strict=True)):
             result = {"hash": tx_hash.hex(), "height": block.height, "index": index,
@@ -406,9 +403,7 @@ class Node:
     async def submit_tx(self, data: bytes, mode: str) -> dict[str, Any]:
         if mode == "async":
             tx_hash = sha256(data)
-            task = asyncio.get_running_loop().create_task(self.admit_many([data]))
-            # retrieve the outcome so asyncio does not log it; a stop may cancel the task
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._spawn(self.admit_many([data]), f"admit {tx_hash.hex()[:16]}")
             return {"hash": tx_hash.hex(), "code": "ok", "reason": "queued"}
         fut: asyncio.Future | None = None
         if mode == "commit":
@@ -493,102 +488,6 @@ class Node:
         self.metrics.mempool_bytes.set(self.mempool.bytes())
         self.metrics.peers.set(len(self.network.peers()))
         self.metrics.catching_up.set(1 if self.sync.catching_up else 0)
-
-    def validators_json(self) -> dict[str, Any]:
-        vs = self.genesis.validators
-        return {"validators": [{"index": i, "name": v.name, "pub_key": v.pub_key.hex(),
-                                "power": v.power} for i, v in enumerate(vs.validators)],
-                "total_power": vs.total_power, "hash": vs.hash().hex()}
-
-    def account(self, pub: bytes) -> dict[str, Any]:
-        return self.executor.app.get_account(pub)
-
-    def get_tx(self, tx_hash: bytes) -> dict[str, Any] | None:
-        rec = self.store.tx(tx_hash)
-        if rec is None:
-            if self.mempool.has(tx_hash):
-                return {"hash": tx_hash.hex(), "pending": True}
-            return None
-        tx = Transaction.decode(rec.tx)
-        return {"hash": tx_hash.hex(), "height": rec.height, "index": rec.index,
-                "tx": tx.to_json(), "receipt": to_jsonable(encoding.decode(rec.receipt))}
-
-    def get_block_bytes(self, height: int) -> bytes | None:
-        return self.store.block_bytes(height)
-
-    def get_certificate(self, height: int) -> CommitCertificate | None:
-        return self.store.certificate(height)
-
-    def get_block_json(self, height: int) -> dict[str, Any] | None:
-        block = self.store.block(height)
-        if block is None:
-            return None
-        receipts = self.store.receipts(height)
-        txs = []
-        for i, data in enumerate(block.txs):
-            tx = Transaction.decode(data).to_json()
-            if i < len(receipts):
-                r = encoding.decode(receipts[i])
-                tx["code"], tx["reason"] = r.get("code"), r.get("reason")
-            txs.append(tx)
-        cert = self.store.certificate(height)
-        return {
-            "block_id": block.block_id().hex(),
-            "header": to_jsonable(block.header.to_map()),
-            "txs": txs,
-            "evidence": [to_jsonable(e.to_map()) for e in block.evidence],
-            "last_commit": None if block.last_commit is None
-            else to_jsonable(block.last_commit.to_map()),
-            "certificate": None if cert is None else to_jsonable(cert.to_map()),
-        }
-
-    def query_record(self, kind: str, ident: str, proof: bool) -> dict[str, Any] | None:
-        """A member, claim or period record; with ``proof``, bundled with a Merkle proof
-        against the state root in the latest committed header and that header's
-        certificate."""
-        if not proof:
-            return self._lookup(self.executor.app, kind, ident)
-        height = self.height
-        block = self.store.block(height) if height else None
-        cert = self.store.certificate(height) if height else None
-        if block is None or cert is None:
-            return None
-        app, tree = self.executor.view_at(block.header.state_root)
-        record = self._lookup(app, kind, ident)
-        key = self._key(app, kind, ident)
-        if key is None:
-            return None
-        value = tree.get(key)
-        return {
-            "record": record, "key": key.hex(), "value": None if value is None else value.hex(),
-            "proof": tree.prove(key).encode().hex(),
-            "state_root": block.header.state_root.hex(), "height": height,
-            "header": block.header.encode().hex(), "certificate": cert.encode().hex(),
-        }
-
-    @staticmethod
-    def _lookup(app: Any, kind: str, ident: str) -> dict[str, Any] | None:
-        if kind == "member":
-            return app.get_member(ident)
-        if kind == "claim":
-            return app.get_claim(ident)
-        if kind == "period":
-            return app.get_period(int(ident)) if ident.isdigit() else None
-        raise ValueError(f"unknown record kind {kind}")
-
-    @staticmethod
-    def _key(app: Any, kind: str, ident: str) -> bytes | None:
-        try:
-            if kind == "member":
-                return app.member_key(ident)
-            if kind == "claim":
-                return app.claim_key(int(ident))
-            return app.period_key(int(ident))
-        except (ValueError, TypeError):
-            return None
-
-    def member_share(self, member_id: str, period: int) -> dict[str, Any] | None:
-        return self.executor.app.member_share(member_id, period)
 
 
 __all__ = ["Node", "NodeError", "FatalError"]

@@ -21,16 +21,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from chain.block import Block
 from chain.certificate import CommitCertificate, verify_certificate
+from chain.genesis import Genesis
 from chain.hashing import HASH_SIZE
 from chain.vote import MessageError
+from node.store.blockstore import BlockStore
 from p2p.errors import InvalidMessage
-
-if TYPE_CHECKING:  # pragma: no cover
-    from node.node import Node
 
 log = logging.getLogger("node.sync")
 
@@ -44,9 +44,39 @@ def _uint(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
+class SyncHost(Protocol):
+    """What block sync asks of the node: its height, its peers and its consensus."""
+
+    @property
+    def height(self) -> int:
+        """The last committed height."""
+
+    async def broadcast(self, msg_type: str, body: Any) -> None:
+        """Send to every connected peer."""
+
+    async def send(self, peer: bytes, msg_type: str, body: Any) -> bool:
+        """Send to one peer; False when it is not connected or cannot keep up."""
+
+    def proposed_block(self, block_id: bytes) -> Block | None:
+        """A block proposed in the current height, for a peer that asks for it by id."""
+
+    def submit_to_consensus(self, kind: str, item: Any, peer: bytes | None) -> None:
+        """Hand a fetched block to the consensus driver's inbox (``block``/``synced``)."""
+
+    def last_progress_at(self) -> float:
+        """``time.monotonic()`` of the last commit (or of the start, before one)."""
+
+
 class BlockSync:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Fetches committed blocks from peers for ``host``; serves its own from ``store``;
+    checks certificates against ``genesis``; ``set_catching_up`` exports the state."""
+
+    def __init__(self, host: SyncHost, store: BlockStore, genesis: Genesis,
+                 set_catching_up: Callable[[bool], None]) -> None:
+        self.host = host
+        self.store = store
+        self.genesis = genesis
+        self._set_catching_up = set_catching_up
         self.peer_heights: dict[bytes, int] = {}
         self.inflight: dict[int, tuple[bytes, float]] = {}
         self.buffer: dict[int, tuple[Block, CommitCertificate, bytes]] = {}
@@ -59,7 +89,7 @@ class BlockSync:
 
     @property
     def catching_up(self) -> bool:
-        return self.best_peer_height > self.node.height + 1
+        return self.best_peer_height > self.host.height + 1
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="blocksync")
@@ -76,9 +106,9 @@ class BlockSync:
 
     async def _loop(self) -> None:
         while True:
-            await self.node.broadcast("status", {"height": self.node.height})
+            await self.host.broadcast("status", {"height": self.host.height})
             await self.request_more()
-            self.node.metrics.catching_up.set(1 if self.catching_up else 0)
+            self._set_catching_up(self.catching_up)
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     def forget_peer(self, peer: bytes) -> None:
@@ -94,7 +124,7 @@ class BlockSync:
         if not _uint(height):
             raise InvalidMessage("status needs a height")
         self.peer_heights[peer] = height
-        if height > self.node.height:
+        if height > self.host.height:
             await self.request_more()
 
     async def on_block_request(self, peer: bytes, body: Any) -> None:
@@ -105,15 +135,14 @@ class BlockSync:
         if block_id is not None:
             if not isinstance(block_id, bytes) or len(block_id) != HASH_SIZE:
                 raise InvalidMessage("block_id must be 32 bytes")
-            block = self.node.proposed_block(block_id)
+            block = self.host.proposed_block(block_id)
             data = None if block is None else block.encode()
             cert = None
         else:
-            store = self.node.executor.store
-            data = store.block_bytes(height)
-            cert = store.certificate_bytes(height) if data is not None else None
-        await self.node.network.send(peer, "block_response",
-                                     {"block": data, "certificate": cert, "height": height})
+            data = self.store.block_bytes(height)
+            cert = self.store.certificate_bytes(height) if data is not None else None
+        await self.host.send(peer, "block_response",
+                             {"block": data, "certificate": cert, "height": height})
 
     async def on_block_response(self, peer: bytes, body: Any) -> None:
         if not set(body) == {"block", "certificate", "height"} or not _uint(body["height"]):
@@ -126,7 +155,7 @@ class BlockSync:
         if not isinstance(data, bytes) or not (cert_bytes is None or isinstance(cert_bytes, bytes)):
             raise InvalidMessage("block and certificate must be bytes")
         if cert_bytes is None:  # an uncommitted proposed block we asked for by id
-            self.node.driver.submit("block", data, peer)
+            self.host.submit_to_consensus("block", data, peer)
             return
         inflight = self.inflight.get(height)
         if inflight is None or inflight[0] != peer:
@@ -139,11 +168,11 @@ class BlockSync:
             raise InvalidMessage(f"block_response does not decode: {exc}") from None
         if block.height != height:
             raise InvalidMessage("block_response height does not match its block")
-        ok, why = verify_certificate(cert, self.node.genesis.chain_id,
-                                     self.node.genesis.validators, height, block.block_id())
+        ok, why = verify_certificate(cert, self.genesis.chain_id, self.genesis.validators,
+                                     height, block.block_id())
         if not ok:
             raise InvalidMessage(f"synced block {height} has a bad certificate: {why}")
-        if height > self.node.height and len(self.buffer) < MAX_BUFFERED:
+        if height > self.host.height and len(self.buffer) < MAX_BUFFERED:
             self.buffer[height] = (block, cert, peer)
         self.drain()
         await self.request_more()
@@ -151,24 +180,24 @@ class BlockSync:
     def drain(self) -> None:
         """Hand buffered blocks to the driver in height order."""
         for h in sorted(self.buffer):
-            if h <= self.node.height:
+            if h <= self.host.height:
                 del self.buffer[h]
-        nxt = self.node.height + 1
+        nxt = self.host.height + 1
         if nxt in self.buffer:
             block, cert, peer = self.buffer.pop(nxt)
-            self.node.driver.submit("synced", (block, cert), peer)
+            self.host.submit_to_consensus("synced", (block, cert), peer)
 
     async def request_more(self) -> None:
         """Keep up to WINDOW block requests in flight to peers that have the blocks."""
         now = time.monotonic()
         for h, (_, sent) in list(self.inflight.items()):
-            if now - sent > REQUEST_TIMEOUT_S or h <= self.node.height:
+            if now - sent > REQUEST_TIMEOUT_S or h <= self.host.height:
                 del self.inflight[h]
         best = self.best_peer_height
-        start = self.node.height + 1
+        start = self.host.height + 1
         # A peer exactly one ahead may just be a faster committer: give consensus a moment
         # unless we have been at this height for a while.
-        if best <= self.node.height or (best == start and not self._stalled()):
+        if best <= self.host.height or (best == start and not self._stalled()):
             return
         for h in range(start, min(best, start + WINDOW - 1) + 1):
             if h in self.inflight or h in self.buffer:
@@ -178,9 +207,8 @@ class BlockSync:
                 break
             self._rr += 1
             peer = peers[self._rr % len(peers)]
-            if await self.node.network.send(peer, "block_request", {"height": h}):
+            if await self.host.send(peer, "block_request", {"height": h}):
                 self.inflight[h] = (peer, now)
 
     def _stalled(self) -> bool:
-        last = self.node.driver.last_commit_at or self.node.started_at
-        return time.monotonic() - last > 2 * STATUS_INTERVAL_S
+        return time.monotonic() - self.host.last_progress_at() > 2 * STATUS_INTERVAL_S

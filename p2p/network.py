@@ -141,7 +141,12 @@ class Network:
                  config: NetworkConfig | None = None,
                  registry: MessageRegistry | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 on_task_failure: Callable[[str, BaseException], None] | None = None) -> None:
+        """``on_task_failure(name, exc)`` hears of any task of the network that raised
+        (a listener, dialer, connection or callback task: expected errors are handled
+        inside them, so this is a bug); the node stops on it. Without it the failure is
+        only logged."""
         self.chain_id = check_chain_id(chain_id)
         if not (isinstance(genesis_hash, bytes) and len(genesis_hash) == GENESIS_HASH_SIZE):
             raise ValueError("genesis_hash must be 32 bytes (sha256 of the genesis)")
@@ -170,6 +175,7 @@ class Network:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._dialers: dict[tuple[str, int], asyncio.Task] = {}
+        self._on_task_failure = on_task_failure
         self._pending = 0
         self._started = False
         self._stopping = False
@@ -358,8 +364,12 @@ class Network:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("p2p: task failed: %r", task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("p2p: task %s failed: %r", task.get_name(), exc)
+        if self._on_task_failure is not None:
+            self._on_task_failure(f"p2p task {task.get_name()}", exc)
 
     def _fire(self, callbacks: list[PeerCallback], peer_id: bytes) -> None:
         for cb in callbacks:
@@ -521,7 +531,11 @@ class Network:
 
     def _start_dialer(self, addr: tuple[str, int]) -> None:
         if addr not in self._dialers or self._dialers[addr].done():
-            self._dialers[addr] = asyncio.ensure_future(self._dial_loop(addr))
+            task = asyncio.ensure_future(self._dial_loop(addr))
+            task.set_name(f"dial {addr[0]}:{addr[1]}")
+            # a dialer is not in _tasks (stop cancels dialers first), but fails the same way
+            task.add_done_callback(self._task_done)
+            self._dialers[addr] = task
 
     def backoff(self, attempt: int) -> float:
         """Delay before dial attempt ``attempt + 1``: exponential, capped, with jitter

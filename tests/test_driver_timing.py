@@ -67,6 +67,7 @@ class Harness:
         self.committed: dict[int, float] = {}
         node.network = StubNetwork()
         node.sync = SimpleNamespace(catching_up=False, drain=lambda: None)
+        node.evidence = SimpleNamespace(committed=lambda block: None, pending=lambda h: [])
         node.mempool = SimpleNamespace(ready_count=lambda: self.ready,
                                        update=lambda *a, **k: [])
         node.executor = SimpleNamespace(height=0, app=SimpleNamespace(
