@@ -8,8 +8,11 @@
   latest ``REFUSED_CLOSE_S`` after it was accepted (``CappedServer``).
 
 Both reach into aiohttp internals (``Application._make_handler``, ``web.Server``'s
-connection hooks, ``RequestHandler``'s parser queue); pyproject.toml pins aiohttp for them
-and tests/test_api_hardening.py checks what they do.
+connection hooks, ``RequestHandler``'s parser queue and ``handle_error``): aiohttp 3.14 has
+no public hook for any of them (middlewares never see errors raised before routing, and
+``backlog`` bounds only connections not yet accepted), so pyproject.toml pins aiohttp,
+tests/test_httpserver.py names what to re-check when an upgrade moves them, and
+tests/test_api_hardening.py checks what they do.
 """
 
 from __future__ import annotations
