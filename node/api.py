@@ -19,17 +19,15 @@ import asyncio
 import base64
 import json
 import logging
-import time
-import warnings
 from typing import Any, Protocol
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from chain import encoding
 from chain.hashing import sha256
 from chain.tx import to_jsonable
 from node.eventhub import EventHub
+from node.httpserver import MAX_CONNECTIONS_KEY, Application, closing, json_response
 from node.mempool import TxRejected
 from node.metrics import Metrics
 from node.openapi import OPENAPI
@@ -40,10 +38,9 @@ log = logging.getLogger("node.api")
 MAX_BATCH = 1000
 # Open API connections at most (each is a file descriptor the node also needs for LevelDB,
 # peers and its signer state). Beyond it a connection's request is answered 503
-# ``too_many_connections`` and the connection closed, at the latest REFUSED_CLOSE_S after it
-# was accepted.
+# ``too_many_connections`` and the connection closed, at the latest
+# node.httpserver.REFUSED_CLOSE_S after it was accepted.
 MAX_CONNECTIONS = 256
-REFUSED_CLOSE_S = 1.0
 # The request line and headers must arrive within this many seconds of the connection being
 # accepted or of the previous response on a kept-alive connection (which is also how long an
 # idle kept-alive connection stays open); otherwise the connection is closed.
@@ -64,20 +61,11 @@ class ApiError(Exception):
         self.message = message
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
-
-
-def _closing(resp: web.Response) -> web.Response:
-    resp.force_close()
-    return resp
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         if getattr(request.protocol, "refused", False):
-            return _closing(_json({"error": "too_many_connections", "message":
+            return closing(json_response({"error": "too_many_connections", "message":
                                    f"the node serves at most {MAX_CONNECTIONS} API "
                                    "connections at once; retry later"}, 503))
         if request.body_exists:
@@ -86,34 +74,34 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
                 async with asyncio.timeout(BODY_TIMEOUT_S):
                     await request.read()
             except TimeoutError:
-                return _closing(_json({"error": "request_timeout", "message":
+                return closing(json_response({"error": "request_timeout", "message":
                                        f"the request body did not arrive within "
                                        f"{BODY_TIMEOUT_S:g} s"}, 408))
         return await handler(request)
     except ApiError as exc:
-        return _json({"error": exc.code, "message": exc.message}, exc.status)
+        return json_response({"error": exc.code, "message": exc.message}, exc.status)
     except web.RequestPayloadError as exc:  # a body that breaks the HTTP framing
         log.debug("bad request body on %s %s: %s", request.method, request.path, exc)
-        return _closing(_json({"error": "bad_request", "message": str(exc)}, 400))
+        return closing(json_response({"error": "bad_request", "message": str(exc)}, 400))
     except ConnectionError as exc:
         if request.transport is not None and not request.transport.is_closing():
             log.exception("unhandled API error on %s %s", request.method, request.path)
-            return _json({"error": "internal", "message": "internal error (see node log)"},
+            return json_response({"error": "internal", "message": "internal error (see node log)"},
                          500)
         # the client went away (reset or closed) mid-request: nobody reads an answer
         log.debug("API client went away during %s %s: %s", request.method, request.path,
                   exc or exc.__class__.__name__)
-        return _closing(web.Response(status=400))
+        return closing(web.Response(status=400))
     except web.HTTPRequestEntityTooLarge:
-        return _json({"error": "body_too_large", "message": "request body is too large"}, 413)
+        return json_response({"error": "body_too_large", "message": "request body is too large"}, 413)
     except web.HTTPException as exc:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        return _json({"error": code, "message": exc.reason or code}, exc.status)
+        return json_response({"error": code, "message": exc.reason or code}, exc.status)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled API error on %s %s", request.method, request.path)
-        return _json({"error": "internal", "message": "internal error (see node log)"}, 500)
+        return json_response({"error": "internal", "message": "internal error (see node log)"}, 500)
 
 
 def _height(text: str) -> int:
@@ -181,97 +169,6 @@ def _format(request: web.Request) -> str:
     return value
 
 
-# -- the connection layer: errors before routing as JSON, a cap on open connections ------
-
-
-class _Handler(web.RequestHandler):
-    """aiohttp's per-connection protocol; answers its own errors (a malformed request, a
-    request line or header over 8190 bytes) in the API's JSON shape, logged in one line."""
-
-    __slots__ = ("refused",)
-
-    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self.refused = False
-
-    def data_received(self, data: bytes) -> None:
-        queued = len(self._messages)
-        super().data_received(data)
-        # aiohttp queues a parse error met inside a chunked body as the *next* message and
-        # leaves the request being read waiting for the rest of its body (a 408 after
-        # BODY_TIMEOUT_S): hand the error to that body, so it is answered 400 at once
-        request = self._current_request
-        if request is None or len(self._messages) <= queued:
-            return
-        error = getattr(self._messages[-1][0], "exc", None)
-        if isinstance(error, HttpProcessingError) and not request.content.is_eof():
-            request.content.set_exception(web.RequestPayloadError(
-                f"malformed request body: {error.message}"))
-
-    def handle_error(self, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        if request.writer.output_size > 0:  # as aiohttp: too late for another response
-            raise ConnectionError("response already started, cannot send an error")
-        if status >= 500:
-            log.error("API error before routing (%s)", status, exc_info=exc)
-            code, text = "internal", "internal error (see node log)"
-        else:
-            code = "header_too_large" if isinstance(exc, LineTooLong) else "bad_request"
-            text = message or (str(exc) if exc else "bad request")
-            log.debug("refused a malformed HTTP request from %s: %s", request.remote, text)
-        return _closing(_json({"error": code, "message": text}, status))
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server with the JSON error handler and a connection cap."""
-
-    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_connections = max_connections
-        self.open_connections = 0
-        self.refused_connections = 0
-        self._last_warning = float("-inf")
-
-    def __call__(self) -> _Handler:
-        return _Handler(self, loop=self._loop, **self._kwargs)
-
-    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        self.open_connections += 1
-        if self.open_connections > self.max_connections and isinstance(handler, _Handler):
-            handler.refused = True  # its request gets a 503; closed soon in any case
-            self._loop.call_later(REFUSED_CLOSE_S, handler.force_close)
-            self.refused_connections += 1
-            now = time.monotonic()
-            if now - self._last_warning >= 10:  # one line per 10 s, however many
-                self._last_warning = now
-                log.warning("API connection limit reached: refusing connections",
-                            extra={"fields": {"limit": self.max_connections,
-                                              "refused_total": self.refused_connections}})
-
-    def connection_lost(self, handler: web.RequestHandler,
-                        exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        self.open_connections -= 1
-
-
-_MAX_CONNECTIONS_KEY = web.AppKey("max_connections", int)
-
-with warnings.catch_warnings():  # aiohttp discourages subclassing; this is its one hook
-    warnings.simplefilter("ignore", DeprecationWarning)
-
-    class _Application(web.Application):
-        """An Application whose low-level server is ``_Server``."""
-
-        def _make_handler(self, *, loop: asyncio.AbstractEventLoop | None = None,
-                          **kwargs: Any) -> web.Server:
-            base = super()._make_handler(loop=loop, **kwargs)
-            return _Server(base.request_handler, request_factory=base.request_factory,
-                           handler_cancellation=base.handler_cancellation, loop=base._loop,
-                           max_connections=self[_MAX_CONNECTIONS_KEY], **base._kwargs)
-
-
 class ApiNode(Protocol):
     """What the API asks of the node process beyond reading the chain
     (``ChainQueries``): admitting transactions and saying how the node is doing."""
@@ -308,10 +205,10 @@ class Api:
         self.queries = queries
         self.events = events
         self.metrics = metrics
-        self.app = _Application(
+        self.app = Application(
             middlewares=[_errors], client_max_size=max_body_bytes,
             handler_args={"keepalive_timeout": HEADERS_TIMEOUT_S, "lingering_time": LINGER_S})
-        self.app[_MAX_CONNECTIONS_KEY] = MAX_CONNECTIONS
+        self.app[MAX_CONNECTIONS_KEY] = MAX_CONNECTIONS
         self._stopping = asyncio.Event()
         self.app.on_shutdown.append(self._on_shutdown)
         r = self.app.router
@@ -399,7 +296,7 @@ class Api:
             status = 200  # committed: the receipt's code says whether it applied
         if status != 200:
             result = {"error": result["code"], "message": result["reason"], **result}
-        return _json(result, status)
+        return json_response(result, status)
 
     async def post_tx_batch(self, request: web.Request) -> web.Response:
         """Up to MAX_BATCH transactions in one request, each checked as in mode=sync."""
@@ -419,7 +316,7 @@ class Api:
         if not datas or len(datas) > MAX_BATCH:
             raise ApiError(400, "bad_batch", f"a batch holds 1 to {MAX_BATCH} transactions")
         results = await self.node.admit_many(datas)
-        return _json({"results": results,
+        return json_response({"results": results,
                       "accepted": sum(1 for r in results if r["code"] == "ok")})
 
     async def get_tx(self, request: web.Request) -> web.Response:
@@ -427,7 +324,7 @@ class Api:
         found = self.queries.tx(h)
         if found is None:
             raise ApiError(404, "not_found", "no committed or pending transaction with that hash")
-        return _json(found)
+        return json_response(found)
 
     async def _block(self, request: web.Request, height: int) -> web.Response:
         if _format(request) == "msgpack":
@@ -438,7 +335,7 @@ class Api:
         doc = self.queries.block_json(height)
         if doc is None:
             raise ApiError(404, "not_found", f"no block at height {height}")
-        return _json(doc)
+        return json_response(doc)
 
     async def get_block(self, request: web.Request) -> web.Response:
         return await self._block(request, _height(request.match_info["height"]))
@@ -458,28 +355,28 @@ class Api:
             raise ApiError(404, "not_found", f"no certificate for height {height}")
         if fmt == "msgpack":
             return web.Response(body=cert.encode(), content_type="application/msgpack")
-        return _json(to_jsonable(cert.to_map()))
+        return json_response(to_jsonable(cert.to_map()))
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return _json(self.node.status())
+        return json_response(self.node.status())
 
     async def get_health(self, request: web.Request) -> web.Response:
         ok, why = self.node.health()
-        return _json({"ok": ok, "reason": why}, 200 if ok else 503)
+        return json_response({"ok": ok, "reason": why}, 200 if ok else 503)
 
     async def get_ready(self, request: web.Request) -> web.Response:
         ok, why = self.node.readiness()
-        return _json({"ok": ok, "reason": why}, 200 if ok else 503)
+        return json_response({"ok": ok, "reason": why}, 200 if ok else 503)
 
     async def get_validators(self, request: web.Request) -> web.Response:
-        return _json(self.queries.validators_json())
+        return json_response(self.queries.validators_json())
 
     async def get_genesis(self, request: web.Request) -> web.Response:
-        return _json(self.queries.genesis.doc)
+        return json_response(self.queries.genesis.doc)
 
     async def get_account(self, request: web.Request) -> web.Response:
         pub = _hex32(request.match_info["pub_key"], "pub_key")
-        return _json(self.queries.account(pub))
+        return json_response(self.queries.account(pub))
 
     async def _record(self, request: web.Request, kind: str, ident: str) -> web.Response:
         _record_id(kind, ident)
@@ -487,7 +384,7 @@ class Api:
         doc = self.queries.record(kind, ident, proof)
         if doc is None:
             raise ApiError(404, "not_found", f"no {kind} {ident!r}")
-        return _json(doc)
+        return json_response(doc)
 
     async def get_member(self, request: web.Request) -> web.Response:
         return await self._record(request, "member", request.match_info["id"])
@@ -504,7 +401,7 @@ class Api:
         doc = self.queries.member_share(member, period)
         if doc is None:
             raise ApiError(404, "not_found", "no such member or period")
-        return _json(doc)
+        return json_response(doc)
 
     async def get_events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: one ``data:`` JSON line per new block and per tx result."""
@@ -535,4 +432,4 @@ class Api:
         return web.Response(body=body, headers={"Content-Type": self.metrics.content_type})
 
     async def get_openapi(self, request: web.Request) -> web.Response:
-        return _json(OPENAPI)
+        return json_response(OPENAPI)
