@@ -5,8 +5,10 @@ simulator) feeds it one input at a time together with the current time::
 
     actions = machine.handle(event, now_ms)
 
-and executes the returned actions **in list order**. Heights are started with
-``machine.start_height(height, validators, now_ms)``.
+and executes the returned actions **in list order**, through the one dispatch every driver
+shares: ``execute(actions, handler)`` calls the handler's method for each action (see
+``ActionHandler``). Heights are started with ``machine.start_height(height, validators,
+now_ms)``.
 
 Blocks are opaque to the core: it only sees 32-byte block ids. The driver checks a block
 (structure, transactions, state root, header time, last commit) *outside* the core and
@@ -23,8 +25,10 @@ the driver needs no separate "persist" step before sending.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Protocol
 
 from chain.certificate import CommitCertificate
 from chain.evidence import DuplicateVoteEvidence
@@ -220,3 +224,82 @@ class SignerRefused:
 
 Action = (BroadcastProposal | BroadcastVote | ScheduleTimeout | RequestValue | RequestBlock
           | Commit | EmitEvidence | Rejected | SignerRefused)
+
+
+# ---------------------------------------------------------------------------------------
+# Executing actions
+# ---------------------------------------------------------------------------------------
+
+
+class ActionHandler(Protocol):
+    """What a driver does with each kind of action: one method per action type.
+
+    The node's driver (``node/driver.py``), the simulator (``consensus/sim/cluster.py``) and
+    the tests' small clusters implement it; ``execute`` is the one place that dispatches, so
+    a new action type is a new method here that every driver is made to write.
+    """
+
+    def broadcast_proposal(self, a: BroadcastProposal) -> None:
+        """Gossip an own, already signed and persisted proposal with its block."""
+
+    def broadcast_vote(self, a: BroadcastVote) -> None:
+        """Gossip an own, already signed and persisted vote."""
+
+    def schedule_timeout(self, a: ScheduleTimeout) -> None:
+        """Arrange for ``TimeoutFired`` to be handled after ``a.duration_ms``."""
+
+    def request_value(self, a: RequestValue) -> None:
+        """Build a block to propose and answer with ``ValueReady``."""
+
+    def request_block(self, a: RequestBlock) -> None:
+        """Fetch and judge the block a quorum references; answer with ``BlockValidated``."""
+
+    def commit(self, a: Commit) -> None:
+        """Store and apply the decided block, then start the next height in due time."""
+
+    def emit_evidence(self, a: EmitEvidence) -> None:
+        """Keep (and gossip) proof that a validator double-signed."""
+
+    def rejected(self, a: Rejected) -> None:
+        """The input changed nothing; report the sender if ``a.kind`` is misbehaviour."""
+
+    def signer_refused(self, a: SignerRefused) -> None:
+        """The signer would not sign (nothing was sent): log it loudly."""
+
+
+def execute(actions: Iterable[Action], handler: ActionHandler) -> bool:
+    """Carry out ``actions`` in list order through ``handler``; True if one was ``Rejected``
+    (the input had no effect, so a driver must not relay it).
+
+    An unknown action raises ``TypeError`` instead of being skipped: a driver that silently
+    ignored, say, a new kind of vote would stall consensus without a word. Dispatch is on
+    the exact class, most frequent first: this is the simulator's hot path, and a chain of
+    ``is`` tests measured about 2.5 times faster per action than ``match`` on class
+    patterns (and faster than a table of methods), i.e. as fast as the inline chains the
+    drivers had before.
+    """
+    rejected = False
+    for a in actions:
+        cls = a.__class__
+        if cls is BroadcastVote:
+            handler.broadcast_vote(a)
+        elif cls is ScheduleTimeout:
+            handler.schedule_timeout(a)
+        elif cls is Rejected:
+            rejected = True
+            handler.rejected(a)
+        elif cls is BroadcastProposal:
+            handler.broadcast_proposal(a)
+        elif cls is RequestValue:
+            handler.request_value(a)
+        elif cls is RequestBlock:
+            handler.request_block(a)
+        elif cls is Commit:
+            handler.commit(a)
+        elif cls is EmitEvidence:
+            handler.emit_evidence(a)
+        elif cls is SignerRefused:
+            handler.signer_refused(a)
+        else:
+            raise TypeError(f"not a consensus action: {a!r}")
+    return rejected

@@ -10,6 +10,9 @@ vote of the current height is appended too (no fsync), so after a restart the dr
 replays the WAL into a fresh machine and carries on at the same height and round with
 the same tallies; the signer returns the stored signature for identical bytes and
 refuses anything else, so a restarted validator never signs two values for one step.
+
+The driver sees the node through ``DriverHost``, the few things it uses, and carries out
+the machine's actions as a ``consensus.events.ActionHandler``.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chain import encoding
 from chain.block import Block
 from chain.certificate import CommitCertificate
+from chain.evidence import DuplicateVoteEvidence
 from chain.tx import Transaction
 from chain.vote import MessageError, Proposal, Vote
 from consensus.events import (
     MISBEHAVIOUR,
+    Action,
     BlockValidated,
     BroadcastProposal,
     BroadcastVote,
@@ -42,6 +48,7 @@ from consensus.events import (
     TimeoutFired,
     ValueReady,
     VoteReceived,
+    execute,
 )
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import PersistError, Signer
@@ -52,7 +59,10 @@ from node.store.blockstore import BlockStoreError
 from node.store.wal import WAL, WALError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from node.node import Node
+    from chain.genesis import Genesis
+    from node.executor import Applied, Executor
+    from node.mempool import Mempool
+    from node.metrics import Metrics
 
 log = logging.getLogger("node.consensus")
 
@@ -78,6 +88,43 @@ def _diverged(height: int, how: str, exc: BlockInvalid) -> FatalError:
                       "its peers (README: lost or damaged database)")
 
 
+class DriverHost(Protocol):
+    """What the driver needs from the node around it (``node.node.Node`` is one).
+
+    Kept to what the driver really uses, so a test can stand one up from stubs and the
+    driver cannot grow into the rest of the node unnoticed. Only ``genesis`` is read at
+    construction; everything else is looked up on the host at each use (tests swap them).
+    """
+
+    genesis: Genesis
+    """The chain's genesis: chain id, validator set and consensus parameters."""
+    executor: Executor
+    """Validates, builds headers for and applies blocks; its height is the last stored."""
+    mempool: Mempool
+    """Transactions waiting: whether any are ready, and a batch to propose."""
+    metrics: Metrics
+    """Where the round gauge and the missed-precommit counters go."""
+
+    def gossip(self, msg_type: str, body: Any, exclude: bytes | None = None) -> None:
+        """Send a message to every peer (but ``exclude``) without waiting."""
+
+    def request_block_by_id(self, height: int, block_id: bytes) -> None:
+        """Ask the peers for a block a quorum voted for that this node lacks."""
+
+    def add_evidence(self, ev: DuplicateVoteEvidence, gossip: bool) -> None:
+        """Keep double-sign evidence for a future block, gossiping it if ``gossip``."""
+
+    def pending_evidence(self, height: int) -> list[DuplicateVoteEvidence]:
+        """Evidence to put in the block this node proposes at ``height``."""
+
+    def after_commit(self, block: Block, cert: CommitCertificate, applied: Applied,
+                     seconds: float, synced: bool) -> None:
+        """Tell the rest of the node a block is stored (metrics, mempool, subscribers)."""
+
+    def report_peer(self, peer: bytes, reason: str) -> None:
+        """Blame a peer that sent a malformed or forged message."""
+
+
 @dataclass
 class _Item:
     kind: str  # proposal | vote | timeout | block | synced | start | evidence | call
@@ -86,11 +133,19 @@ class _Item:
 
 
 class ConsensusDriver:
-    def __init__(self, node: Node, signer: Signer | None, wal: WAL) -> None:
-        self.node = node
-        self.genesis = node.genesis
-        self.chain_id = node.genesis.chain_id
-        self.validators = node.genesis.validators
+    """Feeds the node's inputs to the consensus machine and carries out its actions."""
+
+    def __init__(self, host: DriverHost, signer: Signer | None, wal: WAL, *,
+                 empty_block_interval_ms: int, catching_up: Callable[[], bool]) -> None:
+        """``empty_block_interval_ms`` (a config setting) and ``catching_up`` (is block
+        sync behind a peer?) are the two pieces of the node the driver needs beyond
+        ``DriverHost``."""
+        self.host = host
+        self.empty_block_interval_ms = empty_block_interval_ms
+        self.catching_up = catching_up
+        self.genesis = host.genesis
+        self.chain_id = host.genesis.chain_id
+        self.validators = host.genesis.validators
         self.signer = signer
         self.wal = wal
         self.machine = ConsensusMachine(self.chain_id, signer,
@@ -104,6 +159,8 @@ class ConsensusDriver:
         self._task: asyncio.Task | None = None
         self._rebroadcast: asyncio.Task | None = None
         self._replaying = False
+        # the peer whose input is being handled (None: own or timer), for ``rejected``
+        self._peer: bytes | None = None
         self.last_commit_at: float | None = None
         self._waiting_next_height = False
         # timeout_commit_ms has passed since this height's commit: the node idles in the
@@ -118,7 +175,7 @@ class ConsensusDriver:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        height = self.node.executor.height + 1
+        height = self.host.executor.height + 1
         self._begin_height(height, replay=True)
         self._task = asyncio.create_task(self._run(), name="consensus")
         self._rebroadcast = asyncio.create_task(self._rebroadcast_loop(), name="rebroadcast")
@@ -136,6 +193,12 @@ class ConsensusDriver:
     @property
     def task(self) -> asyncio.Task | None:
         return self._task
+
+    @property
+    def services(self) -> list[asyncio.Task]:
+        """The driver's long-lived tasks (consensus, rebroadcast), once started: each must
+        run as long as the node does."""
+        return [t for t in (self._task, self._rebroadcast) if t is not None]
 
     def _begin_height(self, height: int, replay: bool = False) -> None:
         """Start consensus on ``height``; on the first start replay the WAL first."""
@@ -166,7 +229,7 @@ class ConsensusDriver:
         for block_id, block in list(self.blocks.items()):
             if block.height == height and block_id not in self.block_txs:
                 self._judge(block_id, block, None)
-        self.node.metrics.round.set(self.machine.round)
+        self.host.metrics.round.set(self.machine.round)
 
     def _replay_record(self, data: bytes) -> None:
         try:
@@ -258,12 +321,12 @@ class ConsensusDriver:
         """Once timeout_commit_ms is over: start the next height at once when there is
         work; with none, wait up to the empty-block interval (blocks still come, so block
         time keeps moving)."""
-        if self.node.mempool.ready_count() > 0 or self.node.sync.catching_up:
+        if self.host.mempool.ready_count() > 0 or self.catching_up():
             return True
         if self._next_height_seen:
             return True  # a peer already proposes or votes there
         last = self.last_commit_at or 0.0
-        return time.monotonic() - last >= self.node.config.consensus.empty_block_interval_ms / 1000
+        return time.monotonic() - last >= self.empty_block_interval_ms / 1000
 
     def _recheck_later(self, height: int) -> None:
         loop = asyncio.get_running_loop()
@@ -307,7 +370,7 @@ class ConsensusDriver:
         if block_id in self.block_txs:
             return True, block.header.time
         try:
-            self.block_txs[block_id] = self.node.executor.validate(block)
+            self.block_txs[block_id] = self.host.executor.validate(block)
             return True, block.header.time
         except BlockInvalid as exc:
             event(log, "invalid block proposed", logging.WARNING, height=block.height,
@@ -332,7 +395,7 @@ class ConsensusDriver:
 
     def _on_synced(self, block: Block, cert: CommitCertificate, peer: bytes | None) -> None:
         """A committed block from block sync (its certificate already verified)."""
-        executor = self.node.executor
+        executor = self.host.executor
         if block.height != executor.height + 1:
             return
         try:
@@ -349,54 +412,63 @@ class ConsensusDriver:
         actions = self.machine.handle(ev, now_ms())
         rejected = self._execute(actions, peer)
         if relay is not None and not rejected and not self._replaying:
-            self.node.gossip(relay[0], relay[1], exclude=peer)
+            self.host.gossip(relay[0], relay[1], exclude=peer)
 
     # ------------------------------------------------------------------ actions
 
-    def _execute(self, actions: list[Any], peer: bytes | None) -> bool:
-        """Carry out actions in order; return True if the input was rejected."""
-        rejected = False
-        for a in actions:
-            cls = a.__class__
-            if cls is BroadcastVote:
-                vote_map = a.vote.to_map()
-                self._send_own("vote", vote_map, {"k": "own_v", "vote": vote_map})
-            elif cls is BroadcastProposal:
-                block = self.blocks.get(a.proposal.block_id)
-                if block is None:
-                    log.error("no block for own proposal %s", a.proposal.block_id.hex())
-                    continue
-                body = {"proposal": a.proposal.to_map(), "block": block.encode()}
-                self._send_own("proposal", body, {"k": "own_p", **body})
-            elif cls is ScheduleTimeout:
-                self._schedule(a)
-            elif cls is RequestValue:
-                self._propose(a)
-            elif cls is RequestBlock:
-                if not self._replaying:
-                    self.node.request_block_by_id(a.height, a.block_id)
-            elif cls is Commit:
-                self._on_commit(a)
-            elif cls is EmitEvidence:
-                self.node.add_evidence(a.evidence, gossip=not self._replaying)
-            elif cls is Rejected:
-                rejected = True
-                if a.kind in MISBEHAVIOUR:
-                    self._misbehaved(peer, f"{a.kind}: {a.reason}")
-            elif cls is SignerRefused:
-                event(log, "signer refused", logging.WARNING, height=a.height, round=a.round,
-                      step=int(a.step), reason=a.reason)
-        self.node.metrics.round.set(self.machine.round)
+    def _execute(self, actions: list[Action], peer: bytes | None) -> bool:
+        """Carry out actions in order (``consensus.events.execute``, with this driver as the
+        handler); return True if the input from ``peer`` was rejected."""
+        outer, self._peer = self._peer, peer  # request_value executes actions of its own
+        try:
+            rejected = execute(actions, self)
+        finally:
+            self._peer = outer
+        self.host.metrics.round.set(self.machine.round)
         return rejected
+
+    def broadcast_vote(self, a: BroadcastVote) -> None:
+        """Log the own vote (fsynced), then gossip it."""
+        vote_map = a.vote.to_map()
+        self._send_own("vote", vote_map, {"k": "own_v", "vote": vote_map})
+
+    def broadcast_proposal(self, a: BroadcastProposal) -> None:
+        """Log the own proposal with its block (fsynced), then gossip both."""
+        block = self.blocks.get(a.proposal.block_id)
+        if block is None:
+            log.error("no block for own proposal %s", a.proposal.block_id.hex())
+            return
+        body = {"proposal": a.proposal.to_map(), "block": block.encode()}
+        self._send_own("proposal", body, {"k": "own_p", **body})
+
+    def request_block(self, a: RequestBlock) -> None:
+        """Ask the peers for the block (not while replaying the WAL: it is a live input)."""
+        if not self._replaying:
+            self.host.request_block_by_id(a.height, a.block_id)
+
+    def emit_evidence(self, a: EmitEvidence) -> None:
+        """Keep the evidence for a block; gossip it unless replaying the WAL."""
+        self.host.add_evidence(a.evidence, gossip=not self._replaying)
+
+    def rejected(self, a: Rejected) -> None:
+        """Blame the sending peer for misbehaviour; benign rejections pass quietly."""
+        if a.kind in MISBEHAVIOUR:
+            self._misbehaved(self._peer, f"{a.kind}: {a.reason}")
+
+    def signer_refused(self, a: SignerRefused) -> None:
+        """Nothing was signed or sent: say so loudly."""
+        event(log, "signer refused", logging.WARNING, height=a.height, round=a.round,
+              step=int(a.step), reason=a.reason)
 
     def _send_own(self, msg_type: str, body: Any, record: dict[str, Any]) -> None:
         if not self._replaying:
             # fsynced before it leaves: a restart replays it and never signs anew
             self.wal.append(encoding.encode(record), sync=True)
         self.own_messages.append((msg_type, body))
-        self.node.gossip(msg_type, body)
+        self.host.gossip(msg_type, body)
 
-    def _schedule(self, a: ScheduleTimeout) -> None:
+    def schedule_timeout(self, a: ScheduleTimeout) -> None:
+        """A loop timer that queues ``TimeoutFired``; a new height cancels it."""
         loop = asyncio.get_running_loop()
         ev = TimeoutFired(a.height, a.round, a.step)
         handle: asyncio.TimerHandle | None = None
@@ -408,8 +480,9 @@ class ConsensusDriver:
         handle = loop.call_later(a.duration_ms / 1000, fire)
         self._timers.add(handle)
 
-    def _propose(self, a: RequestValue) -> None:
-        executor = self.node.executor
+    def request_value(self, a: RequestValue) -> None:
+        """Build and check a block from the mempool, then answer with ``ValueReady``."""
+        executor = self.host.executor
         if a.height != executor.height + 1:
             return
         limits = self.genesis.consensus
@@ -417,8 +490,8 @@ class ConsensusDriver:
         if a.height > 1 and last_commit is None:
             log.error("cannot propose: no certificate stored for height %d", a.height - 1)
             return
-        txs = self.node.mempool.reap(limits["max_block_txs"], limits["max_block_bytes"])
-        evidence = self.node.pending_evidence(a.height)
+        txs = self.host.mempool.reap(limits["max_block_txs"], limits["max_block_bytes"])
+        evidence = self.host.pending_evidence(a.height)
         index = self.machine.validator_index or 0
         header = executor.header_for(txs, evidence, last_commit, index)
         block = Block(header, tuple(txs), tuple(evidence), last_commit)
@@ -437,16 +510,17 @@ class ConsensusDriver:
         self._execute(self.machine.handle(
             ValueReady(a.height, a.round, block_id, header.time), now_ms()), None)
 
-    def _on_commit(self, a: Commit) -> None:
+    def commit(self, a: Commit) -> None:
+        """Store and apply the decided block, then wait timeout_commit_ms for the next."""
         block = self.blocks.get(a.block_id)
         if block is None:
             raise FatalError(f"decided block {a.block_id.hex()} at height {a.height} is unknown")
-        if a.height <= self.node.executor.height:
+        if a.height <= self.host.executor.height:
             return  # already stored (block sync won the race)
         txs = self.block_txs.get(a.block_id)
         if txs is None:
             try:
-                txs = self.node.executor.validate(block)
+                txs = self.host.executor.validate(block)
             except BlockInvalid as exc:
                 raise _diverged(a.height, "decided by +2/3 of the voting power", exc) from exc
         self._commit(block, a.certificate, txs)
@@ -480,20 +554,20 @@ class ConsensusDriver:
             if not any((rv := votes.precommits(r)) is not None and rv.get(i) is not None
                        for r in votes.rounds_of(i)):
                 missed.append(v.name or str(i))
-        self.node.metrics.count_missed_precommits(missed)
+        self.host.metrics.count_missed_precommits(missed)
 
     def _commit(self, block: Block, cert: CommitCertificate, txs: list[Transaction],
                 synced: bool = False) -> None:
         started = time.perf_counter()
-        applied = self.node.executor.apply(block, cert, txs)
+        applied = self.host.executor.apply(block, cert, txs)
         self.wal.end_height(block.height)
         if self.wal.size > 4 * 1024 * 1024:
             self.wal.rotate()
-        self.node.after_commit(block, cert, applied, time.perf_counter() - started, synced)
+        self.host.after_commit(block, cert, applied, time.perf_counter() - started, synced)
 
     def _misbehaved(self, peer: bytes | None, reason: str) -> None:
         if peer is not None and not self._replaying:
-            self.node.report_peer(peer, reason)
+            self.host.report_peer(peer, reason)
 
     # ------------------------------------------------------------------ rebroadcast
 
@@ -503,9 +577,9 @@ class ConsensusDriver:
         while True:
             await asyncio.sleep(REBROADCAST_S)
             for msg_type, body in list(self.own_messages)[-4:]:
-                self.node.gossip(msg_type, body)
+                self.host.gossip(msg_type, body)
             proposal = self.machine.proposal(self.machine.round)
             if proposal is not None and proposal.block_id in self.blocks:
-                self.node.gossip("proposal", {
+                self.host.gossip("proposal", {
                     "proposal": proposal.to_map(),
                     "block": self.blocks[proposal.block_id].encode()})

@@ -132,7 +132,10 @@ class Node:
                                  queue_max_messages=p2p.send_queue),
             on_task_failure=self.supervisor.report,
         )
-        self.driver = ConsensusDriver(self, self.signer, self.wal)
+        self.driver = ConsensusDriver(
+            self, self.signer, self.wal,
+            empty_block_interval_ms=self.config.consensus.empty_block_interval_ms,
+            catching_up=lambda: self.sync.catching_up)
         self.sync = BlockSync(self, self.store, self.genesis,
                               lambda behind: self.metrics.catching_up.set(int(behind)))
         net = self.network
@@ -152,7 +155,7 @@ class Node:
             raise NodeError(f"cannot start p2p on {p2p.listen}: {exc}") from None
         await self.driver.start()
         await self.sync.start()
-        for task in (self.driver.task, self.sync.task):
+        for task in [*self.driver.services, self.sync.task]:
             if task is not None:
                 self.supervisor.watch(task, service=True)
         api = Api(self, self.queries, self.events, self.metrics, self.config.api.max_body_bytes)

@@ -16,7 +16,7 @@ import pytest
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
 from chain.validators import Validator, ValidatorSet
-from chain.vote import VoteType
+from chain.vote import Proposal, Vote, VoteType
 from consensus.certificate import block_time, verify
 from consensus.events import (
     BlockValidated,
@@ -33,6 +33,7 @@ from consensus.events import (
     TimeoutFired,
     ValueReady,
     VoteReceived,
+    execute,
 )
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import MemorySignerBackend, Signer
@@ -48,6 +49,72 @@ class Node:
     commits: dict[int, bytes] = field(default_factory=dict)
     certs: dict[int, object] = field(default_factory=dict)
     crashed: bool = False
+
+
+class _Actions:
+    """One node's ``ActionHandler`` in the miniature network: delivery with random delays
+    and duplicates, timers and blocks in the cluster's queue, and the checks every action
+    must pass (no honest double sign, valid certificates, no signer refusal)."""
+
+    def __init__(self, cluster: Cluster, node: Node) -> None:
+        self.c = cluster
+        self.node = node
+
+    def _broadcast(self, msg: Vote | Proposal, kind: int, ev: object) -> None:
+        c = self.c
+        key = (msg.validator, msg.height, msg.round, kind)
+        assert c.signed.setdefault(key, msg.block_id) == msg.block_id, \
+            f"honest double sign {key}"
+        for dest in range(len(c.nodes)):
+            if dest == self.node.index:
+                continue
+            for _ in range(2 if c.rng.random() < c.dup else 1):
+                c.push(c.now + c.rng.randint(1, c.max_delay), dest, ev)
+
+    def broadcast_vote(self, a: BroadcastVote) -> None:
+        self._broadcast(a.vote, a.vote.type, VoteReceived(a.vote))
+
+    def broadcast_proposal(self, a: BroadcastProposal) -> None:
+        p = a.proposal
+        self._broadcast(p, 0, ProposalReceived(p, True, self.c.blocks[p.block_id]))
+
+    def schedule_timeout(self, a: ScheduleTimeout) -> None:
+        c = self.c
+        c.push(c.now + a.duration_ms, self.node.index, TimeoutFired(a.height, a.round, a.step))
+
+    def request_value(self, a: RequestValue) -> None:
+        c, i = self.c, self.node.index
+        bid = sha256(b"%d/%d/%d" % (i, a.height, a.round))
+        c.blocks[bid] = c.now
+        c.push(c.now + 5, i, ValueReady(a.height, a.round, bid, c.now))
+
+    def commit(self, a: Commit) -> None:
+        c, node, h = self.c, self.node, a.height
+        assert h not in node.commits
+        node.commits[h] = a.block_id
+        node.certs[h] = a.certificate
+        ok, why = verify(a.certificate, a.block_id, c.vals, CHAIN, height=h)
+        assert ok, why
+        c.push(c.now + 10, node.index, ("next", h + 1))
+        # lagging peers catch up from the commit votes, as block sync would
+        for v in a.certificate.votes():
+            for dest in range(len(c.nodes)):
+                c.push(c.now + c.rng.randint(1, c.max_delay), dest, VoteReceived(v))
+
+    def emit_evidence(self, a: EmitEvidence) -> None:
+        self.c.evidence += 1
+
+    def request_block(self, a: RequestBlock) -> None:
+        c = self.c
+        if a.block_id in c.blocks:
+            c.push(c.now + 5, self.node.index,
+                   BlockValidated(a.height, a.block_id, True, c.blocks[a.block_id]))
+
+    def signer_refused(self, a: SignerRefused) -> None:
+        raise AssertionError(f"signer refused: {a}")
+
+    def rejected(self, a: Rejected) -> None:
+        pass  # a duplicate or late message: nothing to do
 
 
 class Cluster:
@@ -80,53 +147,10 @@ class Cluster:
         heapq.heappush(self.queue, (at, self.seq, dest, event))
 
     def execute(self, node: Node, actions: list) -> None:
-        for a in actions:
-            c = a.__class__
-            if node.index in self.silent:
-                continue
-            if c is BroadcastVote or c is BroadcastProposal:
-                msg = a.vote if c is BroadcastVote else a.proposal
-                kind = msg.type if c is BroadcastVote else 0
-                key = (msg.validator, msg.height, msg.round, kind)
-                assert self.signed.setdefault(key, msg.block_id) == msg.block_id, \
-                    f"honest double sign {key}"
-                for dest in range(len(self.nodes)):
-                    if dest == node.index:
-                        continue
-                    ev = (VoteReceived(msg) if c is BroadcastVote else
-                          ProposalReceived(msg, True, self.blocks[msg.block_id]))
-                    for _ in range(2 if self.rng.random() < self.dup else 1):
-                        self.push(self.now + self.rng.randint(1, self.max_delay), dest, ev)
-            elif c is ScheduleTimeout:
-                self.push(self.now + a.duration_ms, node.index,
-                          TimeoutFired(a.height, a.round, a.step))
-            elif c is RequestValue:
-                bid = sha256(b"%d/%d/%d" % (node.index, a.height, a.round))
-                self.blocks[bid] = self.now
-                self.push(self.now + 5, node.index, ValueReady(a.height, a.round, bid, self.now))
-            elif c is Commit:
-                h = a.height
-                assert h not in node.commits
-                node.commits[h] = a.block_id
-                node.certs[h] = a.certificate
-                ok, why = verify(a.certificate, a.block_id, self.vals, CHAIN, height=h)
-                assert ok, why
-                self.push(self.now + 10, node.index, ("next", h + 1))
-                # lagging peers catch up from the commit votes, as block sync would
-                for v in a.certificate.votes():
-                    for dest in range(len(self.nodes)):
-                        self.push(self.now + self.rng.randint(1, self.max_delay), dest,
-                                  VoteReceived(v))
-            elif c is EmitEvidence:
-                self.evidence += 1
-            elif c is RequestBlock:
-                if a.block_id in self.blocks:
-                    self.push(self.now + 5, node.index,
-                              BlockValidated(a.height, a.block_id, True, self.blocks[a.block_id]))
-            elif c is SignerRefused:
-                raise AssertionError(f"signer refused: {a}")
-            else:
-                assert c is Rejected
+        """Carry out ``node``'s actions the way every driver does (``events.execute``); a
+        silent validator carries out none."""
+        if node.index not in self.silent:
+            execute(actions, _Actions(self, node))
 
     def run(self, heights: int, budget: int = 20000, crash: tuple[int, int] | None = None
             ) -> None:

@@ -72,7 +72,9 @@ class Harness:
                                        update=lambda *a, **k: [])
         node.executor = SimpleNamespace(height=0, app=SimpleNamespace(
             next_nonce=lambda s: 1, check_tx=lambda tx: None), apply=self._apply)
-        self.driver = node.driver = ConsensusDriver(node, None, StubWAL())  # type: ignore
+        self.driver = node.driver = ConsensusDriver(  # type: ignore[arg-type]
+            node, None, StubWAL(), empty_block_interval_ms=empty_block_interval_ms,
+            catching_up=lambda: False)
         real_begin = self.driver._begin_height
 
         def begin(height: int, replay: bool = False) -> None:

@@ -19,6 +19,7 @@ from chain.genesis import Genesis
 from chain.keyfile import read_key
 from devnet.cluster import Cluster, free_base_port
 from node import config as cfg
+from node.driver import ConsensusDriver
 from node.node import Node, NodeError
 from node.supervisor import Supervisor
 
@@ -115,3 +116,19 @@ async def test_a_failing_gossip_task_stops_the_node_with_its_reason(tmp_path: Pa
 
     reason = await _run_until_stopped(_node(cluster), break_gossip, "a gossip task")
     assert reason == "task gossip status failed: boom", reason
+
+
+async def test_a_failing_driver_service_stops_the_node_with_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster.create(tmp_path / "net", validators=1, base_port=free_base_port(2))
+    broken = asyncio.Event()
+
+    async def rebroadcast_loop(self: ConsensusDriver) -> None:
+        await broken.wait()
+        raise ValueError("boom")
+
+    # the driver's second long-lived task, beside the consensus loop itself
+    monkeypatch.setattr(ConsensusDriver, "_rebroadcast_loop", rebroadcast_loop)
+    reason = await _run_until_stopped(_node(cluster), lambda node: broken.set(),
+                                      "the rebroadcast loop")
+    assert reason == "service rebroadcast failed: boom", reason

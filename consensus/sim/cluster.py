@@ -38,6 +38,7 @@ from chain.validators import Validator, ValidatorSet
 from chain.vote import Proposal, Vote
 from consensus.certificate import block_time
 from consensus.events import (
+    Action,
     BlockValidated,
     BroadcastProposal,
     BroadcastVote,
@@ -52,6 +53,7 @@ from consensus.events import (
     TimeoutFired,
     ValueReady,
     VoteReceived,
+    execute,
 )
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import MemorySignerBackend, Signer
@@ -209,6 +211,64 @@ class Endpoint:
         self.top = 0  # highest committed height
 
 
+class EndpointActions:
+    """Carries out one endpoint's actions for the cluster (a ``consensus.events.
+    ActionHandler``). Inputs the actions ask for (``ValueReady``, ``BlockValidated``) are
+    collected in ``follow`` for the cluster to feed once the whole list is done."""
+
+    __slots__ = ("cluster", "e", "follow")
+
+    def __init__(self, cluster: Cluster, e: Endpoint) -> None:
+        self.cluster = cluster
+        self.e = e
+        self.follow: list[ValueReady | BlockValidated] = []
+
+    def broadcast_vote(self, a: BroadcastVote) -> None:
+        """Send the vote; remember the first one per step to spot conflicts."""
+        e, vote = self.e, a.vote
+        if vote.height == e.height:
+            key = (vote.validator, vote.height, vote.round, vote.type)
+            first = e.first_vote.setdefault(key, vote.block_id)
+            if first != vote.block_id:
+                self.cluster.conflicts_seen.add((e.ep, key))
+        self.cluster._send_signed(e, vote)
+
+    def schedule_timeout(self, a: ScheduleTimeout) -> None:
+        """A timer event in simulated time, dropped if the endpoint restarts meanwhile."""
+        c, ep = self.cluster, self.e.ep
+        c.sched.at(c.sched.now + a.duration_ms, TIMER, ep, c.net.epoch[ep],
+                   TimeoutFired(a.height, a.round, a.step))
+
+    def rejected(self, a: Rejected) -> None:
+        """Nothing to do: the cluster only counts it (``execute`` returns True)."""
+
+    def broadcast_proposal(self, a: BroadcastProposal) -> None:
+        """Send the proposal (the block is an id the cluster's registry knows)."""
+        self.cluster._send_signed(self.e, a.proposal)
+
+    def request_value(self, a: RequestValue) -> None:
+        """Build a block now; its ``ValueReady`` follows the action list."""
+        self.follow.append(self.cluster._build(self.e, a))
+
+    def request_block(self, a: RequestBlock) -> None:
+        """The registry's verdict, if the block exists, follows the action list."""
+        verdict = self.cluster._verdict(a.height, a.block_id)
+        if verdict is not None:
+            self.follow.append(BlockValidated(a.height, a.block_id, *verdict))
+
+    def commit(self, a: Commit) -> None:
+        """Store the decision; the next height starts after timeout_commit_ms."""
+        self.cluster._commit(self.e, a)
+
+    def emit_evidence(self, a: EmitEvidence) -> None:
+        """Record the evidence for the checks."""
+        self.cluster.evidence.append((self.e.ep, a.evidence))
+
+    def signer_refused(self, a: SignerRefused) -> None:
+        """Record the refusal for the checks."""
+        self.cluster.refusals.append((self.e.ep, a))
+
+
 class Cluster:
     """Runs one ``Scenario`` to completion and returns its ``RunRecord``."""
 
@@ -255,6 +315,7 @@ class Cluster:
                 e.adversary = Adversary(e.role, e.key, CHAIN_ID, signatures, self.rng,
                                         self._new_block)
         self.all_eps = list(range(len(self.eps)))
+        self.handlers = [EndpointActions(self, e) for e in self.eps]
         self.net = Network(self.rng, self.sched, len(self.eps), scenario.conditions)
         self.honest = {e.ep for e in self.eps if e.role == HONEST}
         self.honest_code = {e.ep for e in self.eps if e.role != "silent"}
@@ -548,47 +609,22 @@ class Cluster:
 
     # ------------------------------------------------------------------ outputs
 
-    def _execute(self, e: Endpoint, actions: list) -> bool:
-        rejected = False
-        follow: list = []
-        now = self.sched.now
-        tracing = self.tracing
-        for a in actions:
-            cls = a.__class__
-            if tracing and cls is not Rejected:
-                self.trace.append((now, e.ep, "out", a))
-            if cls is BroadcastVote:
-                vote = a.vote
-                if vote.height == e.height:
-                    key = (vote.validator, vote.height, vote.round, vote.type)
-                    first = e.first_vote.setdefault(key, vote.block_id)
-                    if first != vote.block_id:
-                        self.conflicts_seen.add((e.ep, key))
-                self._send_signed(e, vote)
-            elif cls is ScheduleTimeout:
-                self.sched.at(now + a.duration_ms, TIMER, e.ep, self.net.epoch[e.ep],
-                              TimeoutFired(a.height, a.round, a.step))
-            elif cls is Rejected:
-                rejected = True
-                if tracing:
-                    self.trace.append((now, e.ep, "rejected", a))
-            elif cls is BroadcastProposal:
-                self._send_signed(e, a.proposal)
-            elif cls is RequestValue:
-                follow.append(self._build(e, a))
-            elif cls is RequestBlock:
-                verdict = self._verdict(a.height, a.block_id)
-                if verdict is not None:
-                    follow.append(BlockValidated(a.height, a.block_id, *verdict))
-            elif cls is Commit:
-                self._commit(e, a)
-            elif cls is EmitEvidence:
-                self.evidence.append((e.ep, a.evidence))
-            elif cls is SignerRefused:
-                self.refusals.append((e.ep, a))
-        for event in follow:
-            if e.machine is not None:
-                self._feed(e, event)
+    def _execute(self, e: Endpoint, actions: list[Action]) -> bool:
+        """Carry out the endpoint's actions (``consensus.events.execute``); answers to
+        ``RequestValue`` and ``RequestBlock`` are fed back only after the whole list, as a
+        node's inbox would. True if the input was rejected."""
+        if self.tracing:
+            now = self.sched.now
+            for a in actions:
+                self.trace.append((now, e.ep, "rejected" if a.__class__ is Rejected else "out",
+                                   a))
+        handler = self.handlers[e.ep]
+        rejected = execute(actions, handler)
+        if handler.follow:
+            follow, handler.follow = handler.follow, []
+            for event in follow:
+                if e.machine is not None:
+                    self._feed(e, event)
         return rejected
 
     def _build(self, e: Endpoint, a: RequestValue) -> ValueReady:
