@@ -200,6 +200,7 @@ class Node:
 
     async def shutdown(self) -> None:
         """Stop services in reverse order of start, then close the database."""
+        self.supervisor.stopping()
         if self._api_runner is not None:
             self.events.close()
             await self._api_runner.cleanup()

@@ -74,6 +74,11 @@ class Supervisor:
     def running(self) -> int:
         return len(self._tasks)
 
+    def stopping(self) -> None:
+        """The node has begun to stop: what ends or fails from now on is part of stopping
+        (a service cancelled, a connection cut), not a reason."""
+        self._closing = True
+
     async def close(self, timeout_s: float = 5.0) -> None:
         """The node is stopping (its services were stopped in order first): cancel what is
         left of the group and wait for it, at most ``timeout_s``."""
