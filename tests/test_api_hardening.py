@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
@@ -273,14 +274,25 @@ async def test_a_refused_connection_that_sends_nothing_is_closed_soon(net, monke
             second[1].close()
 
 
-async def test_client_reset_mid_request_is_one_quiet_line(net, caplog) -> None:
+async def test_client_reset_mid_request_is_one_quiet_line(net, caplog, monkeypatch) -> None:
     caplog.set_level(logging.DEBUG, logger="node.api")
+    # reset only once the server is reading the body (on a loaded machine a fixed pause
+    # can end before the request even reached the handler, and then nothing is logged)
+    reading = asyncio.Event()
+    real_read = web.BaseRequest.read
+
+    async def read(self: web.BaseRequest) -> bytes:
+        reading.set()
+        return await real_read(self)
+
+    monkeypatch.setattr(web.BaseRequest, "read", read)
     async with running(net) as r:
         sock = socket.create_connection(("127.0.0.1", r.port), timeout=5)
         try:
             sock.sendall(b"POST /txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack"
                          b"\r\nContent-Length: 1000\r\n\r\n" + b"\x00" * 10)
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(reading.wait(), 10)
+            await asyncio.sleep(0.05)  # the read is waiting for the rest of the body
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         finally:
             sock.close()  # RST
