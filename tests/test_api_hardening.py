@@ -247,7 +247,8 @@ async def test_connections_beyond_the_cap_are_refused_with_503(net, monkeypatch)
             assert headers["content-type"].startswith("application/json")
             assert json.loads(body)["error"] == "too_many_connections"
             assert headers.get("connection", "").lower() == "close"
-            assert time.monotonic() - started < 2
+            # answered at once, not after a header timeout (2 s flaked on a loaded machine)
+            assert time.monotonic() - started < api_mod.HEADERS_TIMEOUT_S / 2
             held.pop().close()
             deadline = time.monotonic() + 5
             while True:  # one slot is free again once the server saw the close
