@@ -81,6 +81,10 @@ class RuleChecker:
         self.waiting_accidents: set[int] = set()
         self.appeal_due: dict[int, int] = {}
         self.reject_due: set[int] = set()
+        # refunds: members whose shares rule 3 made refundable, exit periods, refunded
+        self.exit_periods: dict[str, int] = {}
+        self.refundable: set[str] = set()
+        self.refunded: set[str] = set()
         self.stats: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
 
@@ -167,6 +171,7 @@ class RuleChecker:
         self.active -= 1
         self.cohorts[self.member_cohort[pk]] -= 1
         self.statuses[pk] = "ended"
+        self.exit_periods[pk] = a["exit_period"]
         self.pool.discard(pk)
 
     def _on_juror_approved(self, m: Moment, a: dict, txi: int | None) -> None:
@@ -269,6 +274,7 @@ class RuleChecker:
                              f"claim/{cid}.status", "filed", "rejected_waiting")
         self._expect(m, txi, f"claim/{cid}.status", "rejected_waiting", c["status"])
         self._expect(m, txi, f"member/{c['member'].hex()}.refund", True, member["refund"])
+        self.refundable.add(c["member"].hex())
         if member["status"] != "active" and self.statuses.get(c["member"].hex()) != "active":
             ident = self._load(records.identity_key(member["identity_hash"]))
             self._expect(m, txi, f"ident/{member['identity_hash'].hex()}.status", "barred",
@@ -298,6 +304,46 @@ class RuleChecker:
         self.stats["claims_paid"] += 1
         self.stats["paid_fen"] += c["amount"]
         self.final.add(cid)
+
+    def _charge(self, cohort: int, n: int) -> int:
+        """A member of ``cohort``'s charge for settled period n, from this model's index."""
+        sch = self.schedule
+        g = cohort if cohort > sch.first_period_of_year(sch.year(n)) else 0
+        before = (self.ytd.get(n - 1, {}).get(g, 0)
+                  if n > 1 and sch.year(n - 1) == sch.year(n) else 0)
+        return self.ytd[n].get(g, 0) - before if cohort <= n else 0
+
+    def _on_refund_recorded(self, m: Moment, a: dict, txi: int | None) -> None:
+        """Rule 3's refund: once, for a member barred by it, when every period they share
+        in is settled, of what the index says they paid (billed minus unpaid arrears)."""
+        pk = a["member"]
+        name = f"member/{pk}.refund_fen"
+        if pk not in self.refundable or pk in self.refunded:
+            raise self._fail(m, txi, f"a refund was recorded for member {pk}, who is not "
+                                     "refundable or was refunded already", name)
+        exit_p = self.exit_periods.get(pk)
+        if exit_p is None or exit_p > (self.settled[-1] if self.settled else 0):
+            raise self._fail(m, txi, f"member {pk}'s refund was recorded before their "
+                                     "last period settled", f"member/{pk}.exit_period",
+                             f"<= {self.settled[-1] if self.settled else 0}", exit_p)
+        cohort = self.member_cohort[pk]
+        billed = sum(self._charge(cohort, n) for n in range(max(cohort, 1), exit_p + 1))
+        unpaid = sum(self._charge(cohort, n) for n in self.arrears.get(pk, set()))
+        rec = self._member(pk)
+        self._expect(m, txi, name, billed - unpaid, rec.get("refund_fen"),
+                     f"member {pk}'s refund is not the shares they paid")
+        self._expect(m, txi, f"member/{pk}.refund_arrears_fen", unpaid,
+                     rec.get("refund_arrears_fen"))
+        self._expect(m, txi, f"member/{pk}.refund_ref", a["payment_ref"],
+                     (rec.get("refund_ref") or b"").hex())
+        self._expect(m, txi, f"member/{pk}.arrears", [], rec["arrears"])
+        if billed - unpaid <= 0:
+            raise self._fail(m, txi, f"a refund of nothing was recorded for member {pk}",
+                             name, "> 0", billed - unpaid)
+        self.arrears.pop(pk, None)
+        self.refunded.add(pk)
+        self.stats["refunds"] += 1
+        self.stats["refunded_fen"] += billed - unpaid
 
     # ---- notices and settlements --------------------------------------------------------
 

@@ -54,6 +54,12 @@ NOTHING_OWED = "nothing_owed"
 ALREADY_IN_ARREARS = "already_in_arrears"
 NOT_IN_ARREARS = "not_in_arrears"
 
+# refunds (rule 3)
+NOT_REFUNDABLE = "not_refundable"
+ALREADY_REFUNDED = "already_refunded"
+REFUND_NOT_DUE = "refund_not_due"
+NOTHING_TO_REFUND = "nothing_to_refund"
+
 #: every code with a one-line meaning; docs/transactions.md lists the same table and a test
 #: checks they agree.
 ALL_CODES: dict[str, str] = {
@@ -96,6 +102,11 @@ ALL_CODES: dict[str, str] = {
     NOTHING_OWED: "the member owed nothing for that period",
     ALREADY_IN_ARREARS: "arrears for that member and period are already recorded",
     NOT_IN_ARREARS: "no open arrears for that member and period",
+    NOT_REFUNDABLE: "the member's shares are not refundable (not barred by the "
+                    "waiting-period rule)",
+    ALREADY_REFUNDED: "the member's refund is already recorded",
+    REFUND_NOT_DUE: "a period the member still shares in is not settled yet",
+    NOTHING_TO_REFUND: "the member paid no shares, so there is nothing to refund",
 }
 
 

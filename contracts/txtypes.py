@@ -9,7 +9,8 @@ extra), plus any of its optional fields. Field kinds and their msgpack types:
 * ``date``  - str ``YYYY-MM-DD`` (a real calendar date)
 * ``code``  - str, a disease code ``[a-z0-9][a-z0-9_.-]{0,47}``
 
-Roles: ``registrar`` and ``assessor`` keys are listed in genesis; ``member`` means the
+Roles: ``registrar``, ``assessor`` and ``operator`` keys are listed in genesis (a type
+may accept more than one role: ``TxType.roles``); ``member`` means the
 sender has a member record (whether the member is active is a rule, checked later).
 docs/transactions.md documents every type.
 """
@@ -27,7 +28,8 @@ from contracts.params import CODE_RE
 REGISTRAR = "registrar"
 ASSESSOR = "assessor"
 MEMBER = "member"
-ROLES = (REGISTRAR, ASSESSOR, MEMBER)
+OPERATOR = "operator"
+ROLES = (REGISTRAR, ASSESSOR, MEMBER, OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType("record_payment", REGISTRAR, {"member": "bin32", "period": "uint"},
            "record that a member paid the arrears of a period"),
     TxType("leave", MEMBER, {}, "the member leaves the plan"),
+    TxType("record_refund", REGISTRAR, {"member": "bin32", "payment_ref": "bin32"},
+           "record the refund of the shares a member barred by rule 3 paid",
+           other_roles=(OPERATOR,)),
 )}
 
 _UINT_MAX = (1 << 63) - 1

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from audit import AuditFailure, audit
+from chain.hashing import sha256
 from contracts import rules
 from contracts.params import profile
 from contracts.rules import claims, jury, settlement, waiting
@@ -152,17 +153,22 @@ def _waiting_chain(refund: bool = False) -> tuple[ChainBuilder, list]:
         "claim_id": 1, "approve": False, "accident": False, "report_hash": bytes(32)})])
     b.commit_at(g + 69 * S)
     b.commit_at(g + 70 * S)  # the appeal window closes: rule 3
+    if refund:
+        b.commit_at(g + 71 * S, [b.tx(b.operator, "record_refund", {
+            "member": m[0].public_key.raw, "payment_ref": sha256(b"transfer")})])
+        b.commit_at(g + 72 * S)  # its state root is in this header: provable
     return b, m
 
 
 def test_waiting_accident_decided_after_filing_is_rechecked() -> None:
-    b, m = _waiting_chain()
+    b, m = _waiting_chain(refund=True)
     assert b.ex.app.get_claim(1)["status"] == "rejected_waiting"
     assert b.ex.app.get_claim(2)["status"] == "paid"
     assert b.ex.app.get_member(m[0].public_key.hex())["status"] == "barred"
     report = _audit(b)
     assert report.ok, report.first_error
     assert report.stats["waiting_rejections"] == 1
+    assert report.stats["refunds"] == 1 and report.stats["refunded_fen"] == 10
 
 
 def test_waiting_rule_not_applied_at_the_appeal_close_bug(monkeypatch) -> None:
@@ -187,3 +193,14 @@ def test_accident_finding_not_recorded_bug(monkeypatch) -> None:
     err = _fail(b)
     assert err.field == "claim/2.accident_confirmed"
     assert (err.expected, err.found) == (True, None)
+
+
+def test_refund_amount_bug(monkeypatch) -> None:
+    """The rules refund one fen too much: the audit names the member's refund_fen."""
+    original = settlement.member_billed
+    monkeypatch.setattr(waiting, "member_billed", lambda *a: original(*a) + 1)
+    b, m = _waiting_chain(refund=True)
+    err = _fail(b)
+    assert err.height == b.height - 1 and err.tx == 0
+    assert err.field == f"member/{m[0].public_key.hex()}.refund_fen"
+    assert (err.expected, err.found) == (10, 11)

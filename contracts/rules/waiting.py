@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import records
-from contracts.rules.context import Ctx
+from contracts import errors, records
+from contracts.rules.context import Ctx, require
 from contracts.rules.membership import end_membership
+from contracts.rules.settlement import member_billed
 
 
 def in_waiting(ctx: Ctx, c: dict[str, Any], m: dict[str, Any]) -> bool:
@@ -93,3 +94,32 @@ def close_next_appeal(ctx: Ctx) -> None:
     meta["appeal_head"] += 1
     if c["status"] == "denied":
         reject(ctx, c, ctx.member(c["member"]))
+
+
+def record_refund(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
+    """Record, once, that the shares a member barred by rule 3 paid were refunded. The
+    amount comes from the per-member index: billed through the exit period (all settled)
+    minus unpaid arrears, which the refund nets out and clears."""
+    pk = body["member"]
+    m = ctx.member(pk)
+    require(m is not None, errors.UNKNOWN_MEMBER, f"no member {pk.hex()}")
+    assert m is not None
+    require(m["refund"], errors.NOT_REFUNDABLE,
+            f"member {pk.hex()} was not barred by the waiting-period rule")
+    require(m.get("refund_fen") is None, errors.ALREADY_REFUNDED,
+            f"member {pk.hex()}'s refund is already recorded")
+    last_settled = ctx.meta["next_settlement"] - 1
+    require(m["exit_period"] <= last_settled, errors.REFUND_NOT_DUE,
+            f"period {m['exit_period']} is not settled yet")
+    billed = member_billed(ctx.state, ctx.schedule, m, last_settled)
+    unpaid = sum(a for _, a in m["arrears"])
+    require(billed - unpaid > 0, errors.NOTHING_TO_REFUND,
+            f"member {pk.hex()} paid no shares")
+    m["refund_fen"] = billed - unpaid
+    m["refund_arrears_fen"] = unpaid
+    m["refund_ref"] = body["payment_ref"]
+    m["refunded_ms"] = ctx.time_ms
+    m["arrears"] = []
+    ctx.put_member(pk, m)
+    ctx.emit("refund_recorded", member=pk.hex(), amount=billed - unpaid, billed=billed,
+             arrears=unpaid, payment_ref=body["payment_ref"].hex())

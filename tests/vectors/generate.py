@@ -50,6 +50,7 @@ def bodies(member: bytes) -> dict[str, dict[str, Any]]:
         "record_arrears": {"member": member, "period": 7},
         "record_payment": {"member": member, "period": 7},
         "leave": {},
+        "record_refund": {"member": member, "payment_ref": _h("refund-transfer")},
     }
 
 
