@@ -1,6 +1,7 @@
 """An independent model of the pooling rules (``RuleChecker``): it rechecks every notice
 snapshot, settlement (claims, fee, surplus, shares, caps, conservation), jury (eligibility,
-panel draw, tally, quorum, majority, timing) and waiting-period decision from the events
+panel draw, tally, quorum, majority, timing) and waiting-period decision (at filing, and
+when a waiting-period accident claim is finally found no accident) from the events
 and records of the replay, without calling the rules it checks."""
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ class RuleChecker:
         self.objectors: dict[int, set[str]] = {}
         self.settled: list[int] = []
         self.final: set[int] = set()
+        # rule 3 decided after filing: waiting accident claims, denials that found no
+        # accident (claim -> appeal close), and rejections a jury close calls for
+        self.waiting_accidents: set[int] = set()
+        self.appeal_due: dict[int, int] = {}
+        self.reject_due: set[int] = set()
+        # refunds: members whose shares rule 3 made refundable, exit periods, refunded
+        self.exit_periods: dict[str, int] = {}
+        self.refundable: set[str] = set()
+        self.refunded: set[str] = set()
         self.stats: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
 
@@ -85,12 +95,19 @@ class RuleChecker:
         for i, receipt in enumerate(applied.receipts):
             if receipt.ok:
                 events.extend((i, e) for e in receipt.events)
+        self.reject_due = {cid for cid, t in self.appeal_due.items() if t <= m.time}
         for txi, ev in events:
             handler = getattr(self, "_on_" + ev.type, None)
             if handler is not None:
                 handler(m, ev.attrs, txi)
             elif ev.type in EXIT_EVENTS:
                 self._exit(m, ev.attrs, txi)
+        for cid in sorted(self.reject_due):
+            c = self._claim(cid)
+            raise self._fail(m, None, f"claim {cid} was finally found no accident inside "
+                                      "the waiting period but rule 3 was not applied",
+                             f"claim/{cid}.status", "rejected_waiting",
+                             None if c is None else c["status"])
         meta = records.load(self._state(), records.META_KEY)
         self._expect(m, None, "meta.active (active members)", self.active, meta["active"])
         self._expect(m, None, "meta.pool (juror pool size)", len(self.pool), meta["pool"])
@@ -154,6 +171,7 @@ class RuleChecker:
         self.active -= 1
         self.cohorts[self.member_cohort[pk]] -= 1
         self.statuses[pk] = "ended"
+        self.exit_periods[pk] = a["exit_period"]
         self.pool.discard(pk)
 
     def _on_juror_approved(self, m: Moment, a: dict, txi: int | None) -> None:
@@ -202,16 +220,65 @@ class RuleChecker:
             raise self._fail(m, txi, f"claim {c['id']} was accepted although diagnosed inside "
                                      "the waiting period and not an accident",
                              f"claim/{c['id']}.status", "rejected_waiting", "filed")
+        if self._waiting(c, member):
+            self.waiting_accidents.add(c["id"])
+
+    def _check_finding(self, m: Moment, txi: int | None, cid: int, approve: bool) -> None:
+        """The assessor's accident finding: given exactly for waiting accident claims, and
+        an approval inside the waiting period is an approval as an accident."""
+        c = self._claim(cid)
+        assert c is not None
+        name = f"claim/{cid}.accident_confirmed"
+        if cid not in self.waiting_accidents:
+            self._expect(m, txi, name, None, c.get("accident_confirmed", None),
+                         f"claim {cid} has an accident finding although it is not an "
+                         "accident claim inside the waiting period")
+            return
+        finding = c.get("accident_confirmed")
+        if not isinstance(finding, bool) or (approve and not finding):
+            raise self._fail(m, txi, f"claim {cid} inside the waiting period was assessed "
+                                     "without a confirmed accident finding that allows it",
+                             name, True if approve else "true or false", finding)
+        if not approve and finding is False:
+            self.appeal_due[cid] = c["assessed_ms"] + self.params.appeal_window_ms
+
+    def _on_claim_approved(self, m: Moment, a: dict, txi: int | None) -> None:
+        self._check_finding(m, txi, a["claim_id"], True)
+
+    def _on_claim_denied(self, m: Moment, a: dict, txi: int | None) -> None:
+        self._check_finding(m, txi, a["claim_id"], False)
+
+    def _on_claim_appealed(self, m: Moment, a: dict, txi: int | None) -> None:
+        self.appeal_due.pop(a["claim_id"], None)
 
     def _on_claim_rejected_waiting(self, m: Moment, a: dict, txi: int | None) -> None:
         c = self._claim(a["claim_id"])
         assert c is not None
         member = self._member(c["member"].hex())
-        if not self._waiting(c, member) or c["accident"]:
-            raise self._fail(m, txi, f"claim {c['id']} was rejected by the waiting period "
+        cid = c["id"]
+        if c["accident"]:
+            # decided after filing: the final outcome found no accident (a denial's appeal
+            # window closed, or a jury did not pay), at that very block
+            if cid not in self.reject_due or txi is not None:
+                raise self._fail(m, txi, f"claim {cid} was rejected by the waiting period "
+                                         "although no final outcome found it no accident",
+                                 f"claim/{cid}.status", "not rejected_waiting",
+                                 "rejected_waiting")
+            if cid in self.appeal_due:
+                self._due(m, txi, f"appeal window close of claim {cid}",
+                          self.appeal_due.pop(cid))
+            self.reject_due.discard(cid)
+        elif not self._waiting(c, member):
+            raise self._fail(m, txi, f"claim {cid} was rejected by the waiting period "
                                      "although it is outside it (or an accident)",
-                             f"claim/{c['id']}.status", "filed", "rejected_waiting")
+                             f"claim/{cid}.status", "filed", "rejected_waiting")
+        self._expect(m, txi, f"claim/{cid}.status", "rejected_waiting", c["status"])
         self._expect(m, txi, f"member/{c['member'].hex()}.refund", True, member["refund"])
+        self.refundable.add(c["member"].hex())
+        if member["status"] != "active" and self.statuses.get(c["member"].hex()) != "active":
+            ident = self._load(records.identity_key(member["identity_hash"]))
+            self._expect(m, txi, f"ident/{member['identity_hash'].hex()}.status", "barred",
+                         None if ident is None else ident["status"])
         self.stats["waiting_rejections"] += 1
         self.final.add(c["id"])
 
@@ -237,6 +304,46 @@ class RuleChecker:
         self.stats["claims_paid"] += 1
         self.stats["paid_fen"] += c["amount"]
         self.final.add(cid)
+
+    def _charge(self, cohort: int, n: int) -> int:
+        """A member of ``cohort``'s charge for settled period n, from this model's index."""
+        sch = self.schedule
+        g = cohort if cohort > sch.first_period_of_year(sch.year(n)) else 0
+        before = (self.ytd.get(n - 1, {}).get(g, 0)
+                  if n > 1 and sch.year(n - 1) == sch.year(n) else 0)
+        return self.ytd[n].get(g, 0) - before if cohort <= n else 0
+
+    def _on_refund_recorded(self, m: Moment, a: dict, txi: int | None) -> None:
+        """Rule 3's refund: once, for a member barred by it, when every period they share
+        in is settled, of what the index says they paid (billed minus unpaid arrears)."""
+        pk = a["member"]
+        name = f"member/{pk}.refund_fen"
+        if pk not in self.refundable or pk in self.refunded:
+            raise self._fail(m, txi, f"a refund was recorded for member {pk}, who is not "
+                                     "refundable or was refunded already", name)
+        exit_p = self.exit_periods.get(pk)
+        if exit_p is None or exit_p > (self.settled[-1] if self.settled else 0):
+            raise self._fail(m, txi, f"member {pk}'s refund was recorded before their "
+                                     "last period settled", f"member/{pk}.exit_period",
+                             f"<= {self.settled[-1] if self.settled else 0}", exit_p)
+        cohort = self.member_cohort[pk]
+        billed = sum(self._charge(cohort, n) for n in range(max(cohort, 1), exit_p + 1))
+        unpaid = sum(self._charge(cohort, n) for n in self.arrears.get(pk, set()))
+        rec = self._member(pk)
+        self._expect(m, txi, name, billed - unpaid, rec.get("refund_fen"),
+                     f"member {pk}'s refund is not the shares they paid")
+        self._expect(m, txi, f"member/{pk}.refund_arrears_fen", unpaid,
+                     rec.get("refund_arrears_fen"))
+        self._expect(m, txi, f"member/{pk}.refund_ref", a["payment_ref"],
+                     (rec.get("refund_ref") or b"").hex())
+        self._expect(m, txi, f"member/{pk}.arrears", [], rec["arrears"])
+        if billed - unpaid <= 0:
+            raise self._fail(m, txi, f"a refund of nothing was recorded for member {pk}",
+                             name, "> 0", billed - unpaid)
+        self.arrears.pop(pk, None)
+        self.refunded.add(pk)
+        self.stats["refunds"] += 1
+        self.stats["refunded_fen"] += billed - unpaid
 
     # ---- notices and settlements --------------------------------------------------------
 
@@ -443,7 +550,13 @@ class RuleChecker:
         self._expect(m, txi, f"claim/{cid}.jury.yes", j.yes, c["jury"]["yes"])
         self._expect(m, txi, f"claim/{cid}.jury.no", j.no, c["jury"]["no"])
         if not pay:
-            self._expect(m, txi, f"claim/{cid}.status", "denied_final", c["status"])
+            # rule 3: a waiting accident claim not paid by a jury is found no accident when
+            # the jury overturned the approval (objection) or upheld a denial that found none
+            finding = c.get("accident_confirmed")
+            if cid in self.waiting_accidents and (j.origin == "objection" or finding is False):
+                self.reject_due.add(cid)
+            else:
+                self._expect(m, txi, f"claim/{cid}.status", "denied_final", c["status"])
             self.final.add(cid)
         self.verdicts[verdict] += 1
         self.stats["juries"] += 1

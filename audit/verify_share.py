@@ -10,7 +10,9 @@ key. The period's paid claims (which make up P) and, within a cap year, the prev
 period (which gives the year-to-date total before this one) are proven the same way, as
 are the claim and the period that paid the member out when the member record lags that
 payout (docs/rules.md, "Payouts"). The share is then re-derived from those figures with
-the published formula (docs/rules.md, rule 6) and printed with its derivation.
+the published formula (docs/rules.md, rule 6) and printed with its derivation. A refund
+recorded on the member record (rule 3, ``record_refund``) is re-derived from the proven
+period records too: it must be what the member was billed through their exit period.
 
 ``verify_share(client, genesis, member_id, period)`` is the library call a member's app
 uses; it returns a ``ShareReport`` or raises ``ShareVerificationError`` whose ``kind`` and
@@ -192,6 +194,12 @@ class ShareReport:
     operator_covered: int
     surplus_new: int
     claims: list[dict[str, int]] = field(default_factory=list)
+    #: rule 3: the member's shares are refundable (not yet refunded) / the refund recorded
+    #: (``refund_fen`` paid back + ``refund_arrears_fen`` netted = billed, re-derived from
+    #: the proven period records)
+    refundable: bool = False
+    refund_fen: int | None = None
+    refund_arrears_fen: int | None = None
     height: int = 0
     block_id: str = ""
     state_root: str = ""
@@ -262,6 +270,40 @@ def _proven_loader(client: Any, genesis: Genesis,
     return load
 
 
+def check_refund(m: dict[str, Any], load: payout.Load, schedule: Any,
+                 where: str) -> None:
+    """A recorded refund (rule 3) must be exactly what the member was billed through their
+    exit period, read from the proven period records (docs/rules.md, rule 7 "Index"):
+    ``refund_fen + refund_arrears_fen``."""
+    if m.get("refund_fen") is None:
+        return
+    if not m.get("refund") or m.get("exit_period") is None:
+        raise ShareVerificationError("inconsistent", f"{where}: a refund is recorded but "
+                                                     "the member is not refundable")
+    cohort, through = m["cohort"], m["exit_period"]
+    billed = 0
+    if through >= cohort:
+        y = schedule.year(cohort)
+        while True:
+            last = min(through, schedule.first_period_of_year(y + 1) - 1)
+            rec = load(records.period_key(last))
+            if rec is None or rec.get("status") != "settled":
+                raise ShareVerificationError("inconsistent", f"{where}: period {last} of "
+                                                             "the refund is not settled")
+            first = schedule.first_period_of_year(schedule.year(last))
+            group = cohort if cohort > first else 0
+            grp = next((g for g in rec["groups"] if g["cohort"] == group), None)
+            billed += 0 if grp is None else grp["ytd"]
+            if last == through:
+                break
+            y += 1
+    _expect("refund_fen + refund_arrears_fen (billed through the exit period)", billed,
+            m["refund_fen"] + m.get("refund_arrears_fen", 0), where)
+    if m["refund_fen"] <= 0 or m.get("arrears"):
+        raise ShareVerificationError("inconsistent", f"{where}: the refund is not positive "
+                                                     "or left arrears open")
+
+
 def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
     """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
     pk = check_request(member_id, period)
@@ -293,6 +335,7 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
                                               f"{mb.height} (time {mb.time_ms}), before period "
                                               f"{period} settled ({rec['settled_ms']})")
 
+    check_refund(m, load, schedule, f"member {member_id}")
     where = f"period {period}"
     # P from the claims it paid, each proven too
     claims = []
@@ -357,7 +400,9 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
         ytd_before=None if grp is None else grp["ytd_before"],
         ytd_after=None if grp is None else grp["ytd"],
         operator_covered=rec["operator_covered"], surplus_new=rec["surplus_new"],
-        claims=claims, height=pb.height, block_id=pb.block_id.hex(),
+        claims=claims, refundable=bool(m.get("refund")) and m.get("refund_fen") is None,
+        refund_fen=m.get("refund_fen"), refund_arrears_fen=m.get("refund_arrears_fen"),
+        height=pb.height, block_id=pb.block_id.hex(),
         state_root=pb.state_root.hex(), signed_power=pb.signed_power,
         total_power=pb.total_power)
 
@@ -395,6 +440,11 @@ def render_share(r: ShareReport) -> str:
         lines.append(f"  the member does not share in period {r.period} ({why}): charge 0")
     lines.append(f"  operator covered {r.operator_covered:,}; surplus carried on "
                  f"{r.surplus_new:,}")
+    if r.refund_fen is not None:
+        lines.append(f"  refund recorded (waiting-period rule): {r.refund_fen:,} fen paid "
+                     f"back + {r.refund_arrears_fen:,} unpaid arrears netted = billed")
+    elif r.refundable:
+        lines.append("  barred by the waiting-period rule: every share paid is refundable")
     return "\n".join(lines)
 
 

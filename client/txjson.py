@@ -1,7 +1,9 @@
 """Turn a JSON transaction body (as typed on the command line) into the msgpack body.
 
 JSON has no byte strings, so ``bin32`` fields are given as 64 hex characters; the schema
-of each type comes from ``contracts.txtypes`` and the result is checked against it.
+of each type comes from ``contracts.txtypes`` and the result is checked against it. An
+optional field (``assess_claim``'s ``accident``) is converted the same way when given and
+left out of the body when not.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def body_from_json(tx_type: str, doc: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown transaction type (known: {', '.join(sorted(TX_TYPES))})")
     body: dict[str, Any] = {}
     for name, value in doc.items():
-        kind = t.fields.get(name)
+        kind = t.all_fields.get(name)
         if kind == "bin32" and isinstance(value, str):
             try:
                 value = bytes.fromhex(value)
@@ -39,4 +41,5 @@ def fields_help(tx_type: str) -> str:
     t = TX_TYPES.get(tx_type)
     if t is None:
         return ""
-    return ", ".join(f"{k}:{v}" for k, v in t.fields.items())
+    return ", ".join([f"{k}:{v}" for k, v in t.fields.items()]
+                     + [f"[{k}:{v}]" for k, v in t.optional.items()])

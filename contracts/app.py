@@ -146,9 +146,10 @@ class Application:
         if t.role == MEMBER:
             ok = state.get(records.member_key(tx.sender)) is not None
         else:
-            ok = t.role in self._roles(tx.sender)
+            ok = not self._roles(tx.sender).isdisjoint(t.roles)
         if not ok:
-            raise RuleError(errors.NOT_PERMITTED, f"{tx.type} needs the {t.role} role")
+            raise RuleError(errors.NOT_PERMITTED,
+                            f"{tx.type} needs the {' or '.join(t.roles)} role")
         acct = records.load(state, records.account_key(tx.sender))
         expected = 1 if acct is None else acct["nonce"] + 1
         if tx.nonce != expected:
@@ -245,9 +246,11 @@ class Application:
         billed = member_billed(self.state, self.schedule, m, last_settled)
         arrears = sum(a for _, a in m["arrears"])
         out = to_jsonable(m)
+        refunded = m.get("refund_fen") is not None
         out.update(id=pk.hex(), billed_fen=billed, arrears_fen=arrears,
                    in_arrears=bool(m["arrears"]),
-                   refundable_fen=billed - arrears if m["refund"] else 0)
+                   refundable=m["refund"] and not refunded, refunded=refunded,
+                   refundable_fen=billed - arrears if m["refund"] and not refunded else 0)
         return out
 
     def get_claim(self, claim_id: int | str) -> dict[str, Any] | None:

@@ -36,6 +36,9 @@ NOT_CLAIMANT = "not_claimant"
 OWN_CLAIM = "own_claim"
 WINDOW_CLOSED = "window_closed"
 ALREADY_OBJECTED = "already_objected"
+ACCIDENT_FINDING_REQUIRED = "accident_finding_required"
+ACCIDENT_FINDING_NOT_ALLOWED = "accident_finding_not_allowed"
+NOT_COVERED_IN_WAITING = "not_covered_in_waiting"
 
 # jury
 JURY_NOT_OPEN = "jury_not_open"
@@ -50,6 +53,12 @@ PERIOD_NOT_SETTLED = "period_not_settled"
 NOTHING_OWED = "nothing_owed"
 ALREADY_IN_ARREARS = "already_in_arrears"
 NOT_IN_ARREARS = "not_in_arrears"
+
+# refunds (rule 3)
+NOT_REFUNDABLE = "not_refundable"
+ALREADY_REFUNDED = "already_refunded"
+REFUND_NOT_DUE = "refund_not_due"
+NOTHING_TO_REFUND = "nothing_to_refund"
 
 #: every code with a one-line meaning; docs/transactions.md lists the same table and a test
 #: checks they agree.
@@ -77,6 +86,12 @@ ALL_CODES: dict[str, str] = {
     OWN_CLAIM: "a claimant may not object to or judge their own claim",
     WINDOW_CLOSED: "the time window for this action has closed",
     ALREADY_OBJECTED: "this member already objected to this claim",
+    ACCIDENT_FINDING_REQUIRED: "the claim is a waiting-period accident claim: the assessment "
+                               "must state whether the accident is confirmed",
+    ACCIDENT_FINDING_NOT_ALLOWED: "an accident finding is only for a claim filed as an "
+                                  "accident and diagnosed inside the waiting period",
+    NOT_COVERED_IN_WAITING: "inside the waiting period only a confirmed accident can be "
+                            "approved",
     JURY_NOT_OPEN: "the claim has no jury open for voting (not drawn yet, or closed)",
     NOT_A_JUROR: "the sender is not an eligible juror",
     NOT_ON_PANEL: "the sender was not drawn for this claim's panel",
@@ -87,6 +102,11 @@ ALL_CODES: dict[str, str] = {
     NOTHING_OWED: "the member owed nothing for that period",
     ALREADY_IN_ARREARS: "arrears for that member and period are already recorded",
     NOT_IN_ARREARS: "no open arrears for that member and period",
+    NOT_REFUNDABLE: "the member's shares are not refundable (not barred by the "
+                    "waiting-period rule)",
+    ALREADY_REFUNDED: "the member's refund is already recorded",
+    REFUND_NOT_DUE: "a period the member still shares in is not settled yet",
+    NOTHING_TO_REFUND: "the member paid no shares, so there is nothing to refund",
 }
 
 

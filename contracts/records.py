@@ -25,6 +25,8 @@ kind sort in numeric order:
     b"drawq/" + u64be(i)           {"claim": id} panels waiting for the next block's seed
     b"arrq/" + u64be(n) + u64be(i) {"member": pk32} i-th arrears recorded for period n
     b"arrqn/" + u64be(n)           {"count": uint} number of arrq entries for period n
+    b"appq/" + u64be(i)            {"claim": id, "close_ms"} appeal windows of denials that
+                                   found no accident (rule 3), FIFO by close time
 
 u64be is an unsigned 64-bit big-endian integer; pk32 a 32-byte Ed25519 public key.
 """
@@ -121,6 +123,10 @@ def arrears_queue_key(n: int, i: int) -> bytes:
 
 def arrears_count_key(n: int) -> bytes:
     return b"arrqn/" + u64(n)
+
+
+def appeal_queue_key(i: int) -> bytes:
+    return b"appq/" + u64(i)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

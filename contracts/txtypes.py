@@ -1,7 +1,7 @@
 """Transaction types: who may send each, and the exact schema of its body.
 
 A body is a msgpack map whose keys are exactly the type's fields (none missing, none
-extra). Field kinds and their msgpack types:
+extra), plus any of its optional fields. Field kinds and their msgpack types:
 
 * ``bin32`` - bin, exactly 32 bytes (public keys and SHA-256 hashes)
 * ``uint``  - non-negative integer (positive fixint / uint family), at most 2**63-1
@@ -9,14 +9,15 @@ extra). Field kinds and their msgpack types:
 * ``date``  - str ``YYYY-MM-DD`` (a real calendar date)
 * ``code``  - str, a disease code ``[a-z0-9][a-z0-9_.-]{0,47}``
 
-Roles: ``registrar`` and ``assessor`` keys are listed in genesis; ``member`` means the
+Roles: ``registrar``, ``assessor`` and ``operator`` keys are listed in genesis (a type
+may accept more than one role: ``TxType.roles``); ``member`` means the
 sender has a member record (whether the member is active is a rule, checked later).
 docs/transactions.md documents every type.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import errors
@@ -27,7 +28,8 @@ from contracts.params import CODE_RE
 REGISTRAR = "registrar"
 ASSESSOR = "assessor"
 MEMBER = "member"
-ROLES = (REGISTRAR, ASSESSOR, MEMBER)
+OPERATOR = "operator"
+ROLES = (REGISTRAR, ASSESSOR, MEMBER, OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,18 @@ class TxType:
     role: str
     fields: dict[str, str]
     doc: str
+    #: fields a body may leave out (when each is required is a rule, docs/transactions.md)
+    optional: dict[str, str] = field(default_factory=dict)
+    #: further roles that may send this type besides ``role``
+    other_roles: tuple[str, ...] = ()
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.role, *self.other_roles)
+
+    @property
+    def all_fields(self) -> dict[str, str]:
+        return {**self.fields, **self.optional}
 
 
 TX_TYPES: dict[str, TxType] = {t.name: t for t in (
@@ -51,7 +65,7 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     }, "claim the lump sum for a diagnosis"),
     TxType("assess_claim", ASSESSOR, {"claim_id": "uint", "approve": "bool",
                                       "report_hash": "bin32"},
-           "approve or deny a filed claim"),
+           "approve or deny a filed claim", optional={"accident": "bool"}),
     TxType("object_claim", MEMBER, {"claim_id": "uint", "reason_hash": "bin32"},
            "object to a claim in public notice"),
     TxType("appeal_claim", MEMBER, {"claim_id": "uint", "reason_hash": "bin32"},
@@ -63,6 +77,9 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType("record_payment", REGISTRAR, {"member": "bin32", "period": "uint"},
            "record that a member paid the arrears of a period"),
     TxType("leave", MEMBER, {}, "the member leaves the plan"),
+    TxType("record_refund", REGISTRAR, {"member": "bin32", "payment_ref": "bin32"},
+           "record the refund of the shares a member barred by rule 3 paid",
+           other_roles=(OPERATOR,)),
 )}
 
 _UINT_MAX = (1 << 63) - 1
@@ -100,9 +117,10 @@ def check_body(type_name: str, body: Any) -> TxType:
     missing = set(t.fields) - set(body)
     if missing:
         raise RuleError(errors.BAD_BODY, f"body is missing {sorted(missing)}")
-    extra = set(body) - set(t.fields)
+    extra = set(body) - set(t.fields) - set(t.optional)
     if extra:
         raise RuleError(errors.BAD_BODY, f"body has unknown fields {sorted(extra)}")
-    for name, kind in t.fields.items():
-        _check_field(name, kind, body[name])
+    for name, kind in t.all_fields.items():
+        if name in body:
+            _check_field(name, kind, body[name])
     return t

@@ -190,7 +190,8 @@ class Scenario:
                                       "accident": False, "evidence_hash": sha256(b"ev6")}),
         ])
         b.commit_at(g + 13 * S, [b.tx(b.assessor, "assess_claim", {
-            "claim_id": 1, "approve": True, "report_hash": sha256(b"r1")})])
+            "claim_id": 1, "approve": True, "accident": True,
+            "report_hash": sha256(b"r1")})])
         b.commit_at(g + 20 * S)                         # notice 1
         b.commit_at(g + 22 * S, [b.tx(m[1], "object_claim", {
             "claim_id": 1, "reason_hash": sha256(b"o1")})])

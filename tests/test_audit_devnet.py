@@ -100,7 +100,7 @@ def _play(c: Cluster) -> dict:
     assert r["code"] == "ok" and any(e["type"] == "claim_rejected_waiting"
                                      for e in r["events"]), r
     r = assessor.send("assess_claim", {"claim_id": claim_id, "approve": True,
-                                       "report_hash": sha256(b"report")})
+                                       "accident": True, "report_hash": sha256(b"report")})
     assert r["code"] == "ok", r
     _wait("the claim's public notice", lambda: client.claim(claim_id)["status"] == "in_notice")
     r = accounts[1].send("object_claim", {"claim_id": claim_id, "reason_hash": sha256(b"o")})

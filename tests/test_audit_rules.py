@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from audit import AuditFailure, audit
+from chain.hashing import sha256
+from contracts import rules
 from contracts.params import profile
-from contracts.rules import jury, settlement
+from contracts.rules import claims, jury, settlement, waiting
 from tests.test_audit_builder import GENESIS_MS, ChainBuilder, build_scenario, key, register_body
 
 S = 1000
@@ -130,3 +132,75 @@ def test_panel_draw_bug(monkeypatch) -> None:
     err = _fail(b)
     assert err.field == "claim/1.jury.panel"
     assert err.found == err.expected[::-1]
+
+
+def _waiting_chain(refund: bool = False) -> tuple[ChainBuilder, list]:
+    """Issue 15: m1's accident inside the waiting period is confirmed and paid in period 1;
+    m0's is denied as no accident at g+50 s, final (rule 3) when the appeal window closes at
+    g+70 s, after m0 shared period 1."""
+    b = ChainBuilder()
+    g = GENESIS_MS
+    m = [key(f"waiting-member-{i}") for i in range(4)]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 200 + i))
+                    for i, k in enumerate(m)])
+    b.commit_at(g + 10 * S, [b.tx(m[i], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 5 * S, "accident": True,
+        "evidence_hash": bytes([i]) * 32}) for i in (0, 1)])
+    b.commit_at(g + 11 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 2, "approve": True, "accident": True, "report_hash": bytes(32)})])
+    b.commit_at(g + 46 * S)  # notice 1, window closes, settlement 1 pays claim 2
+    b.commit_at(g + 50 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": False, "accident": False, "report_hash": bytes(32)})])
+    b.commit_at(g + 69 * S)
+    b.commit_at(g + 70 * S)  # the appeal window closes: rule 3
+    if refund:
+        b.commit_at(g + 71 * S, [b.tx(b.operator, "record_refund", {
+            "member": m[0].public_key.raw, "payment_ref": sha256(b"transfer")})])
+        b.commit_at(g + 72 * S)  # its state root is in this header: provable
+    return b, m
+
+
+def test_waiting_accident_decided_after_filing_is_rechecked() -> None:
+    b, m = _waiting_chain(refund=True)
+    assert b.ex.app.get_claim(1)["status"] == "rejected_waiting"
+    assert b.ex.app.get_claim(2)["status"] == "paid"
+    assert b.ex.app.get_member(m[0].public_key.hex())["status"] == "barred"
+    report = _audit(b)
+    assert report.ok, report.first_error
+    assert report.stats["waiting_rejections"] == 1
+    assert report.stats["refunds"] == 1 and report.stats["refunded_fen"] == 10
+
+
+def test_waiting_rule_not_applied_at_the_appeal_close_bug(monkeypatch) -> None:
+    monkeypatch.setattr(waiting, "reject", lambda ctx, c, m: None)
+    b, _ = _waiting_chain()
+    err = _fail(b)
+    assert err.height == b.height and err.field == "claim/1.status"
+    assert (err.expected, err.found) == ("rejected_waiting", "denied")
+
+
+def test_accident_finding_not_recorded_bug(monkeypatch) -> None:
+    original = claims.assess_claim
+
+    def buggy(ctx: Any, sender: bytes, body: dict) -> None:
+        original(ctx, sender, body)
+        c = ctx.claim(body["claim_id"])
+        c.pop("accident_confirmed", None)
+        ctx.put_claim(c)
+
+    monkeypatch.setitem(rules.HANDLERS, "assess_claim", buggy)
+    b, _ = _waiting_chain()
+    err = _fail(b)
+    assert err.field == "claim/2.accident_confirmed"
+    assert (err.expected, err.found) == (True, None)
+
+
+def test_refund_amount_bug(monkeypatch) -> None:
+    """The rules refund one fen too much: the audit names the member's refund_fen."""
+    original = settlement.member_billed
+    monkeypatch.setattr(waiting, "member_billed", lambda *a: original(*a) + 1)
+    b, m = _waiting_chain(refund=True)
+    err = _fail(b)
+    assert err.height == b.height - 1 and err.tx == 0
+    assert err.field == f"member/{m[0].public_key.hex()}.refund_fen"
+    assert (err.expected, err.found) == (10, 11)

@@ -8,7 +8,7 @@ period is 30 s.
 from __future__ import annotations
 
 from chain.hashing import sha256
-from tests.test_contracts_harness import ASSESSOR, REGISTRAR, Harness, member_key
+from tests.test_contracts_harness import ASSESSOR, REGISTRAR, Harness, member_key, register_body
 
 S = 1000
 
@@ -153,3 +153,109 @@ def test_denial_appeal_window_and_refiling() -> None:
     assert h.app.get_claim(cid2)["status"] == "disputed"
     assert h.send(keys[0], "appeal_claim", {**app, "claim_id": cid2}
                   ).code == "wrong_claim_state"
+
+
+# issue 15 item 2: the assessor, not the member, decides whether a waiting-period claim is
+# an accident; a final "not an accident" applies rule 3 at that moment.
+
+def _waiting_accident_claim(jurors: int = 0) -> tuple[Harness, list, int]:
+    """Member 0 files an accident claim diagnosed 5 s after joining (inside waiting)."""
+    h = Harness()
+    g = h.g0
+    with h.block(g + S):
+        keys = [h.join(i) for i in range(6)]
+    with h.block(g + 12 * S):
+        for k in keys[1:1 + jurors]:
+            h.ok(REGISTRAR, "approve_juror", {"member": k.public_key.raw,
+                                              "exam_ref": sha256(b"exam")})
+        assert h.claim(keys[0], g + 5 * S, accident=True).events[0].type == "claim_filed"
+    return h, keys, h.last_claim_id()
+
+
+def _assess(h: Harness, cid: int, approve: bool, accident: bool | None):
+    body = {"claim_id": cid, "approve": approve, "report_hash": sha256(b"report")}
+    if accident is not None:
+        body["accident"] = accident
+    return h.send(ASSESSOR, "assess_claim", body)
+
+
+def test_waiting_accident_denied_as_not_an_accident_bars_when_the_appeal_window_closes(
+        ) -> None:
+    h, keys, cid = _waiting_accident_claim()
+    g = h.g0
+    r = _assess(h, cid, approve=False, accident=False)
+    assert r.code == "ok", r.reason
+    assert h.app.get_claim(cid)["accident_confirmed"] is False
+    h.tick(g + 31 * S)                       # one second before the appeal window closes
+    assert h.app.get_member(keys[0].public_key.hex())["status"] == "active"
+    ev = h.tick(g + 32 * S)                  # denial + appeal_window_ms: final
+    assert [e.type for e in ev] == ["claim_rejected_waiting", "member_barred"]
+    assert h.app.get_claim(cid)["status"] == "rejected_waiting"
+    m = h.app.get_member(keys[0].public_key.hex())
+    assert m["status"] == "barred" and m["refund"] and m["exit_period"] == 1
+    r = h.send(REGISTRAR, "register_member", register_body(member_key(50), 0))
+    assert r.code == "identity_barred"
+
+
+def test_waiting_accident_denial_appealed_and_upheld_bars_at_jury_close() -> None:
+    h, keys, cid = _waiting_accident_claim(jurors=3)
+    assert _assess(h, cid, approve=False, accident=False).code == "ok"
+    h.ok(keys[0], "appeal_claim", {"claim_id": cid, "reason_hash": sha256(b"a")})
+    for k in keys[1:4]:
+        h.ok(k, "jury_vote", {"claim_id": cid, "pay": False})
+    h.tick(h.g0 + 26 * S)                    # the appealed denial is not final yet
+    assert h.app.get_member(keys[0].public_key.hex())["status"] == "active"
+    h.tick(h.app.get_claim(cid)["jury"]["close_ms"])
+    assert h.app.get_claim(cid)["status"] == "rejected_waiting"
+    assert h.app.get_member(keys[0].public_key.hex())["status"] == "barred"
+
+
+def test_waiting_accident_approved_then_overturned_by_the_objection_jury_bars() -> None:
+    h, keys, cid = _waiting_accident_claim(jurors=3)
+    g = h.g0
+    assert _assess(h, cid, approve=True, accident=True).code == "ok"
+    h.tick(g + 20 * S)                       # notice 1
+    h.ok(keys[4], "object_claim", {"claim_id": cid, "reason_hash": sha256(b"o")})
+    h.tick(g + 30 * S)                       # objection window closes: jury opens
+    for k in keys[1:4]:
+        h.ok(k, "jury_vote", {"claim_id": cid, "pay": False})
+    assert h.app.get_member(keys[0].public_key.hex())["status"] == "active"
+    ev = h.tick(h.app.get_claim(cid)["jury"]["close_ms"])
+    types = [e.type for e in ev]
+    i = types.index("jury_closed")
+    assert types[i:i + 3] == ["jury_closed", "claim_rejected_waiting", "member_barred"]
+    c = h.app.get_claim(cid)
+    assert c["status"] == "rejected_waiting" and c["jury"]["verdict"] == "deny"
+    m = h.app.get_member(keys[0].public_key.hex())
+    assert m["status"] == "barred" and m["refund"]
+
+
+def test_a_confirmed_accident_inside_the_waiting_period_stays_covered() -> None:
+    h, keys, cid = _waiting_accident_claim()
+    g = h.g0
+    assert _assess(h, cid, approve=True, accident=True).code == "ok"
+    h.tick(g + 50 * S)                       # notice, window closes, settlement 1 pays it
+    assert h.app.get_claim(cid)["status"] == "paid"
+    m = h.app.get_member(keys[0].public_key.hex())
+    assert m["status"] == "paid_out" and not m["refund"]
+
+
+def test_a_confirmed_accident_denied_on_other_grounds_is_not_barred() -> None:
+    h, keys, cid = _waiting_accident_claim()
+    assert _assess(h, cid, approve=False, accident=True).code == "ok"
+    h.tick(h.g0 + 60 * S)
+    assert h.app.get_claim(cid)["status"] == "denied"
+    assert h.app.get_member(keys[0].public_key.hex())["status"] == "active"
+
+
+def test_the_accident_finding_is_required_exactly_for_waiting_accident_claims() -> None:
+    h, keys, cid = _waiting_accident_claim()
+    before = h.app.get_claim(cid)
+    assert _assess(h, cid, approve=True, accident=None).code == "accident_finding_required"
+    assert _assess(h, cid, approve=True, accident=False).code == "not_covered_in_waiting"
+    assert h.app.get_claim(cid) == before
+    h.tick(h.g0 + 40 * S)
+    assert h.claim(keys[1], h.g0 + 35 * S, accident=True).code == "ok"   # after waiting
+    other = h.last_claim_id()
+    assert _assess(h, other, approve=True, accident=True).code == "accident_finding_not_allowed"
+    assert _assess(h, other, approve=True, accident=None).code == "ok"

@@ -330,3 +330,30 @@ def test_proven_records_that_do_not_fit_the_payout_rule_are_inconsistent(world, 
     with pytest.raises(ShareVerificationError) as info:
         verify_bundle(bundle, b.genesis, key, "period 1", lambda r: r["no such field"])
     assert info.value.kind == "inconsistent" and "payout rule" in info.value.reason
+
+
+def test_a_recorded_refund_is_re_derived_from_the_proven_periods() -> None:
+    """Issue 15 item 4: the refund on a barred member's record is what the proven period
+    records say they were billed; one fen more is rejected."""
+    from audit.verify_share import check_refund
+    from contracts import records
+    from contracts.rules import payout
+    from tests.test_audit_rules import _waiting_chain
+
+    b, m = _waiting_chain(refund=True)
+    node = FakeNode(b)
+    try:
+        report = verify_share(_client(node), b.genesis, m[0].public_key.hex(), 1)
+    finally:
+        node.stop()
+    assert (report.refund_fen, report.refund_arrears_fen, report.refundable) == (10, 0, False)
+    assert report.charge == 10
+    assert "refund recorded (waiting-period rule): 10 fen" in render_share(report)
+    state = b.ex.app.state
+    rec = payout.load_member(state, m[0].public_key.raw)
+    load = payout.loader(state)
+    check_refund(rec, load, b.ex.app.schedule, "member")
+    with pytest.raises(ShareVerificationError) as info:
+        check_refund({**rec, "refund_fen": 11}, load, b.ex.app.schedule, "member")
+    assert info.value.kind == "inconsistent" and "refund_fen" in info.value.reason
+    assert records.load(state, records.period_key(1))["status"] == "settled"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from contracts.rules import arrears, claims, jury, membership
+from contracts.rules import arrears, claims, jury, membership, waiting
 from contracts.rules.context import Ctx
 
 Handler = Callable[[Ctx, bytes, dict[str, Any]], None]
@@ -25,4 +25,5 @@ HANDLERS: dict[str, Handler] = {
     "jury_vote": jury.jury_vote,
     "record_arrears": arrears.record_arrears,
     "record_payment": arrears.record_payment,
+    "record_refund": waiting.record_refund,
 }

@@ -5,6 +5,7 @@ filed -> approved -> in_notice -> payable -> paid
 filed -> denied -> (appeal) disputed -> payable | denied_final
 in_notice -> (objected, at window close) disputed -> payable | denied_final
 file_claim inside the waiting period (not an accident) -> rejected_waiting (terminal)
+a waiting-period accident claim finally found no accident -> rejected_waiting (rules/waiting.py)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from contracts import errors, records
 from contracts.calendar import age_years, cst_date, parse_date
-from contracts.rules import jury
+from contracts.rules import jury, waiting
 from contracts.rules.context import Ctx, require
 from contracts.rules.membership import active_member, end_membership
 from contracts.rules.settlement import make_payable
@@ -49,7 +50,7 @@ def file_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     meta = ctx.meta
     claim_id = meta["next_claim"]
     meta["next_claim"] = claim_id + 1
-    in_waiting = dx < m["joined_ms"] + p.waiting_ms
+    in_waiting = waiting.in_waiting(ctx, {"diagnosed_ms": dx}, m)
     c = {
         "id": claim_id, "member": sender, "disease": body["disease"],
         "diagnosed_ms": dx, "accident": body["accident"],
@@ -87,6 +88,19 @@ def assess_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     c = _claim(ctx, body["claim_id"])
     require(c["status"] == "filed", errors.WRONG_CLAIM_STATE,
             f"claim {c['id']} is {c['status']}, not filed")
+    # rule 3: the assessor, not the claimant, decides whether a waiting-period claim is an
+    # accident; the finding is given exactly for claims filed as one inside the period
+    finding = body.get("accident")
+    if waiting.is_waiting_accident(ctx, c):
+        require(finding is not None, errors.ACCIDENT_FINDING_REQUIRED,
+                f"claim {c['id']} is inside the waiting period: state whether the "
+                "accident is confirmed")
+        require(finding or not body["approve"], errors.NOT_COVERED_IN_WAITING,
+                "inside the waiting period only a confirmed accident can be approved")
+        c["accident_confirmed"] = finding
+    else:
+        require(finding is None, errors.ACCIDENT_FINDING_NOT_ALLOWED,
+                f"claim {c['id']} is not an accident claim inside the waiting period")
     c["assessor"] = sender
     c["report_hash"] = body["report_hash"]
     c["assessed_ms"] = ctx.time_ms
@@ -98,6 +112,8 @@ def assess_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
         ctx.emit("claim_approved", claim_id=c["id"], notice_period=n)
     else:
         c["status"] = "denied"
+        if finding is False:
+            waiting.queue_appeal_close(ctx, c)
         ctx.emit("claim_denied", claim_id=c["id"],
                  appeal_until_ms=ctx.time_ms + ctx.params.appeal_window_ms)
     ctx.put_claim(c)

@@ -17,6 +17,7 @@ from typing import Any
 
 from chain.hashing import sha256
 from contracts import errors, records
+from contracts.rules import waiting
 from contracts.rules.context import Ctx, require
 from contracts.rules.membership import active_member, pool_member
 from contracts.rules.settlement import make_payable
@@ -160,3 +161,5 @@ def close_next_jury(ctx: Ctx) -> None:
     else:
         c["status"] = "denied_final"
     ctx.put_claim(c)
+    if not pay:
+        waiting.final_not_accident(ctx, c)

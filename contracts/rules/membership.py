@@ -114,7 +114,8 @@ def end_membership(ctx: Ctx, pk: bytes, m: dict[str, Any], status: str) -> None:
     ikey = records.identity_key(m["identity_hash"])
     if status == "barred":
         records.store(ctx.state, ikey, {"member": pk, "status": "barred"})
-    else:
+    elif (records.load(ctx.state, ikey) or {}).get("status") != "barred":
+        # (rule 3 can bar an identity that has since rejoined: the bar stays)
         ctx.state.delete(ikey)
     ctx.put_member(pk, m)
 

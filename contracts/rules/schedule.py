@@ -2,14 +2,14 @@
 
 Each kind of work has one pointer in meta and a due time computed from the schedule or a
 FIFO queue head, so finding the next job is O(1) and a block costs O(work due), never
-O(members). At equal times the order is: notice, objection close, jury close, arrears
-removal, settlement (so claims cleared at a settlement instant are paid in it).
+O(members). At equal times the order is: notice, objection close, jury close, appeal close
+(rule 3), arrears removal, settlement (so claims cleared at a settlement instant are paid in it).
 """
 
 from __future__ import annotations
 
 from contracts import records
-from contracts.rules import arrears, claims, jury, settlement
+from contracts.rules import arrears, claims, jury, settlement, waiting
 from contracts.rules.context import Ctx
 
 
@@ -23,6 +23,9 @@ def _next_job(ctx: Ctx) -> tuple[int, int, str] | None:
     if m["jury_head"] < m["jury_tail"]:
         head = records.load(ctx.state, records.jury_queue_key(m["jury_head"]))
         jobs.append((head["close_ms"], 2, "jury_close"))
+    appeal_close = waiting.next_appeal_close(ctx)
+    if appeal_close is not None:
+        jobs.append((appeal_close, 2.5, "appeal_close"))
     if m["next_arrears"] < m["next_settlement"]:
         jobs.append((arrears.deadline_ms(ctx, m["next_arrears"]), 3, "arrears"))
     if m["next_settlement"] < m["next_objection_close"]:
@@ -51,6 +54,8 @@ def run_due(ctx: Ctx) -> None:
             m["next_objection_close"] = n + 1
         elif kind == "jury_close":
             jury.close_next_jury(ctx)
+        elif kind == "appeal_close":
+            waiting.close_next_appeal(ctx)
         elif kind == "arrears":
             arrears.remove_defaulters(ctx, m["next_arrears"])
         else:

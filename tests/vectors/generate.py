@@ -1,4 +1,5 @@
-"""Generate tests/vectors/transactions.json: one signed example of every transaction type.
+"""Generate tests/vectors/transactions.json: one signed example of every transaction type,
+then examples of optional fields (``assess_claim`` with its ``accident`` finding).
 
 Each vector gives the inputs (chain id, type, sender, nonce, body with every field's kind)
 and the exact bytes another implementation must produce: the canonical unsigned payload,
@@ -49,7 +50,16 @@ def bodies(member: bytes) -> dict[str, dict[str, Any]]:
         "record_arrears": {"member": member, "period": 7},
         "record_payment": {"member": member, "period": 7},
         "leave": {},
+        "record_refund": {"member": member, "payment_ref": _h("refund-transfer")},
     }
+
+
+def extra_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """Further examples, after one of each type: the optional fields' forms."""
+    return [
+        ("assess_claim", {"claim_id": 3, "approve": False, "accident": False,
+                          "report_hash": _h("report-waiting")}),
+    ]
 
 
 def build() -> dict[str, Any]:
@@ -59,18 +69,18 @@ def build() -> dict[str, Any]:
     if set(all_bodies) != set(TX_TYPES):
         raise SystemExit("vectors must cover exactly the transaction types in TX_TYPES")
     vectors = []
-    for nonce, name in enumerate(sorted(TX_TYPES), start=1):
-        body = all_bodies[name]
+    cases = [(name, all_bodies[name]) for name in sorted(TX_TYPES)] + extra_bodies()
+    for nonce, (name, body) in enumerate(cases, start=1):
         tx = Transaction.create(key, CHAIN_ID, name, nonce, body)
         payload = tx.signing_payload()
         vectors.append({
             "type": name,
-            "role": TX_TYPES[name].role,
+            "role": " or ".join(TX_TYPES[name].roles),
             "chain_id": CHAIN_ID,
             "sender_hex": pk.hex(),
             "nonce": nonce,
             "body": to_jsonable(body),
-            "body_kinds": dict(TX_TYPES[name].fields),
+            "body_kinds": {k: TX_TYPES[name].all_fields[k] for k in body},
             "unsigned_hex": payload.hex(),
             "sign_bytes_hex": sign_bytes(Domain.TX, CHAIN_ID, payload).hex(),
             "signature_hex": tx.sig.hex(),
