@@ -152,10 +152,24 @@ class RuleChecker:
 
     # ---- membership and the pool --------------------------------------------------------
 
+    def _first_sharing_period(self, joined_ms: int) -> int:
+        """docs/rules.md rule 1: the first notice not run yet, and under sharing_basis
+        "protected" the first of those at or after the end of the waiting period."""
+        n = self.next_notice
+        if self.params.sharing_basis == "protected":
+            while self.schedule.notice_ms(n) < joined_ms + self.params.waiting_ms:
+                n += 1
+        return n
+
     def _on_member_joined(self, m: Moment, a: dict, txi: int | None) -> None:
         pk, cohort = a["member"], a["cohort"]
-        self._expect(m, txi, "cohort", self.next_notice, cohort,
+        want = self._first_sharing_period(m.time)
+        self._expect(m, txi, f"member/{pk}.cohort", want, cohort,
                      f"member {pk} joined the wrong cohort")
+        rec = self._member(pk)
+        self._expect(m, txi, f"member/{pk}.joined_ms", m.time, rec["joined_ms"])
+        self._expect(m, txi, f"member/{pk}.cohort", want, rec["cohort"],
+                     f"member {pk}'s record has the wrong cohort")
         self.active += 1
         self.cohorts[cohort] += 1
         self.member_cohort[pk] = cohort
@@ -351,7 +365,10 @@ class RuleChecker:
         first = self.schedule.first_period_of_year(self.schedule.year(n))
         later = [{"cohort": j, "members": self.cohorts[j]}
                  for j in range(max(first + 1, 1), n + 1) if self.cohorts[j] > 0]
-        old = self.active - sum(g["members"] for g in later)
+        # members of cohorts after n are still in their waiting period (sharing_basis
+        # "protected"); under "joined" no active member has a cohort after n
+        waiting = sum(c for j, c in self.cohorts.items() if j > n)
+        old = self.active - waiting - sum(g["members"] for g in later)
         return ([{"cohort": 0, "members": old}] if old else []) + later
 
     def _on_notice_published(self, m: Moment, a: dict, txi: int | None) -> None:
@@ -359,14 +376,17 @@ class RuleChecker:
         self._expect(m, txi, "notice period", self.next_notice, n,
                      "a notice ran out of order")
         self._due(m, txi, f"notice of period {n}", self.schedule.notice_ms(n))
-        self._expect(m, txi, f"period/{n}.members", self.active, a["members"],
-                     f"period {n}'s snapshot does not count the active members")
+        groups = self._groups(n)
         rec = self._load(records.period_key(n))
         assert rec is not None
-        groups = self._groups(n)
         found = [{"cohort": g["cohort"], "members": g["members"]} for g in rec["groups"]]
         self._expect(m, txi, f"period/{n}.groups", groups, found,
-                     f"period {n}'s snapshot groups are not the active members per cohort")
+                     f"period {n}'s snapshot groups are not the sharing members per cohort")
+        sharing = sum(g["members"] for g in groups)
+        self._expect(m, txi, f"period/{n}.members", sharing, rec["members"],
+                     f"period {n}'s snapshot does not count the sharing members")
+        self._expect(m, txi, f"period/{n}.members", sharing, a["members"],
+                     f"period {n}'s notice event does not count the sharing members")
         self.snapshots[n] = groups
         self.next_notice = n + 1
 

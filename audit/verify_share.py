@@ -304,6 +304,36 @@ def check_refund(m: dict[str, Any], load: payout.Load, schedule: Any,
                                                      "or left arrears open")
 
 
+def _first_notice_from(schedule: Any, t: int, strict: bool) -> int:
+    """The first period whose notice is after ``t`` (``strict``) or at or after it."""
+    def before(n: int) -> bool:
+        ms = schedule.notice_ms(n)
+        return ms <= t if strict else ms < t
+
+    hi = 1
+    while before(hi):
+        hi *= 2
+    lo = hi // 2 + 1 if hi > 1 else 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if before(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def sharing_cohort(params: Params, schedule: Any, joined_ms: int) -> int:
+    """The first period a member who joined at ``joined_ms`` shares in (docs/rules.md,
+    rule 1): the first notice after the joining block (a notice due at that block's time
+    ran before its transactions), and under ``sharing_basis`` "protected" the first notice
+    at or after the end of the waiting period."""
+    n = _first_notice_from(schedule, joined_ms, strict=True)
+    if params.sharing_basis == "protected":
+        n = max(n, _first_notice_from(schedule, joined_ms + params.waiting_ms, strict=False))
+    return n
+
+
 def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
     """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
     pk = check_request(member_id, period)
@@ -370,6 +400,8 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
             P + F - rec["S"] + rec["surplus_new"], collected + rec["operator_covered"], where)
 
     cohort, exit_p = m["cohort"], m["exit_period"]
+    _expect(f"member cohort (first period shared, sharing_basis {params.sharing_basis!r})",
+            sharing_cohort(params, schedule, m["joined_ms"]), cohort, f"member {member_id}")
     shares = cohort <= period and (exit_p is None or period <= exit_p)
     group = grp = None
     charge = 0

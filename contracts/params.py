@@ -17,6 +17,7 @@ from typing import Any
 from contracts.calendar import DAY_MS, IntervalSchedule, MonthlySchedule, Schedule
 
 MAX_DISEASES = 100
+MAX_WAITING_PERIODS = 1000
 CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 
 # The China Insurance Association's 25 standard critical illnesses plus thyroid cancer,
@@ -49,6 +50,8 @@ _PRODUCTION: dict[str, Any] = {
     "cap_per_case_fen": 10,          # 0.1 yuan per paid case per member
     "cap_per_year_fen": 18_800,      # 188 yuan per member per cap year
     "arrears_grace_ms": 2 * DAY_MS,  # removed 2 days before the next deduction
+    # M counts members protected (waiting period over) at the notice: docs/rules.md rule 6
+    "sharing_basis": "protected",
     "jury": {
         "mode": "open",
         "window_ms": 5 * DAY_MS,
@@ -82,6 +85,12 @@ _DEVNET: dict[str, Any] = {
 }
 
 PROFILES = {"production": _PRODUCTION, "devnet": _DEVNET}
+
+
+SHARING_BASES = ("protected", "joined")
+# Optional fields and what their absence means (genesis files written before they existed
+# keep the meaning they had): docs/rules.md, "Parameters".
+OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined"}
 
 
 class ParamsError(ValueError):
@@ -148,6 +157,7 @@ class Params:
     arrears_grace_ms: int
     jury: JuryParams
     raw: dict[str, Any]
+    sharing_basis: str = "joined"
 
     @classmethod
     def from_dict(cls, d: Any) -> Params:
@@ -155,7 +165,8 @@ class Params:
                "schedule", "objection_window_ms", "appeal_window_ms", "fee_bps",
                "payout_bands", "disease_codes", "disease_overrides", "cap_per_case_fen",
                "cap_per_year_fen", "arrears_grace_ms", "jury"}
-        _fields(d, top, "")
+        present = set(OPTIONAL_DEFAULTS) & set(d) if isinstance(d, dict) else set()
+        _fields(d, top | present, "")
         w = "params."
         min_days = _int(d, "min_join_age_days", w, 0, 366 * 150)
         max_years = _int(d, "max_join_age_years", w, 0, 150)
@@ -220,9 +231,17 @@ class Params:
                                          10 * 366 * DAY_MS),
         )
         schedule = _check_schedule(d["schedule"], objection, grace)
+        basis = d.get("sharing_basis", OPTIONAL_DEFAULTS["sharing_basis"])
+        if basis not in SHARING_BASES:
+            raise ParamsError("params.sharing_basis must be 'protected' or 'joined'")
+        if (basis == "protected" and schedule["kind"] == "interval"
+                and waiting > MAX_WAITING_PERIODS * schedule["period_ms"]):
+            # the notice snapshot reads one cohort count per period a waiting period spans
+            raise ParamsError(f"params.waiting_ms must span at most {MAX_WAITING_PERIODS} "
+                              "periods")
         return cls(min_days, max_years, credit, waiting, schedule, objection, appeal, fee,
                    tuple(bands), codes, overrides, cap_case, cap_year, grace, jury,
-                   copy.deepcopy(d))
+                   copy.deepcopy(d), basis)
 
     def to_dict(self) -> dict[str, Any]:
         """The genesis params object these were validated from."""

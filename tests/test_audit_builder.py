@@ -52,6 +52,9 @@ class ChainBuilder:
         self.registrar, self.assessor, self.operator = (
             key("registrar"), key("assessor"), key("operator"))
         params = profile("devnet")
+        # the scenarios count members from the notice after they join (a genesis without
+        # sharing_basis); a test of the waiting period's effect overrides it
+        params["sharing_basis"] = "joined"
         params.update(params_override or {})
         doc = {
             "chain_id": CHAIN_ID, "genesis_time": "2023-11-14T22:13:20+00:00",

@@ -77,7 +77,9 @@ def test_january_2019_period_at_one_ten_thousandth() -> None:
     assert p["case_cap"] == 330 and p["share"] == 45
     assert p["operator_covered"] == 0
     assert p["surplus_new"] == 2_000 * 45 - 88_020 == 1_980
-    assert [(g["cohort"], g["members"], g["charge"]) for g in p["groups"]] == [(0, 2000, 45)]
+    # protected from 14 January, the 2,000 first share at the notice of 21 January: period
+    # 7 is their cohort, a later one than 2019's first (7 January), so it is its own group
+    assert [(g["cohort"], g["members"], g["charge"]) for g in p["groups"]] == [(7, 2000, 45)]
 
     leaver = h.app.member_share(member_key(1900).public_key.hex(), 7)
     assert leaver["shares"] and leaver["charge"] == 45
@@ -90,6 +92,7 @@ def test_january_2019_period_at_one_ten_thousandth() -> None:
     # the surplus is carried into February's first period
     h.tick(cst(2019, 2, 14) + DAY_MS // 2)
     assert h.app.get_period(8)["S"] == 1_980
-    assert h.app.get_period(8)["M"] == 2000 - 33 - 50 + 100
+    # the 100 who joined on 22 January are in their waiting period until 22 April
+    assert h.app.get_period(8)["M"] == 2000 - 33 - 50
     assert ASSESSOR.public_key.hex() == h.app.get_claim(1)["assessor"]
     assert sha256(b"report").hex() == h.app.get_claim(1)["report_hash"]

@@ -43,7 +43,12 @@ def genesis_doc(params: dict[str, Any], genesis_time: str) -> dict[str, Any]:
 
 
 def devnet_params(**overrides: Any) -> dict[str, Any]:
+    """The devnet profile, except that every joined member shares (``sharing_basis``
+    "joined", what a genesis without the field means): the tests built on this harness
+    count members from the notice after they join. Tests of the waiting period's effect
+    on the sharing count pass ``sharing_basis="protected"`` (the profile's value)."""
     p = params_mod.profile("devnet")
+    p["sharing_basis"] = "joined"
     for k, v in overrides.items():
         if k == "jury":
             p["jury"] = {**p["jury"], **v}

@@ -31,6 +31,18 @@ def cohort_count(ctx: Ctx, j: int) -> int:
     return 0 if rec is None else rec["active"]
 
 
+def sharing_cohort(ctx: Ctx, joined_ms: int) -> int:
+    """The first period a member joining at ``joined_ms`` shares in: the first notice not
+    run yet, and under ``sharing_basis = "protected"`` the first of those at or after the
+    end of the waiting period (docs/rules.md, rule 1). O(waiting_ms / period) steps."""
+    n = ctx.meta["next_notice"]
+    if ctx.params.sharing_basis == "protected":
+        protected_ms = joined_ms + ctx.params.waiting_ms
+        while ctx.schedule.notice_ms(n) < protected_ms:
+            n += 1
+    return n
+
+
 def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     pk = body["member"]
     require(ctx.member(pk) is None, errors.MEMBER_EXISTS,
@@ -56,7 +68,7 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     require(body["credit_score"] >= p.credit_threshold, errors.CREDIT_TOO_LOW,
             f"credit score {body['credit_score']} < {p.credit_threshold}")
     meta = ctx.meta
-    cohort = meta["next_notice"]
+    cohort = sharing_cohort(ctx, ctx.time_ms)
     ctx.put_member(pk, {
         "pubkey": pk,
         "identity_hash": body["identity_hash"],

@@ -43,8 +43,19 @@ def group_of(schedule: Any, cohort: int, n: int) -> int:
     return cohort if cohort > first else 0
 
 
+def waiting_cohorts(sch: Any, waiting_ms: int, n: int) -> range:
+    """The cohorts after n that can hold a member active at notice n: such a member joined
+    before notice_ms(n), so its cohort j has notice_ms(j - 1) < notice_ms(n) + waiting_ms
+    (sharing_basis "protected"; docs/rules.md rule 7). O(waiting_ms / period) periods."""
+    end = n + 1
+    while sch.notice_ms(end) < sch.notice_ms(n) + waiting_ms:
+        end += 1
+    return range(n + 1, end + 1)
+
+
 def snapshot_groups(ctx: Ctx, n: int) -> list[dict[str, int]]:
-    """Active members per group at notice n (every active member has cohort <= n)."""
+    """Sharing members per group at notice n: the active members of cohorts <= n (the
+    cohorts after n are members still in their waiting period)."""
     sch = ctx.schedule
     first = sch.first_period_of_year(sch.year(n))
     groups = []
@@ -54,6 +65,9 @@ def snapshot_groups(ctx: Ctx, n: int) -> list[dict[str, int]]:
         if count:
             groups.append({"cohort": j, "members": count})
             later += count
+    if ctx.params.sharing_basis == "protected":
+        for j in waiting_cohorts(sch, ctx.params.waiting_ms, n):
+            later += cohort_count(ctx, j)
     old = ctx.meta["active"] - later
     if old:
         groups.insert(0, {"cohort": 0, "members": old})
@@ -66,7 +80,7 @@ def open_period(ctx: Ctx, n: int, noticed: list[int]) -> dict[str, Any]:
     rec = {
         "n": n, "status": "noticed", "notice_ms": sch.notice_ms(n),
         "settlement_ms": sch.settlement_ms(n), "year": sch.year(n),
-        "noticed": noticed, "members": ctx.meta["active"], "groups": groups,
+        "noticed": noticed, "members": sum(g["members"] for g in groups), "groups": groups,
     }
     records.store(ctx.state, records.period_key(n), rec)
     return rec
