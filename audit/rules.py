@@ -281,13 +281,7 @@ class RuleChecker:
         groups = self.snapshots.get(n, [])
         M = sum(g["members"] for g in groups)
         need = P + F - S
-        if need <= 0:
-            raw, surplus, extra = 0, -need, 0
-        elif M == 0:
-            raw, surplus, extra = 0, 0, need
-        else:
-            raw = -(-need // M)
-            surplus, extra = M * raw - need, 0
+        raw = -(-need // M) if need > 0 and M > 0 else 0
         cases = len(ids)
         share = min(raw, p.cap_per_case_fen * cases)
         prev = (self.ytd.get(n - 1, {})
@@ -300,7 +294,10 @@ class RuleChecker:
             ytd[g["cohort"]] = before + charge
             out_groups.append({"cohort": g["cohort"], "members": g["members"],
                                "ytd_before": before, "charge": charge, "ytd": before + charge})
-        covered = M * raw - collected + extra
+        # docs/rules.md rule 6: the operator covers exactly what the capped charges leave
+        # short of the need, and then no surplus is created
+        covered = need - collected if need > collected else 0
+        surplus = collected - need if collected > need else 0
         expected = {"P": P, "F": F, "S": S, "need": need, "M": M, "cases": cases,
                     "share_raw": raw, "case_cap": p.cap_per_case_fen * cases, "share": share,
                     "annual_cap": p.cap_per_year_fen, "collected": collected,
@@ -317,6 +314,10 @@ class RuleChecker:
                      lhs, f"period {n} breaks the conservation identity")
         if rec["surplus_new"] < 0 or rec["operator_covered"] < 0:
             raise self._fail(m, txi, f"period {n} has a negative surplus or operator share")
+        if rec["operator_covered"] > 0 and rec["surplus_new"] != 0:
+            raise self._fail(m, txi, f"period {n} carries a surplus although the operator "
+                                     "covered part of it", f"period/{n}.surplus_new", 0,
+                             rec["surplus_new"])
         self.surplus = surplus
         self.ytd[n] = ytd
         self.next_settlement = n + 1

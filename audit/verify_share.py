@@ -323,6 +323,11 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     _expect("share", share, rec["share"], where)
     _expect("annual_cap", params.cap_per_year_fen, rec["annual_cap"], where)
     collected = sum(g["members"] * g["charge"] for g in rec["groups"])
+    # the operator covers exactly what the charges leave short; then no surplus is created
+    _expect("operator_covered (need - collected, if positive)", max(0, need - collected),
+            rec["operator_covered"], where)
+    _expect("surplus_new (collected - need, if positive)", max(0, collected - need),
+            rec["surplus_new"], where)
     _expect("conservation (collected + operator_covered)",
             P + F - rec["S"] + rec["surplus_new"], collected + rec["operator_covered"], where)
 

@@ -60,6 +60,40 @@ def test_settlement_fee_bug(monkeypatch) -> None:
     assert err.height == sc.settle_heights[0] and err.field == "period/1.F"
 
 
+# a lump sum that makes period 1's need (32,400,001) no multiple of its 6 members
+ODD_PAYOUT = {"payout_bands": [{"max_age": 39, "fen": 30_000_001},
+                               {"max_age": 59, "fen": 10_000_000}]}
+
+
+def old_surplus_rule(original: Any) -> Any:
+    """Issue 15 item 1's bug: the surplus from the uncapped share, the operator covering
+    M x raw - collected, so a binding cap made the operator fund a rounding surplus."""
+    def buggy(*args: Any) -> dict:
+        out = original(*args)
+        if out["need"] > 0 and out["M"] > 0:
+            out["surplus_new"] = out["M"] * out["share_raw"] - out["need"]
+            out["operator_covered"] = out["M"] * out["share_raw"] - out["collected"]
+        return out
+    return buggy
+
+
+def test_operator_funding_a_rounding_surplus_is_caught(monkeypatch) -> None:
+    # period 1: 6 sharing members, need 32,400,001 (not a multiple of 6), the case
+    # cap binds: the old rule had the operator fund a surplus of 6 x 5,400,001 - need = 5
+    b, sc = build_scenario(ODD_PAYOUT)
+    honest = b.ex.app.get_period(1)
+    assert honest["operator_covered"] == honest["need"] - honest["collected"] > 0
+    assert honest["surplus_new"] == 0 and _audit(b).ok
+    monkeypatch.setattr(settlement, "compute_shares",
+                        old_surplus_rule(settlement.compute_shares))
+    b, sc = build_scenario(ODD_PAYOUT)
+    err = _fail(b)
+    assert err.height == sc.settle_heights[0]
+    assert err.field == "period/1.operator_covered"
+    assert (err.expected, err.found) == (honest["operator_covered"],
+                                         honest["operator_covered"] + 5)
+
+
 def test_notice_snapshot_bug(monkeypatch) -> None:
     original = settlement.snapshot_groups
 

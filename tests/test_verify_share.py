@@ -28,8 +28,10 @@ from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
 from client import Client
+from contracts.rules import settlement
 from tests.test_audit_builder import MEMBERS, build_scenario
 from tests.test_audit_node import FakeNode
+from tests.test_audit_rules import ODD_PAYOUT, old_surplus_rule
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +332,20 @@ def test_proven_records_that_do_not_fit_the_payout_rule_are_inconsistent(world, 
     with pytest.raises(ShareVerificationError) as info:
         verify_bundle(bundle, b.genesis, key, "period 1", lambda r: r["no such field"])
     assert info.value.kind == "inconsistent" and "payout rule" in info.value.reason
+
+
+def test_an_operator_funded_rounding_surplus_is_inconsistent(monkeypatch) -> None:
+    """A chain whose period 1 (case cap binding, need not a multiple of M) has the
+    operator fund a rounding surplus too: the certified record breaks rule 6."""
+    monkeypatch.setattr(settlement, "compute_shares",
+                        old_surplus_rule(settlement.compute_shares))
+    b, sc = build_scenario(ODD_PAYOUT)
+    monkeypatch.undo()
+    node = FakeNode(b)
+    try:
+        with pytest.raises(ShareVerificationError) as info:
+            verify_share(_client(node), b.genesis, sc.m[1].public_key.hex(), 1)
+    finally:
+        node.stop()
+    assert info.value.kind == "inconsistent"
+    assert "operator_covered" in info.value.reason
