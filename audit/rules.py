@@ -407,7 +407,9 @@ class RuleChecker:
         if pk in j.voters or pk == j.claimant or pk in self.objectors.get(cid, set()):
             raise self._fail(m, txi, f"juror {pk} may not vote on claim {cid} (repeat, "
                                      "claimant or objector)")
-        eligible = pk in self.pool if j.mode == "open" else pk in (j.panel or [])
+        # rule 5: an eligible juror (in the pool: approved, active, not in arrears) at
+        # vote time, in both modes; a panel vote also needs a seat on the panel
+        eligible = pk in self.pool and (j.mode == "open" or pk in (j.panel or []))
         if not eligible or self.statuses.get(pk) != "active":
             raise self._fail(m, txi, f"member {pk} voted on claim {cid} without being an "
                                      f"eligible juror ({j.mode} jury)", "juror")

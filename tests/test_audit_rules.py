@@ -164,3 +164,54 @@ def test_panel_draw_bug(monkeypatch) -> None:
     err = _fail(b)
     assert err.field == "claim/1.jury.panel"
     assert err.found == err.expected[::-1]
+
+
+def _panel_arrears_chain() -> tuple[ChainBuilder, list, int]:
+    """A panel is drawn for an appeal after settlement 2 (which billed every member); one
+    panelist is then put in arrears for period 2 and tries to vote, with another one."""
+    params = profile("devnet")
+    b = ChainBuilder({"jury": {**params["jury"], "mode": "panel", "panel_size": 3,
+                               "panel_min_votes": 2}})
+    g = GENESIS_MS
+    m = [key(f"arrears-panel-{i}") for i in range(8)]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 200 + i))
+                    for i, k in enumerate(m)])
+    b.commit_at(g + 11 * S, [b.tx(b.registrar, "approve_juror",
+                                  {"member": k.public_key.raw, "exam_ref": bytes(32)})
+                             for k in m[1:7]])
+    b.commit_at(g + 31 * S, [b.tx(m[7], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 30 * S, "accident": False,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 32 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": True, "report_hash": bytes(32)})])
+    b.commit_at(g + 106 * S, [b.tx(m[0], "file_claim", {   # claim 1 paid at g + 105 s
+        "disease": "deafness", "diagnosed_ms": g + 100 * S, "accident": False,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 107 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 2, "approve": False, "report_hash": bytes(32)})])
+    b.commit_at(g + 108 * S, [b.tx(m[0], "appeal_claim", {"claim_id": 2,
+                                                         "reason_hash": bytes(32)})])
+    b.commit_at(g + 109 * S)  # the panel is drawn with this block's seed
+    panel = b.ex.app.get_claim(2)["jury"]["panel"]
+    seated = [k for k in m if k.public_key.hex() in panel]
+    b.commit_at(g + 110 * S, [b.tx(b.registrar, "record_arrears",
+                                   {"member": seated[0].public_key.raw, "period": 2})])
+    b.commit_at(g + 111 * S, [b.tx(k, "jury_vote", {"claim_id": 2, "pay": True})
+                              for k in seated[:2]])
+    vote_height = b.height
+    b.commit_at(g + 130 * S)  # the window (15 s from the draw) has closed
+    return b, seated, vote_height
+
+
+def test_a_panelist_in_arrears_voting_is_caught(monkeypatch) -> None:
+    b, seated, vote_height = _panel_arrears_chain()
+    codes = [r.code for r in b.applied[vote_height - 1].receipts]
+    assert codes == ["not_a_juror", "ok"]
+    assert _audit(b).ok
+    # the bug: a panel seat alone lets a juror vote, eligible or not
+    monkeypatch.setattr(jury, "eligible_juror", lambda m: True)
+    b, seated, vote_height = _panel_arrears_chain()
+    assert [r.code for r in b.applied[vote_height - 1].receipts] == ["ok", "ok"]
+    err = _fail(b)
+    assert err.height == vote_height and err.field == "juror"
+    assert seated[0].public_key.hex() in err.what
