@@ -31,7 +31,7 @@ from client import Client
 from contracts.rules import settlement
 from tests.test_audit_builder import MEMBERS, build_scenario
 from tests.test_audit_node import FakeNode
-from tests.test_audit_rules import ODD_PAYOUT, old_surplus_rule
+from tests.test_audit_rules import ODD_PAYOUT, ended_arrears_chain, old_surplus_rule
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +349,25 @@ def test_an_operator_funded_rounding_surplus_is_inconsistent(monkeypatch) -> Non
         node.stop()
     assert info.value.kind == "inconsistent"
     assert "operator_covered" in info.value.reason
+
+
+def test_uncollected_shares_are_shown_and_checked() -> None:
+    b, m = ended_arrears_chain()
+    node = FakeNode(b)
+    try:
+        r = verify_share(_client(node), b.genesis, m[1].public_key.hex(), 2)
+        assert r.shares and r.charge == r.share > 0
+        assert r.uncollected == 2 * r.share
+        assert f"billed but unpaid (advanced by the operator) {r.uncollected:,}" in (
+            render_share(r))
+
+        def forge(bundle: dict) -> dict:   # honest proof, dishonest JSON is caught
+            bundle["record"] = {**bundle["record"], "uncollected": 0}
+            return bundle
+
+        node.bundle_hook = _edit("periods", "2", forge)
+        with pytest.raises(ShareVerificationError) as info:
+            verify_share(_client(node), b.genesis, m[1].public_key.hex(), 2)
+        assert info.value.kind == "record"
+    finally:
+        node.stop()

@@ -16,7 +16,10 @@ per cap year), never O(members). At settlement n:
     new surplus      = max(0, collected - need)     (0 whenever the operator covers)
 
 so collected + operator_covered = P + F - S + new surplus, exactly: the operator funds
-only what the members' capped charges leave short, never a rounding surplus.
+only what the members' capped charges leave short, never a rounding surplus. Shares billed
+but recorded unpaid later (rule 8) move from ``collected`` to ``uncollected`` in the
+period record (the operator advances them), so collected + operator_covered + uncollected
+= P + F - S + new surplus holds for the record at any time.
 A member's total owed is the sum over cap years of their group's year-to-date total at the
 last period they shared in that year: O(years), computed on read.
 """
@@ -95,6 +98,7 @@ def compute_shares(P: int, fee_bps: int, S: int, M: int, cases: int, cap_case: i
         "case_cap": cap_case * cases, "share": share, "annual_cap": cap_year,
         "groups": out_groups, "collected": charged,
         "operator_covered": max(0, need - charged), "surplus_new": max(0, charged - need),
+        "uncollected": 0,
     }
 
 
