@@ -62,6 +62,7 @@ class RuleChecker:
         self.active = 0
         self.cohorts: Counter[int] = Counter()
         self.member_cohort: dict[str, int] = {}
+        self.member_exit: dict[str, int] = {}
         self.statuses: dict[str, str] = {}
         self.jurors: set[str] = set()
         self.pool: set[str] = set()
@@ -72,6 +73,9 @@ class RuleChecker:
         self.payable: dict[int, list[int]] = {}
         self.surplus = 0
         self.ytd: dict[int, dict[int, int]] = {}
+        self.charges: dict[int, dict[int, int]] = {}
+        self.uncollected: Counter[int] = Counter()
+        self.touched: set[int] = set()     # periods whose collected/uncollected changed
         self.juries: dict[int, _Jury] = {}
         self.objectors: dict[int, set[str]] = {}
         self.settled: list[int] = []
@@ -81,8 +85,7 @@ class RuleChecker:
         self.waiting_accidents: set[int] = set()
         self.appeal_due: dict[int, int] = {}
         self.reject_due: set[int] = set()
-        # refunds: members whose shares rule 3 made refundable, exit periods, refunded
-        self.exit_periods: dict[str, int] = {}
+        # refunds: members whose shares rule 3 made refundable, refunded
         self.refundable: set[str] = set()
         self.refunded: set[str] = set()
         self.stats: Counter[str] = Counter()
@@ -102,6 +105,11 @@ class RuleChecker:
                 handler(m, ev.attrs, txi)
             elif ev.type in EXIT_EVENTS:
                 self._exit(m, ev.attrs, txi)
+        # a record's collected/uncollected are checked at the end of the block: arrears
+        # recorded in the block that settles the period change them after the settlement
+        for n in sorted(self.touched):
+            self._check_uncollected(m, None, n)
+        self.touched.clear()
         for cid in sorted(self.reject_due):
             c = self._claim(cid)
             raise self._fail(m, None, f"claim {cid} was finally found no accident inside "
@@ -185,7 +193,7 @@ class RuleChecker:
         self.active -= 1
         self.cohorts[self.member_cohort[pk]] -= 1
         self.statuses[pk] = "ended"
-        self.exit_periods[pk] = a["exit_period"]
+        self.member_exit[pk] = a["exit_period"]
         self.pool.discard(pk)
 
     def _on_juror_approved(self, m: Moment, a: dict, txi: int | None) -> None:
@@ -201,15 +209,47 @@ class RuleChecker:
         self.jurors.add(pk)
         self.pool.add(pk)
 
+    def _billed(self, pk: str, n: int) -> int:
+        """What member ``pk`` was charged for settled period n (rule 8: any member in n's
+        snapshot, whatever their status now), from this model's own figures."""
+        cohort, exit_p = self.member_cohort.get(pk), self.member_exit.get(pk)
+        if cohort is None or n < cohort or (exit_p is not None and n > exit_p):
+            return 0
+        first = self.schedule.first_period_of_year(self.schedule.year(n))
+        return self.charges.get(n, {}).get(cohort if cohort > first else 0, 0)
+
+    def _check_uncollected(self, m: Moment, txi: int | None, n: int) -> None:
+        rec = self._load(records.period_key(n))
+        assert rec is not None
+        self._expect(m, txi, f"period/{n}.uncollected", self.uncollected[n],
+                     rec.get("uncollected"), f"period {n}'s uncollected is not its billed "
+                                             "shares recorded unpaid")
+        charged = sum(g["members"] * g["charge"] for g in rec["groups"])
+        self._expect(m, txi, f"period/{n}.collected", charged - self.uncollected[n],
+                     rec["collected"], f"period {n}'s collected is not its charges less "
+                                       "the uncollected shares")
+
     def _on_arrears_recorded(self, m: Moment, a: dict, txi: int | None) -> None:
-        self.arrears.setdefault(a["member"], set()).add(a["period"])
-        self.pool.discard(a["member"])
+        pk, n = a["member"], a["period"]
+        billed = self._billed(pk, n)
+        if billed == 0 or n in self.arrears.get(pk, set()):
+            raise self._fail(m, txi, f"arrears recorded for member {pk} in period {n}, "
+                                     "which it was not billed for (or already recorded)",
+                             f"member/{pk}.arrears", None, [n, a["amount"]])
+        self._expect(m, txi, f"member/{pk}.arrears (period {n})", billed, a["amount"],
+                     f"member {pk}'s arrears for period {n} are not its charge")
+        self.arrears.setdefault(pk, set()).add(n)
+        self.pool.discard(pk)
+        self.uncollected[n] += a["amount"]
+        self.touched.add(n)
 
     def _on_arrears_paid(self, m: Moment, a: dict, txi: int | None) -> None:
         pk = a["member"]
         self.arrears.get(pk, set()).discard(a["period"])
         if self.statuses.get(pk) == "active" and pk in self.jurors and not self.arrears[pk]:
             self.pool.add(pk)
+        self.uncollected[a["period"]] -= a["amount"]
+        self.touched.add(a["period"])
 
     def _on_arrears_cleared_by_claim(self, m: Moment, a: dict, txi: int | None) -> None:
         self.arrears.pop(a["member"], None)
@@ -335,7 +375,7 @@ class RuleChecker:
         if pk not in self.refundable or pk in self.refunded:
             raise self._fail(m, txi, f"a refund was recorded for member {pk}, who is not "
                                      "refundable or was refunded already", name)
-        exit_p = self.exit_periods.get(pk)
+        exit_p = self.member_exit.get(pk)
         if exit_p is None or exit_p > (self.settled[-1] if self.settled else 0):
             raise self._fail(m, txi, f"member {pk}'s refund was recorded before their "
                                      "last period settled", f"member/{pk}.exit_period",
@@ -408,29 +448,27 @@ class RuleChecker:
         groups = self.snapshots.get(n, [])
         M = sum(g["members"] for g in groups)
         need = P + F - S
-        if need <= 0:
-            raw, surplus, extra = 0, -need, 0
-        elif M == 0:
-            raw, surplus, extra = 0, 0, need
-        else:
-            raw = -(-need // M)
-            surplus, extra = M * raw - need, 0
+        raw = -(-need // M) if need > 0 and M > 0 else 0
         cases = len(ids)
         share = min(raw, p.cap_per_case_fen * cases)
         prev = (self.ytd.get(n - 1, {})
                 if n > 1 and self.schedule.year(n - 1) == self.schedule.year(n) else {})
-        out_groups, collected, ytd = [], 0, {}
+        out_groups, collected, ytd, charges = [], 0, {}, {}
         for g in groups:
             before = prev.get(g["cohort"], 0)
             charge = min(share, max(0, p.cap_per_year_fen - before))
             collected += g["members"] * charge
             ytd[g["cohort"]] = before + charge
+            charges[g["cohort"]] = charge
             out_groups.append({"cohort": g["cohort"], "members": g["members"],
                                "ytd_before": before, "charge": charge, "ytd": before + charge})
-        covered = M * raw - collected + extra
+        # docs/rules.md rule 6: the operator covers exactly what the capped charges leave
+        # short of the need, and then no surplus is created
+        covered = need - collected if need > collected else 0
+        surplus = collected - need if collected > need else 0
         expected = {"P": P, "F": F, "S": S, "need": need, "M": M, "cases": cases,
                     "share_raw": raw, "case_cap": p.cap_per_case_fen * cases, "share": share,
-                    "annual_cap": p.cap_per_year_fen, "collected": collected,
+                    "annual_cap": p.cap_per_year_fen,
                     "operator_covered": covered, "surplus_new": surplus, "groups": out_groups,
                     "members": M, "status": "settled",
                     "payout_exit_period": self.next_notice - 1}
@@ -438,14 +476,21 @@ class RuleChecker:
             self._expect(m, txi, f"period/{n}.{name}", want, rec.get(name),
                          f"period {n}'s {name} is not what the settlement formula gives")
         # the conservation identity, on the record's own figures
-        lhs = sum(g["members"] * g["charge"] for g in rec["groups"]) + rec["operator_covered"]
+        lhs = rec["collected"] + rec["operator_covered"] + rec["uncollected"]
         rhs = rec["P"] + rec["F"] - rec["S"] + rec["surplus_new"]
-        self._expect(m, txi, f"period/{n} conservation (collected + operator_covered)", rhs,
-                     lhs, f"period {n} breaks the conservation identity")
+        self._expect(m, txi, f"period/{n} conservation (collected + operator_covered + "
+                             "uncollected)", rhs, lhs,
+                     f"period {n} breaks the conservation identity")
         if rec["surplus_new"] < 0 or rec["operator_covered"] < 0:
             raise self._fail(m, txi, f"period {n} has a negative surplus or operator share")
+        if rec["operator_covered"] > 0 and rec["surplus_new"] != 0:
+            raise self._fail(m, txi, f"period {n} carries a surplus although the operator "
+                                     "covered part of it", f"period/{n}.surplus_new", 0,
+                             rec["surplus_new"])
         self.surplus = surplus
         self.ytd[n] = ytd
+        self.touched.add(n)     # collected = the charges, uncollected 0 (until arrears)
+        self.charges[n] = charges
         self.next_settlement = n + 1
         self.settled.append(n)
         self.stats["periods"] += 1
@@ -533,7 +578,9 @@ class RuleChecker:
         if pk in j.voters or pk == j.claimant or pk in self.objectors.get(cid, set()):
             raise self._fail(m, txi, f"juror {pk} may not vote on claim {cid} (repeat, "
                                      "claimant or objector)")
-        eligible = pk in self.pool if j.mode == "open" else pk in (j.panel or [])
+        # rule 5: an eligible juror (in the pool: approved, active, not in arrears) at
+        # vote time, in both modes; a panel vote also needs a seat on the panel
+        eligible = pk in self.pool and (j.mode == "open" or pk in (j.panel or []))
         if not eligible or self.statuses.get(pk) != "active":
             raise self._fail(m, txi, f"member {pk} voted on claim {cid} without being an "
                                      f"eligible juror ({j.mode} jury)", "juror")

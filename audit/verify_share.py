@@ -200,6 +200,7 @@ class ShareReport:
     refundable: bool = False
     refund_fen: int | None = None
     refund_arrears_fen: int | None = None
+    uncollected: int = 0
     height: int = 0
     block_id: str = ""
     state_root: str = ""
@@ -395,9 +396,23 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     share = min(raw, case_cap)
     _expect("share", share, rec["share"], where)
     _expect("annual_cap", params.cap_per_year_fen, rec["annual_cap"], where)
-    collected = sum(g["members"] * g["charge"] for g in rec["groups"])
-    _expect("conservation (collected + operator_covered)",
-            P + F - rec["S"] + rec["surplus_new"], collected + rec["operator_covered"], where)
+    charged = sum(g["members"] * g["charge"] for g in rec["groups"])
+    # the operator covers exactly what the charges leave short; then no surplus is created
+    _expect("operator_covered (need - charged, if positive)", max(0, need - charged),
+            rec["operator_covered"], where)
+    _expect("surplus_new (charged - need, if positive)", max(0, charged - need),
+            rec["surplus_new"], where)
+    # shares billed but recorded unpaid (rule 8) are uncollected, not collected
+    uncollected = rec.get("uncollected")
+    if not isinstance(uncollected, int) or not 0 <= uncollected <= charged:
+        raise ShareVerificationError("inconsistent", f"{where}: uncollected should be 0.."
+                                                     f"{charged}, the record says "
+                                                     f"{uncollected!r}")
+    _expect("collected (charged - uncollected)", charged - uncollected, rec["collected"],
+            where)
+    _expect("conservation (collected + operator_covered + uncollected)",
+            P + F - rec["S"] + rec["surplus_new"],
+            rec["collected"] + rec["operator_covered"] + uncollected, where)
 
     cohort, exit_p = m["cohort"], m["exit_period"]
     _expect(f"member cohort (first period shared, sharing_basis {params.sharing_basis!r})",
@@ -432,7 +447,8 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
         ytd_before=None if grp is None else grp["ytd_before"],
         ytd_after=None if grp is None else grp["ytd"],
         operator_covered=rec["operator_covered"], surplus_new=rec["surplus_new"],
-        claims=claims, refundable=bool(m.get("refund")) and m.get("refund_fen") is None,
+        claims=claims, uncollected=uncollected,
+        refundable=bool(m.get("refund")) and m.get("refund_fen") is None,
         refund_fen=m.get("refund_fen"), refund_arrears_fen=m.get("refund_arrears_fen"),
         height=pb.height, block_id=pb.block_id.hex(),
         state_root=pb.state_root.hex(), signed_power=pb.signed_power,
@@ -470,8 +486,8 @@ def render_share(r: ShareReport) -> str:
         why += ("; has not left" if r.exit_period is None
                 else f"; left, sharing up to period {r.exit_period}")
         lines.append(f"  the member does not share in period {r.period} ({why}): charge 0")
-    lines.append(f"  operator covered {r.operator_covered:,}; surplus carried on "
-                 f"{r.surplus_new:,}")
+    lines.append(f"  operator covered {r.operator_covered:,}; billed but unpaid (advanced "
+                 f"by the operator) {r.uncollected:,}; surplus carried on {r.surplus_new:,}")
     if r.refund_fen is not None:
         lines.append(f"  refund recorded (waiting-period rule): {r.refund_fen:,} fen paid "
                      f"back + {r.refund_arrears_fen:,} unpaid arrears netted = billed")

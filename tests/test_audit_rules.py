@@ -18,7 +18,7 @@ from audit import AuditFailure, audit
 from chain.hashing import sha256
 from contracts import rules
 from contracts.params import profile
-from contracts.rules import claims, jury, settlement, waiting
+from contracts.rules import arrears, claims, jury, settlement, waiting
 from tests.test_audit_builder import GENESIS_MS, ChainBuilder, build_scenario, key, register_body
 
 S = 1000
@@ -60,6 +60,40 @@ def test_settlement_fee_bug(monkeypatch) -> None:
     b, sc = build_scenario()
     err = _fail(b)
     assert err.height == sc.settle_heights[0] and err.field == "period/1.F"
+
+
+# a lump sum that makes period 1's need (32,400,001) no multiple of its 6 members
+ODD_PAYOUT = {"payout_bands": [{"max_age": 39, "fen": 30_000_001},
+                               {"max_age": 59, "fen": 10_000_000}]}
+
+
+def old_surplus_rule(original: Any) -> Any:
+    """Issue 15 item 1's bug: the surplus from the uncapped share, the operator covering
+    M x raw - collected, so a binding cap made the operator fund a rounding surplus."""
+    def buggy(*args: Any) -> dict:
+        out = original(*args)
+        if out["need"] > 0 and out["M"] > 0:
+            out["surplus_new"] = out["M"] * out["share_raw"] - out["need"]
+            out["operator_covered"] = out["M"] * out["share_raw"] - out["collected"]
+        return out
+    return buggy
+
+
+def test_operator_funding_a_rounding_surplus_is_caught(monkeypatch) -> None:
+    # period 1: 6 sharing members, need 32,400,001 (not a multiple of 6), the case
+    # cap binds: the old rule had the operator fund a surplus of 6 x 5,400,001 - need = 5
+    b, sc = build_scenario(ODD_PAYOUT)
+    honest = b.ex.app.get_period(1)
+    assert honest["operator_covered"] == honest["need"] - honest["collected"] > 0
+    assert honest["surplus_new"] == 0 and _audit(b).ok
+    monkeypatch.setattr(settlement, "compute_shares",
+                        old_surplus_rule(settlement.compute_shares))
+    b, sc = build_scenario(ODD_PAYOUT)
+    err = _fail(b)
+    assert err.height == sc.settle_heights[0]
+    assert err.field == "period/1.operator_covered"
+    assert (err.expected, err.found) == (honest["operator_covered"],
+                                         honest["operator_covered"] + 5)
 
 
 def test_notice_snapshot_bug(monkeypatch) -> None:
@@ -204,3 +238,93 @@ def test_refund_amount_bug(monkeypatch) -> None:
     assert err.height == b.height - 1 and err.tx == 0
     assert err.field == f"member/{m[0].public_key.hex()}.refund_fen"
     assert (err.expected, err.found) == (10, 11)
+
+
+def _panel_arrears_chain() -> tuple[ChainBuilder, list, int]:
+    """A panel is drawn for an appeal after settlement 2 (which billed every member); one
+    panelist is then put in arrears for period 2 and tries to vote, with another one."""
+    params = profile("devnet")
+    b = ChainBuilder({"jury": {**params["jury"], "mode": "panel", "panel_size": 3,
+                               "panel_min_votes": 2}})
+    g = GENESIS_MS
+    m = [key(f"arrears-panel-{i}") for i in range(8)]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 200 + i))
+                    for i, k in enumerate(m)])
+    b.commit_at(g + 11 * S, [b.tx(b.registrar, "approve_juror",
+                                  {"member": k.public_key.raw, "exam_ref": bytes(32)})
+                             for k in m[1:7]])
+    b.commit_at(g + 31 * S, [b.tx(m[7], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 30 * S, "accident": False,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 32 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": True, "report_hash": bytes(32)})])
+    b.commit_at(g + 106 * S, [b.tx(m[0], "file_claim", {   # claim 1 paid at g + 105 s
+        "disease": "deafness", "diagnosed_ms": g + 100 * S, "accident": False,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 107 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 2, "approve": False, "report_hash": bytes(32)})])
+    b.commit_at(g + 108 * S, [b.tx(m[0], "appeal_claim", {"claim_id": 2,
+                                                         "reason_hash": bytes(32)})])
+    b.commit_at(g + 109 * S)  # the panel is drawn with this block's seed
+    panel = b.ex.app.get_claim(2)["jury"]["panel"]
+    seated = [k for k in m if k.public_key.hex() in panel]
+    b.commit_at(g + 110 * S, [b.tx(b.registrar, "record_arrears",
+                                   {"member": seated[0].public_key.raw, "period": 2})])
+    b.commit_at(g + 111 * S, [b.tx(k, "jury_vote", {"claim_id": 2, "pay": True})
+                              for k in seated[:2]])
+    vote_height = b.height
+    b.commit_at(g + 130 * S)  # the window (15 s from the draw) has closed
+    return b, seated, vote_height
+
+
+def test_a_panelist_in_arrears_voting_is_caught(monkeypatch) -> None:
+    b, seated, vote_height = _panel_arrears_chain()
+    codes = [r.code for r in b.applied[vote_height - 1].receipts]
+    assert codes == ["not_a_juror", "ok"]
+    assert _audit(b).ok
+    # the bug: a panel seat alone lets a juror vote, eligible or not
+    monkeypatch.setattr(jury, "eligible_juror", lambda m: True)
+    b, seated, vote_height = _panel_arrears_chain()
+    assert [r.code for r in b.applied[vote_height - 1].receipts] == ["ok", "ok"]
+    err = _fail(b)
+    assert err.height == vote_height and err.field == "juror"
+    assert seated[0].public_key.hex() in err.what
+
+
+def ended_arrears_chain() -> tuple[ChainBuilder, list]:
+    """Period 2 pays m0's claim; m1 leaves after notice 2; after settlement 2 the shares
+    of m1 (left), m0 (paid out) and m2 (active, pays later) are recorded unpaid."""
+    b = ChainBuilder()
+    g = GENESIS_MS
+    m = [key(f"ended-arrears-{i}") for i in range(4)]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 300 + i))
+                    for i, k in enumerate(m)])
+    b.commit_at(g + 31 * S, [b.tx(m[0], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 30 * S, "accident": False,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 32 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": True, "report_hash": bytes(32)})])
+    b.commit_at(g + 85 * S, [b.tx(m[1], "leave", {})])
+    b.commit_at(g + 106 * S, [b.tx(b.registrar, "record_arrears",
+                                   {"member": k.public_key.raw, "period": 2})
+                              for k in m[:3]])
+    b.commit_at(g + 107 * S, [b.tx(b.registrar, "record_payment",
+                                   {"member": m[2].public_key.raw, "period": 2})])
+    b.commit_at(g + 170 * S)
+    return b, m
+
+
+def test_uncollected_shares_of_ended_members_are_rechecked(monkeypatch) -> None:
+    b, m = ended_arrears_chain()
+    assert {r.code for a in b.applied for r in a.receipts} == {"ok"}
+    p2 = b.ex.app.get_period(2)
+    assert p2["uncollected"] == 2 * p2["share"] > 0
+    assert p2["collected"] == p2["M"] * p2["share"] - p2["uncollected"]
+    report = _audit(b)
+    assert report.ok, report.first_error
+    # the bug: arrears recorded on the member but not counted in the period record
+    monkeypatch.setattr(arrears, "_uncollected", lambda ctx, n, amount: None)
+    b, _ = ended_arrears_chain()
+    err = _fail(b)
+    assert err.field == "period/2.uncollected"
+    assert (err.expected, err.found) == (3 * p2["share"], 0)   # three in one block

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chain.hashing import sha256
 from contracts import records
 from contracts.calendar import DAY_MS
@@ -120,6 +122,41 @@ def test_panel_is_drawn_in_the_next_block_and_only_panelists_vote() -> None:
     assert vote(h, panel[1], cid, True) == "ok"
     c = close(h, cid)
     assert c["jury"]["verdict"] == "pay"
+
+
+@pytest.mark.parametrize("mode", ["open", "panel"])
+def test_a_juror_who_falls_into_arrears_after_the_draw_cannot_vote(mode: str) -> None:
+    """Eligibility is checked at vote time in both modes, with the same function and the
+    same code: a panelist drawn while eligible is refused once in arrears."""
+    h = Harness(devnet_params(jury={"mode": mode, "panel_size": 3, "panel_min_votes": 2,
+                                    "open_quorum": 2}))
+    g = h.g0
+    with h.block(g + S):
+        keys = [h.join(i) for i in range(10)]
+    with h.block(g + 15 * S):
+        for k in keys[:7]:
+            h.ok(REGISTRAR, "approve_juror", {"member": k.public_key.raw,
+                                              "exam_ref": sha256(b"exam")})
+    with h.block(g + 40 * S):                 # paid at settlement 2: every member owes 10
+        h.claim(keys[9], g + 35 * S)
+        h.assess(h.last_claim_id())
+    with h.block(g + 110 * S):                # a denial appealed after settlement 2
+        h.claim(keys[8], g + 108 * S)
+        cid = h.last_claim_id()
+        h.assess(cid, approve=False)
+        h.ok(keys[8], "appeal_claim", {"claim_id": cid, "reason_hash": sha256(b"a")})
+    h.tick(g + 111 * S)                       # panels are drawn in this block
+    j = h.app.get_claim(cid)["jury"]
+    jurors = [k for k in keys[:7] if mode == "open" or k.public_key.hex() in j["panel"]]
+    late = jurors[0]
+    with h.block(g + 112 * S):
+        h.ok(REGISTRAR, "record_arrears", {"member": late.public_key.raw, "period": 2})
+        assert h.app.get_member(late.public_key.hex())["in_arrears"]
+        before = h.state.snapshot()
+        assert vote(h, late, cid, True) == "not_a_juror"
+        assert h.state.snapshot() == before
+        assert vote(h, jurors[1], cid, True) == "ok"
+    assert h.app.get_claim(cid)["jury"]["yes"] == 1
 
 
 def test_no_vote_before_the_panel_is_drawn() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contracts import records
 from contracts.rules.settlement import compute_shares
 from tests.test_contracts_harness import Harness, devnet_params
 
@@ -72,6 +73,59 @@ def test_per_case_cap_and_operator_covered() -> None:
     assert p["share_raw"] == 7_560_000 and p["share"] == 20
     assert p["operator_covered"] == 5 * 7_560_000 - 5 * 20
     assert p["surplus_new"] == 0
+
+
+def test_capped_period_creates_no_surplus_the_operator_covers_exactly_the_gap() -> None:
+    # 7 members, one 300,000-yuan claim: need = 32,400,000 is not a multiple of 7, and the
+    # 0.1-yuan-per-case cap binds. Members pay 7 x 10; the operator covers need - 70 and
+    # no rounding surplus is created (it would be the operator's money carried on as
+    # members').
+    h = Harness(devnet_params())
+    with h.block(h.g0 + S):
+        keys = [h.join(i) for i in range(7)]
+    pay_claim(h, keys[0], 2)
+    h.tick(h.g0 + settlement(2))
+    p = h.app.get_period(2)
+    assert (p["need"], p["M"], p["share_raw"], p["share"]) == (32_400_000, 7, 4_628_572, 10)
+    assert p["collected"] == 70
+    assert p["operator_covered"] == 32_400_000 - 70
+    assert p["surplus_new"] == 0
+    assert records.load(h.state, records.META_KEY)["surplus"] == 0
+    h.tick(h.g0 + settlement(3))
+    assert h.app.get_period(3)["S"] == 0
+
+
+def test_full_scale_worked_example_23_million_members() -> None:
+    # docs/rules.md, rule 6, worked example: 23,000,000 sharing members, 2 cases of
+    # 300,000 yuan. need = 2 x 30,000,000 + 8 % = 64,800,000 fen; raw = ceil(64,800,000 /
+    # 23,000,000) = 3 fen each (under the 2 x 10 fen case cap); collected 69,000,000;
+    # surplus carried 4,200,000. The counts are set in the state (cohort 1 and
+    # meta.active), not by registering 23 M members: settlement never loops over them.
+    h = Harness(devnet_params())
+    with h.block(h.g0 + S):
+        keys = [h.join(i) for i in range(2)]
+    assert h.app.get_member(keys[0].public_key.hex())["cohort"] == 1
+    records.store(h.state, records.cohort_key(1), {"active": 23_000_000})
+    meta = records.load_meta(h.state)
+    meta["active"] = meta["members"] = 23_000_000
+    records.store_meta(h.state, meta)
+    pay_claim(h, keys[0], 2)
+    pay_claim(h, keys[1], 2)
+    h.tick(h.g0 + settlement(2))
+    p = h.app.get_period(2)
+    assert (p["P"], p["F"], p["S"]) == (60_000_000, 4_800_000, 0)
+    assert (p["need"], p["M"], p["cases"]) == (64_800_000, 23_000_000, 2)
+    assert (p["share_raw"], p["case_cap"], p["share"]) == (3, 20, 3)
+    assert p["groups"] == [{"cohort": 0, "members": 23_000_000, "ytd_before": 0,
+                            "charge": 3, "ytd": 3}]
+    assert p["collected"] == 69_000_000
+    assert p["operator_covered"] == 0
+    assert p["surplus_new"] == 69_000_000 - 64_800_000 == 4_200_000
+    assert h.app.member_share(keys[0].public_key.hex(), 2)["charge"] == 3
+    h.tick(h.g0 + settlement(3))
+    p3 = h.app.get_period(3)
+    assert p3["S"] == 4_200_000 and p3["M"] == 23_000_000 - 2
+    assert p3["surplus_new"] == 4_200_000 and p3["share"] == 0
 
 
 def test_annual_cap_per_cohort_and_year_reset() -> None:

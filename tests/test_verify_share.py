@@ -28,8 +28,10 @@ from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
 from chain.genesis import Genesis
 from client import Client
+from contracts.rules import settlement
 from tests.test_audit_builder import MEMBERS, build_scenario
 from tests.test_audit_node import FakeNode
+from tests.test_audit_rules import ODD_PAYOUT, ended_arrears_chain, old_surplus_rule
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +359,42 @@ def test_a_recorded_refund_is_re_derived_from_the_proven_periods() -> None:
         check_refund({**rec, "refund_fen": 11}, load, b.ex.app.schedule, "member")
     assert info.value.kind == "inconsistent" and "refund_fen" in info.value.reason
     assert records.load(state, records.period_key(1))["status"] == "settled"
+
+
+def test_an_operator_funded_rounding_surplus_is_inconsistent(monkeypatch) -> None:
+    """A chain whose period 1 (case cap binding, need not a multiple of M) has the
+    operator fund a rounding surplus too: the certified record breaks rule 6."""
+    monkeypatch.setattr(settlement, "compute_shares",
+                        old_surplus_rule(settlement.compute_shares))
+    b, sc = build_scenario(ODD_PAYOUT)
+    monkeypatch.undo()
+    node = FakeNode(b)
+    try:
+        with pytest.raises(ShareVerificationError) as info:
+            verify_share(_client(node), b.genesis, sc.m[1].public_key.hex(), 1)
+    finally:
+        node.stop()
+    assert info.value.kind == "inconsistent"
+    assert "operator_covered" in info.value.reason
+
+
+def test_uncollected_shares_are_shown_and_checked() -> None:
+    b, m = ended_arrears_chain()
+    node = FakeNode(b)
+    try:
+        r = verify_share(_client(node), b.genesis, m[1].public_key.hex(), 2)
+        assert r.shares and r.charge == r.share > 0
+        assert r.uncollected == 2 * r.share
+        assert f"billed but unpaid (advanced by the operator) {r.uncollected:,}" in (
+            render_share(r))
+
+        def forge(bundle: dict) -> dict:   # honest proof, dishonest JSON is caught
+            bundle["record"] = {**bundle["record"], "uncollected": 0}
+            return bundle
+
+        node.bundle_hook = _edit("periods", "2", forge)
+        with pytest.raises(ShareVerificationError) as info:
+            verify_share(_client(node), b.genesis, m[1].public_key.hex(), 2)
+        assert info.value.kind == "record"
+    finally:
+        node.stop()

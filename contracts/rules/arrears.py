@@ -2,7 +2,9 @@
 is in arrears until a payment is recorded, or is removed at the deadline: the next
 settlement of the following period minus ``arrears_grace_ms`` (production: 2 days before
 the next deduction date). Arrears of period n all share one deadline, so they queue per
-period and removal costs O(arrears of that period), never O(members).
+period and removal costs O(arrears of that period), never O(members). Any member billed
+for the period may be recorded (one who left or was removed owes it as a debt); the
+period record counts recorded, unpaid shares as ``uncollected``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,21 @@ def _member(ctx: Ctx, pk: bytes) -> dict[str, Any]:
     return m
 
 
+def _uncollected(ctx: Ctx, n: int, amount: int) -> None:
+    """Move ``amount`` of settled period n's charges from ``collected`` to ``uncollected``
+    (negative: back), keeping the period's conservation identity."""
+    key = records.period_key(n)
+    rec = records.load(ctx.state, key)
+    rec["uncollected"] += amount
+    rec["collected"] -= amount
+    records.store(ctx.state, key, rec)
+
+
 def record_arrears(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     pk, n = body["member"], body["period"]
+    # any member billed for n (in n's snapshot, charge > 0), whatever their status now: a
+    # member who left or was removed after the notice still owes the period
     m = _member(ctx, pk)
-    require(m["status"] == "active", errors.MEMBER_NOT_ACTIVE,
-            f"member {pk.hex()} is {m['status']}")
     require(1 <= n < ctx.meta["next_settlement"], errors.PERIOD_NOT_SETTLED,
             f"period {n} is not settled")
     require(ctx.time_ms < deadline_ms(ctx, n), errors.WINDOW_CLOSED,
@@ -38,11 +50,12 @@ def record_arrears(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     require(all(p != n for p, _ in m["arrears"]), errors.ALREADY_IN_ARREARS,
             f"arrears for period {n} already recorded")
     amount = member_charge(ctx.state, ctx.schedule, m, n)
-    require(bool(amount), errors.NOTHING_OWED, f"member owed nothing for period {n}")
+    require(bool(amount), errors.NOTHING_OWED, f"member was not billed for period {n}")
     m["arrears"] = sorted([*m["arrears"], [n, amount]])
     if m["pool_index"] is not None:
         pool_remove(ctx, pk, m)
     ctx.put_member(pk, m)
+    _uncollected(ctx, n, amount)
     ckey = records.arrears_count_key(n)
     count = (records.load(ctx.state, ckey) or {"count": 0})["count"]
     records.store(ctx.state, records.arrears_queue_key(n, count), {"member": pk})
@@ -60,6 +73,7 @@ def record_payment(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     if m["status"] == "active" and m["juror"] and not m["arrears"]:
         pool_add(ctx, pk, m)
     ctx.put_member(pk, m)
+    _uncollected(ctx, n, -entry[1])
     ctx.emit("arrears_paid", member=pk.hex(), period=n, amount=entry[1])
 
 

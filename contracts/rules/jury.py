@@ -108,6 +108,12 @@ def run_draws(ctx: Ctx) -> None:
                  close_ms=c["jury"]["close_ms"])
 
 
+def eligible_juror(m: dict[str, Any]) -> bool:
+    """An approved juror, active and not in arrears, *now*: exactly the members in the
+    juror pool (docs/rules.md, rule 5). Checked at vote time in both modes."""
+    return m["pool_index"] is not None
+
+
 def jury_vote(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     c = ctx.claim(body["claim_id"]) if body["claim_id"] > 0 else None
     require(c is not None, errors.UNKNOWN_CLAIM, f"no claim {body['claim_id']}")
@@ -120,13 +126,16 @@ def jury_vote(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     vkey = records.vote_key(c["id"], sender)
     require(ctx.state.get(vkey) is None, errors.ALREADY_VOTED, "already voted")
     if j["mode"] == "open":
-        require(m["pool_index"] is not None, errors.NOT_A_JUROR,
+        require(eligible_juror(m), errors.NOT_A_JUROR,
                 "not an eligible juror (not approved, or in arrears)")
         require(not _conflicted(ctx, c, sender), errors.NOT_A_JUROR,
                 "objectors may not judge the claim they objected to")
     else:
         require(ctx.state.get(records.panel_key(c["id"], sender)) is not None,
                 errors.NOT_ON_PANEL, "not drawn for this panel")
+        # drawn while eligible is not enough: a panelist in arrears since the draw is refused
+        require(eligible_juror(m), errors.NOT_A_JUROR,
+                "not an eligible juror (not approved, or in arrears)")
     records.store(ctx.state, vkey, {"pay": body["pay"]})
     j["yes" if body["pay"] else "no"] += 1
     ctx.put_claim(c)

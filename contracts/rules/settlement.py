@@ -11,10 +11,15 @@ per cap year), never O(members). At settlement n:
     raw   = ceil(need / M)                          (0 if need <= 0 or M == 0)
     share = min(raw, cap_per_case_fen * cases)      (per-case cap)
     charge(g) = min(share, cap_per_year_fen - ytd_before(g))   (annual cap, per group)
-    operator_covered = M * raw - sum(members(g) * charge(g))    (+ need if M == 0)
-    new surplus = M * raw - need                    (or -need when need <= 0)
+    collected = sum(members(g) * charge(g))
+    operator_covered = max(0, need - collected)     (only when a cap binds, or M == 0)
+    new surplus      = max(0, collected - need)     (0 whenever the operator covers)
 
-so sum(members(g) * charge(g)) + operator_covered = P + F - S + new surplus, exactly.
+so collected + operator_covered = P + F - S + new surplus, exactly: the operator funds
+only what the members' capped charges leave short, never a rounding surplus. Shares billed
+but recorded unpaid later (rule 8) move from ``collected`` to ``uncollected`` in the
+period record (the operator advances them), so collected + operator_covered + uncollected
+= P + F - S + new surplus holds for the record at any time.
 A member's total owed is the sum over cap years of their group's year-to-date total at the
 last period they shared in that year: O(years), computed on read.
 """
@@ -92,14 +97,7 @@ def compute_shares(P: int, fee_bps: int, S: int, M: int, cases: int, cap_case: i
     """The share formula as a pure function (the auditor's reference)."""
     F = P * fee_bps // 10_000
     need = P + F - S
-    op_extra = 0
-    if need <= 0:
-        raw, surplus = 0, -need
-    elif M == 0:
-        raw, surplus, op_extra = 0, 0, need
-    else:
-        raw = -(-need // M)
-        surplus = M * raw - need
+    raw = -(-need // M) if need > 0 and M > 0 else 0
     share = min(raw, cap_case * cases)
     out_groups = []
     charged = 0
@@ -113,7 +111,8 @@ def compute_shares(P: int, fee_bps: int, S: int, M: int, cases: int, cap_case: i
         "P": P, "F": F, "S": S, "need": need, "M": M, "cases": cases, "share_raw": raw,
         "case_cap": cap_case * cases, "share": share, "annual_cap": cap_year,
         "groups": out_groups, "collected": charged,
-        "operator_covered": M * raw - charged + op_extra, "surplus_new": surplus,
+        "operator_covered": max(0, need - charged), "surplus_new": max(0, charged - need),
+        "uncollected": 0,
     }
 
 
