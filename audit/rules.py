@@ -231,6 +231,10 @@ class RuleChecker:
 
     def _on_arrears_recorded(self, m: Moment, a: dict, txi: int | None) -> None:
         pk, n = a["member"], a["period"]
+        if pk in self.refunded:
+            raise self._fail(m, txi, f"arrears recorded for member {pk} in period {n} after "
+                                     "its refund settled every billed share",
+                             f"member/{pk}.arrears", None, [n, a["amount"]])
         billed = self._billed(pk, n)
         if billed == 0 or n in self.arrears.get(pk, set()):
             raise self._fail(m, txi, f"arrears recorded for member {pk} in period {n}, "

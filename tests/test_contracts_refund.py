@@ -56,6 +56,10 @@ def test_refund_is_recorded_once_with_the_amount_the_index_gives() -> None:
     with h.block(h.time + S):
         before = h.state.snapshot()
         assert refund(h, keys[0], REGISTRAR).code == "already_refunded"
+        # the refund settled the billed shares: no arrears can be recorded afterwards
+        r = h.send(REGISTRAR, "record_arrears", {"member": keys[0].public_key.raw,
+                                                 "period": 1})
+        assert r.code == "already_refunded", r.reason
         assert h.state.snapshot() == before
 
 

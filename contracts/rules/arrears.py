@@ -43,6 +43,10 @@ def record_arrears(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     # any member billed for n (in n's snapshot, charge > 0), whatever their status now: a
     # member who left or was removed after the notice still owes the period
     m = _member(ctx, pk)
+    # the recorded refund settled every share the member was billed (unpaid ones netted):
+    # arrears recorded after it would count a netted share twice
+    require(m.get("refund_fen") is None, errors.ALREADY_REFUNDED,
+            "the member's refund is recorded; its billed shares are settled")
     require(1 <= n < ctx.meta["next_settlement"], errors.PERIOD_NOT_SETTLED,
             f"period {n} is not settled")
     require(ctx.time_ms < deadline_ms(ctx, n), errors.WINDOW_CLOSED,
