@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.report import AuditFailure
+from audit.report import ABSENT, AuditFailure
 from chain.genesis import Genesis
 from chain.hashing import sha256
 from contracts import records
-from contracts.calendar import age_years, cst_date, parse_date
+from contracts.calendar import age_days, age_years, cst_date, parse_date
 from contracts.params import Params
 from contracts.rules import payout
 from node.executor import Applied
@@ -171,6 +171,7 @@ class RuleChecker:
 
     def _on_member_joined(self, m: Moment, a: dict, txi: int | None) -> None:
         pk, cohort = a["member"], a["cohort"]
+        self._check_admission(m, txi, pk)
         want = self._first_sharing_period(m.time)
         self._expect(m, txi, f"member/{pk}.cohort", want, cohort,
                      f"member {pk} joined the wrong cohort")
@@ -182,6 +183,30 @@ class RuleChecker:
         self.cohorts[cohort] += 1
         self.member_cohort[pk] = cohort
         self.statuses[pk] = "active"
+
+    def _check_admission(self, m: Moment, txi: int | None, pk: str) -> None:
+        """Rule 1 on the stored record, at the block's CST date: the age window, the
+        guardian of a minor (``adult_age_years``) and the credit threshold."""
+        rec = self._member(pk)
+        p = self.params
+        birth, today = parse_date(rec["birth_date"]), cst_date(m.time)
+        age = age_years(birth, today)
+        if not (age_days(birth, today) >= p.min_join_age_days and age <= p.max_join_age_years):
+            raise self._fail(m, txi, f"member {pk} was admitted outside the age window",
+                             f"member/{pk}.birth_date", None, rec["birth_date"])
+        minor = p.adult_age_years is not None and age < p.adult_age_years
+        guardian = rec.get("guardian_hash")
+        if minor != (guardian is not None) or (minor and guardian == rec["identity_hash"]):
+            raise self._fail(m, txi, f"member {pk} (age {age}) was admitted "
+                                     + ("without a guardian's attestation" if minor
+                                        else "with a guardian it may not name"),
+                             f"member/{pk}.guardian_hash",
+                             "a guardian's identity hash" if minor else ABSENT,
+                             ABSENT if guardian is None else guardian)
+        if rec["credit_score"] < p.credit_threshold:
+            raise self._fail(m, txi, f"member {pk} was admitted with a credit attestation "
+                                     "below the threshold", f"member/{pk}.credit_score",
+                             p.credit_threshold, rec["credit_score"])
 
     def _exit(self, m: Moment, a: dict, txi: int | None) -> None:
         pk = a["member"]

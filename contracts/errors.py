@@ -59,6 +59,9 @@ NOT_REFUNDABLE = "not_refundable"
 ALREADY_REFUNDED = "already_refunded"
 REFUND_NOT_DUE = "refund_not_due"
 NOTHING_TO_REFUND = "nothing_to_refund"
+GUARDIAN_REQUIRED = "guardian_required"
+GUARDIAN_NOT_ALLOWED = "guardian_not_allowed"
+GUARDIAN_IS_MEMBER = "guardian_is_member"
 
 #: every code with a one-line meaning; docs/transactions.md lists the same table and a test
 #: checks they agree.
@@ -107,6 +110,9 @@ ALL_CODES: dict[str, str] = {
     ALREADY_REFUNDED: "the member's refund is already recorded",
     REFUND_NOT_DUE: "a period the member still shares in is not settled yet",
     NOTHING_TO_REFUND: "the member paid no shares, so there is nothing to refund",
+    GUARDIAN_REQUIRED: "a member under the adult age joins on a guardian's attestation",
+    GUARDIAN_NOT_ALLOWED: "only a member under the adult age names a guardian",
+    GUARDIAN_IS_MEMBER: "the guardian's identity is the member's own",
 }
 
 

@@ -52,6 +52,9 @@ _PRODUCTION: dict[str, Any] = {
     "arrears_grace_ms": 2 * DAY_MS,  # removed 2 days before the next deduction
     # M counts members protected (waiting period over) at the notice: docs/rules.md rule 6
     "sharing_basis": "protected",
+    # below this age (completed years) a member joins on a guardian's credit attestation
+    # (docs/rules.md rule 1): the age of majority of China's Civil Code, art. 17
+    "adult_age_years": 18,
     "jury": {
         "mode": "open",
         "window_ms": 5 * DAY_MS,
@@ -90,7 +93,7 @@ PROFILES = {"production": _PRODUCTION, "devnet": _DEVNET}
 SHARING_BASES = ("protected", "joined")
 # Optional fields and what their absence means (genesis files written before they existed
 # keep the meaning they had): docs/rules.md, "Parameters".
-OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined"}
+OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined", "adult_age_years": None}
 
 
 class ParamsError(ValueError):
@@ -158,6 +161,8 @@ class Params:
     jury: JuryParams
     raw: dict[str, Any]
     sharing_basis: str = "joined"
+    #: None: every member attests their own credit (genesis files without the field)
+    adult_age_years: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any) -> Params:
@@ -239,9 +244,11 @@ class Params:
             # the notice snapshot reads one cohort count per period a waiting period spans
             raise ParamsError(f"params.waiting_ms must span at most {MAX_WAITING_PERIODS} "
                               "periods")
+        adult = (None if "adult_age_years" not in d
+                 else _int(d, "adult_age_years", w, 1, 150))
         return cls(min_days, max_years, credit, waiting, schedule, objection, appeal, fee,
                    tuple(bands), codes, overrides, cap_case, cap_year, grace, jury,
-                   copy.deepcopy(d), basis)
+                   copy.deepcopy(d), basis, adult)
 
     def to_dict(self) -> dict[str, Any]:
         """The genesis params object these were validated from."""

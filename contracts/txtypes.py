@@ -56,7 +56,8 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType("register_member", REGISTRAR, {
         "member": "bin32", "identity_hash": "bin32", "birth_date": "date",
         "health_hash": "bin32", "credit_score": "uint", "credit_ref": "bin32",
-    }, "admit a member key after identity, health and credit checks off chain"),
+    }, "admit a member key after identity, health and credit checks off chain",
+        optional={"guardian_hash": "bin32"}),
     TxType("approve_juror", REGISTRAR, {"member": "bin32", "exam_ref": "bin32"},
            "attest that a member passed the juror exam"),
     TxType("file_claim", MEMBER, {

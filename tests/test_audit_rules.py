@@ -10,6 +10,7 @@ juries), so the draw recheck is exercised on both of its branches.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -328,3 +329,38 @@ def test_uncollected_shares_of_ended_members_are_rechecked(monkeypatch) -> None:
     err = _fail(b)
     assert err.field == "period/2.uncollected"
     assert (err.expected, err.found) == (3 * p2["share"], 0)   # three in one block
+
+
+def _minor_chain(guardian: bool) -> tuple[ChainBuilder, Any]:
+    """A child (8 years old at genesis) joins, with or without a guardian's attestation."""
+    b = ChainBuilder()
+    child = key("minor-0")
+    body = register_body(child, 400, birth="2015-06-01")
+    if guardian:
+        body["guardian_hash"] = sha256(b"parent of minor-0")
+    b.commit_at(GENESIS_MS + S, [b.tx(b.registrar, "register_member", body)])
+    return b, child
+
+
+def test_a_minor_admitted_without_a_guardian_is_caught(monkeypatch) -> None:
+    b, _ = _minor_chain(guardian=True)
+    assert [r.code for r in b.applied[-1].receipts] == ["ok"]
+    assert _audit(b).ok
+    # the bug: the rules forget the guardian rule (as if the genesis had no adult age)
+    # and take the child's own attestation; the auditor's model reads the real genesis
+    real = rules.membership.register_member
+
+    def forgetful(ctx: Any, sender: bytes, body: dict[str, Any]) -> None:
+        params = ctx.params
+        ctx.params = dataclasses.replace(params, adult_age_years=None)
+        try:
+            real(ctx, sender, body)
+        finally:
+            ctx.params = params
+
+    monkeypatch.setitem(rules.HANDLERS, "register_member", forgetful)
+    b, child = _minor_chain(guardian=False)
+    assert [r.code for r in b.applied[-1].receipts] == ["ok"]
+    err = _fail(b)
+    assert err.height == b.applied[-1].height
+    assert err.field == f"member/{child.public_key.hex()}.guardian_hash"

@@ -122,9 +122,10 @@ class Harness:
 
     # common transactions
 
-    def join(self, i: int, birth_date: str = "1990-05-01", credit: int = 700) -> PrivateKey:
+    def join(self, i: int, birth_date: str = "1990-05-01", credit: int = 700,
+             guardian: bytes | None = None) -> PrivateKey:
         k = member_key(i)
-        self.ok(REGISTRAR, "register_member", register_body(k, i, birth_date, credit))
+        self.ok(REGISTRAR, "register_member", register_body(k, i, birth_date, credit, guardian))
         return k
 
     def claim(self, key: PrivateKey, diagnosed_ms: int, disease: str = "malignant_tumor",
@@ -143,8 +144,9 @@ class Harness:
 
 
 def register_body(k: PrivateKey, i: int, birth_date: str = "1990-05-01",
-                  credit: int = 700) -> dict[str, Any]:
-    return {
+                  credit: int = 700, guardian: bytes | None = None) -> dict[str, Any]:
+    """``guardian``: the guardian's identity hash, for a member under the adult age."""
+    body = {
         "member": k.public_key.raw,
         "identity_hash": sha256(b"identity" + i.to_bytes(8, "big")),
         "birth_date": birth_date,
@@ -152,6 +154,9 @@ def register_body(k: PrivateKey, i: int, birth_date: str = "1990-05-01",
         "credit_score": credit,
         "credit_ref": sha256(b"credit"),
     }
+    if guardian is not None:
+        body["guardian_hash"] = guardian
+    return body
 
 
 def test_harness_starts_an_initialised_chain() -> None:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 
 from chain.hashing import sha256
-from tests.test_contracts_harness import REGISTRAR, Harness, member_key, register_body
+from tests.test_contracts_harness import (
+    REGISTRAR,
+    Harness,
+    devnet_params,
+    member_key,
+    register_body,
+)
 
 # genesis 2024-01-01T00:00Z is 08:00 on 2024-01-01 in Beijing
+GUARDIAN = sha256(b"identity of a parent")
 
 
 def join(h: Harness, i: int, **kw) -> str:
@@ -35,7 +42,46 @@ def test_join_records_member_identity_cohort_and_account() -> None:
 ])
 def test_age_window_on_the_cst_join_date(birth: str, code: str) -> None:
     h = Harness()
-    assert join(h, 1, birth_date=birth) == code
+    # a minor joins on a guardian's attestation (the age window is checked first)
+    guardian = GUARDIAN if birth >= "2006-01-02" else None
+    assert join(h, 1, birth_date=birth, guardian=guardian) == code
+
+
+def test_a_minor_joins_on_the_guardians_credit_attestation() -> None:
+    h = Harness()
+    baby = "2023-12-02"                       # 30 days old on 2024-01-01
+    with h.block(h.g0 + 1):
+        before = h.state.snapshot()
+        assert join(h, 1, birth_date=baby) == "guardian_required"
+        own = register_body(member_key(1), 1, baby)["identity_hash"]
+        assert join(h, 1, birth_date=baby, guardian=own) == "guardian_is_member"
+        # the score is the guardian's, held to the same threshold
+        assert join(h, 1, birth_date=baby, guardian=GUARDIAN, credit=649) == "credit_too_low"
+        assert join(h, 2, guardian=GUARDIAN) == "guardian_not_allowed"   # an adult
+        assert h.state.snapshot() == before
+        assert join(h, 1, birth_date=baby, guardian=GUARDIAN) == "ok"
+    m = h.app.get_member(member_key(1).public_key.hex())
+    assert m["guardian_hash"] == GUARDIAN.hex() and m["status"] == "active"
+    assert "guardian_hash" not in h.app.get_member(h.join(3).public_key.hex())
+
+
+@pytest.mark.parametrize("birth, minor", [
+    ("2006-01-01", False),   # 18 today (CST date of the block)
+    ("2006-01-02", True),    # 18 tomorrow
+])
+def test_the_adult_age_is_counted_in_completed_years(birth: str, minor: bool) -> None:
+    h = Harness()
+    assert join(h, 1, birth_date=birth) == ("guardian_required" if minor else "ok")
+    assert join(h, 2, birth_date=birth, guardian=GUARDIAN) == (
+        "ok" if minor else "guardian_not_allowed")
+
+
+def test_a_chain_without_the_adult_age_keeps_its_rule() -> None:
+    params = devnet_params()
+    del params["adult_age_years"]           # a genesis written before the field existed
+    h = Harness(params)
+    assert join(h, 1, birth_date="2023-12-02") == "ok"                # own attestation
+    assert join(h, 2, birth_date="2023-12-02", guardian=GUARDIAN) == "guardian_not_allowed"
 
 
 def test_credit_threshold() -> None:
@@ -91,7 +137,7 @@ def test_juror_approval_conditions() -> None:
     g = h.g0
     h.tick(g + 1000)
     k = h.join(1)
-    young = h.join(2, birth_date="2010-01-01")
+    young = h.join(2, birth_date="2010-01-01", guardian=GUARDIAN)
     body = {"member": k.public_key.raw, "exam_ref": sha256(b"exam")}
     assert h.send(REGISTRAR, "approve_juror", body).code == "juror_ineligible"  # tenure
     h.tick(g + 11_000)

@@ -65,8 +65,22 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
             errors.OUTSIDE_AGE_WINDOW,
             f"age on {today.isoformat()} must be {p.min_join_age_days} days to "
             f"{p.max_join_age_years} years")
+    guardian = body.get("guardian_hash")
+    minor = p.adult_age_years is not None and age_years(birth, today) < p.adult_age_years
+    if minor:
+        # a child has no credit record of its own: the attestation is the guardian's
+        require(guardian is not None, errors.GUARDIAN_REQUIRED,
+                f"a member under {p.adult_age_years} joins on a guardian's credit "
+                "attestation: guardian_hash is required")
+        require(guardian != body["identity_hash"], errors.GUARDIAN_IS_MEMBER,
+                "the guardian's identity is the member's own")
+    else:
+        require(guardian is None, errors.GUARDIAN_NOT_ALLOWED,
+                "guardian_hash is only for a member under the adult age"
+                if p.adult_age_years is not None else "this chain has no guardian rule")
+    whose = "the guardian's credit score" if minor else "credit score"
     require(body["credit_score"] >= p.credit_threshold, errors.CREDIT_TOO_LOW,
-            f"credit score {body['credit_score']} < {p.credit_threshold}")
+            f"{whose} {body['credit_score']} < {p.credit_threshold}")
     meta = ctx.meta
     cohort = sharing_cohort(ctx, ctx.time_ms)
     ctx.put_member(pk, {
@@ -76,6 +90,8 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
         "health_hash": body["health_hash"],
         "credit_score": body["credit_score"],
         "credit_ref": body["credit_ref"],
+        # only a minor's record has the key: adults' records keep their bytes
+        **({"guardian_hash": guardian} if guardian is not None else {}),
         "registrar": sender,
         "joined_ms": ctx.time_ms,
         "cohort": cohort,

@@ -1,5 +1,6 @@
 """Generate tests/vectors/transactions.json: one signed example of every transaction type,
-then examples of optional fields (``assess_claim`` with its ``accident`` finding).
+then examples of optional fields (``assess_claim`` with its ``accident`` finding,
+``register_member`` of a minor with its ``guardian_hash``).
 
 Each vector gives the inputs (chain id, type, sender, nonce, body with every field's kind)
 and the exact bytes another implementation must produce: the canonical unsigned payload,
@@ -59,6 +60,13 @@ def extra_bodies() -> list[tuple[str, dict[str, Any]]]:
     return [
         ("assess_claim", {"claim_id": 3, "approve": False, "accident": False,
                           "report_hash": _h("report-waiting")}),
+        # a child joins on the guardian's credit attestation
+        ("register_member", {
+            "member": _h("child member key"), "identity_hash": _h("child identity"),
+            "birth_date": "2018-03-09", "health_hash": _h("child health"),
+            "credit_score": 720, "credit_ref": _h("guardian credit"),
+            "guardian_hash": _h("guardian identity"),
+        }),
     ]
 
 
