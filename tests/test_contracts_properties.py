@@ -23,6 +23,7 @@ from contracts.rules.settlement import member_charge
 from contracts.tree import StateTree
 from tests.test_contracts_harness import (
     ASSESSOR,
+    OPERATOR,
     REGISTRAR,
     Harness,
     devnet_params,
@@ -47,8 +48,16 @@ action = st.one_of(
               st.sampled_from(["malignant_tumor", "thyroid_cancer"])),
     st.tuples(st.just("claim"), member, st.integers(0, 5 * S), st.just(False),
               st.just("malignant_tumor")),
-    st.tuples(st.just("assess"), claim_pick, st.booleans()),
-    st.tuples(st.just("assess"), claim_pick, st.just(True)),
+    # the last item is the assessor's accident finding (None: not given), which a claim
+    # filed as an accident inside the waiting period needs
+    st.tuples(st.just("assess"), claim_pick, st.booleans(),
+              st.sampled_from([None, True, False, False])),
+    st.tuples(st.just("assess"), claim_pick, st.just(True), st.sampled_from([None, True])),
+    # a waiting-period accident claim (diagnosed a few seconds before filing)
+    st.tuples(st.just("claim"), member, st.integers(0, 5 * S), st.just(True),
+              st.just("malignant_tumor")),
+    st.tuples(st.just("refund"), member),
+    st.tuples(st.just("refund"), member),
     st.tuples(st.just("object"), member, claim_pick),
     st.tuples(st.just("appeal"), claim_pick),
     st.tuples(st.just("juror"), member),
@@ -108,8 +117,13 @@ def body_for(h: Harness, a: tuple, claims: list[int]) -> tuple[Any, str, dict] |
             "disease": a[4], "diagnosed_ms": max(0, h.time - a[2]), "accident": a[3],
             "evidence_hash": sha256(b"e")}
     if kind == "assess":
-        return ASSESSOR, "assess_claim", {"claim_id": pick(a[1]), "approve": a[2],
-                                          "report_hash": sha256(b"r")}
+        body = {"claim_id": pick(a[1]), "approve": a[2], "report_hash": sha256(b"r")}
+        if a[3] is not None:
+            body["accident"] = a[3]
+        return ASSESSOR, "assess_claim", body
+    if kind == "refund":
+        return OPERATOR, "record_refund", {"member": member_key(a[1]).public_key.raw,
+                                           "payment_ref": sha256(b"p")}
     if kind == "object":
         return member_key(a[1]), "object_claim", {"claim_id": pick(a[2]),
                                                   "reason_hash": sha256(b"o")}
@@ -247,10 +261,17 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
     assert meta["surplus"] == prev_surplus
     for cid in range(1, meta["next_claim"]):
         c = app.get_claim(cid)
+        m = app.get_member(c["member"])
+        in_waiting = c["diagnosed_ms"] < m["joined_ms"] + waiting
+        if in_waiting and c["accident"] and c["status"] not in ("filed", "rejected_waiting"):
+            # the assessor's finding is on every assessed waiting-period accident claim
+            assert c.get("accident_confirmed") in (True, False), c
+        if c["status"] == "rejected_waiting":
+            # rule 3: the shares are refundable and the identity barred for good
+            assert m["refund"] and in_waiting and m["status"] != "active"
         if c["status"] == "paid":
             assert paid_in.get(cid) == c["pay_period"]
-            m = app.get_member(c["member"])
-            assert c["accident"] or c["diagnosed_ms"] >= m["joined_ms"] + waiting
+            assert not in_waiting or (c["accident"] and c["accident_confirmed"] is True)
             assert c["net"] + c["deduction"] == c["amount"]
         else:
             assert cid not in paid_in
@@ -260,6 +281,10 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
         if m is None:
             continue
         active += m["status"] == "active"
+        if m.get("refund_fen") is not None:
+            # a refund is recorded once, for a member rule 3 made refundable, and is what
+            # the member was billed (unpaid shares netted)
+            assert m["refund"] and m["refund_fen"] + m["refund_arrears_fen"] == m["billed_fen"]
         raw = payout.load_member(h.state, member_key(i).public_key.raw)
         charges = [member_charge(h.state, app.schedule, raw, n) for n in range(1, last + 1)]
         assert m["billed_fen"] == sum(charges)
