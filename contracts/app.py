@@ -308,6 +308,7 @@ class Application:
             "ytd_before": None if grp is None else grp["ytd_before"],
             "charge": charge, "ytd_after": None if grp is None else grp["ytd"],
             "operator_covered": rec["operator_covered"],
+            "collected": rec["collected"], "uncollected": rec["uncollected"],
             "surplus_new": rec["surplus_new"], "claims": rec["claims"],
             "formula": "charge = min(min(ceil((P+F-S)/M), case_cap), annual_cap - ytd_before)",
         }

@@ -132,6 +132,9 @@ def test_billed_shares_of_members_who_left_or_were_removed_are_collectable() -> 
     assert p2["uncollected"] == 2 * share2 and p2["collected"] == 4 * share2
     assert p2["collected"] + p2["operator_covered"] + p2["uncollected"] == (
         p2["P"] + p2["F"] - p2["S"] + p2["surplus_new"])
+    # the member's view of the period (what verify-share prints) shows both figures
+    view = h.app.member_share(keys[4].public_key.hex(), 2)
+    assert (view["collected"], view["uncollected"]) == (4 * share2, 2 * share2)
     pay_claim(h, keys[3], 3)                         # gives period 3 a charge
     with h.block(g + notice(3) + 10 * S):            # the defaulter's claim: noticed in 4
         assert h.claim(keys[1], g + notice(3) + 9 * S).code == "ok"
