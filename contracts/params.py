@@ -52,6 +52,8 @@ _PRODUCTION: dict[str, Any] = {
     "arrears_grace_ms": 2 * DAY_MS,  # removed 2 days before the next deduction
     # M counts members protected (waiting period over) at the notice: docs/rules.md rule 6
     "sharing_basis": "protected",
+    # cover and sharing end at the 60th birthday: docs/rules.md rule 1, "Upper age"
+    "max_age_years": 60,
     "jury": {
         "mode": "open",
         "window_ms": 5 * DAY_MS,
@@ -90,7 +92,7 @@ PROFILES = {"production": _PRODUCTION, "devnet": _DEVNET}
 SHARING_BASES = ("protected", "joined")
 # Optional fields and what their absence means (genesis files written before they existed
 # keep the meaning they had): docs/rules.md, "Parameters".
-OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined"}
+OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined", "max_age_years": None}
 
 
 class ParamsError(ValueError):
@@ -158,6 +160,8 @@ class Params:
     jury: JuryParams
     raw: dict[str, Any]
     sharing_basis: str = "joined"
+    #: the upper age (rule 1, "Upper age"); None (absent from genesis): members never age out
+    max_age_years: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any) -> Params:
@@ -239,9 +243,13 @@ class Params:
             # the notice snapshot reads one cohort count per period a waiting period spans
             raise ParamsError(f"params.waiting_ms must span at most {MAX_WAITING_PERIODS} "
                               "periods")
+        max_age = None
+        if "max_age_years" in d:
+            # a member may join at max_join_age_years, so cover must last beyond it
+            max_age = _int(d, "max_age_years", w, max_years + 1, 150)
         return cls(min_days, max_years, credit, waiting, schedule, objection, appeal, fee,
                    tuple(bands), codes, overrides, cap_case, cap_year, grace, jury,
-                   copy.deepcopy(d), basis)
+                   copy.deepcopy(d), basis, max_age)
 
     def to_dict(self) -> dict[str, Any]:
         """The genesis params object these were validated from."""

@@ -161,7 +161,8 @@ def test_panel_jury_is_rechecked(jurors: int) -> None:
 
 def test_panel_draw_bug(monkeypatch) -> None:
     original = jury.draw_panel
-    monkeypatch.setattr(jury, "draw_panel", lambda ctx, c, seed: original(ctx, c, seed)[::-1])
+    monkeypatch.setattr(jury, "draw_panel",
+                        lambda ctx, c, seed, *a: original(ctx, c, seed, *a)[::-1])
     b, _ = _panel_chain(9)
     err = _fail(b)
     assert err.field == "claim/1.jury.panel"
