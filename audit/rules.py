@@ -15,7 +15,7 @@ from audit.report import ABSENT, AuditFailure
 from chain.genesis import Genesis
 from chain.hashing import sha256
 from contracts import records
-from contracts.calendar import age_days, age_years, cst_date, parse_date
+from contracts.calendar import age_days, age_years, cst_date, cst_midnight_ms, parse_date
 from contracts.params import Params
 from contracts.rules import payout
 from node.executor import Applied
@@ -88,6 +88,10 @@ class RuleChecker:
         # refunds: members whose shares rule 3 made refundable, refunded
         self.refundable: set[str] = set()
         self.refunded: set[str] = set()
+        # the upper age (rule 1): active members by the notice that takes them out
+        self.aging: dict[int, set[str]] = {}
+        self.member_aging: dict[str, int] = {}
+        self.aged_events: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
 
@@ -169,6 +173,35 @@ class RuleChecker:
                 n += 1
         return n
 
+    def _upper_age_ms(self, birth_date: str) -> int | None:
+        """docs/rules.md rule 1, "Upper age": 00:00 CST of the max_age_years-th birthday
+        (a 29 February birthday falls on 1 March in a common year); None when off."""
+        years = self.params.max_age_years
+        if years is None:
+            return None
+        b = parse_date(birth_date)
+        try:
+            day = b.replace(year=b.year + years)
+        except ValueError:      # 29 February in a common year
+            day = b.replace(year=b.year + years, month=3, day=1)
+        return cst_midnight_ms(day)
+
+    def _aging_notice(self, birth_date: str) -> int | None:
+        """The first period whose notice is at or after the upper-age birthday."""
+        t = self._upper_age_ms(birth_date)
+        if t is None:
+            return None
+        lo, hi = 1, 1
+        while self.schedule.notice_ms(hi) < t:
+            lo, hi = hi + 1, hi * 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.schedule.notice_ms(mid) < t:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     def _on_member_joined(self, m: Moment, a: dict, txi: int | None) -> None:
         pk, cohort = a["member"], a["cohort"]
         self._check_admission(m, txi, pk)
@@ -176,6 +209,12 @@ class RuleChecker:
         self._expect(m, txi, f"member/{pk}.cohort", want, cohort,
                      f"member {pk} joined the wrong cohort")
         rec = self._member(pk)
+        aging = self._aging_notice(rec["birth_date"])
+        self._expect(m, txi, f"member/{pk}.age_out_period", aging, rec.get("age_out_period"),
+                     f"member {pk}'s record names the wrong notice for the upper age")
+        if aging is not None:
+            self.aging.setdefault(aging, set()).add(pk)
+            self.member_aging[pk] = aging
         self._expect(m, txi, f"member/{pk}.joined_ms", m.time, rec["joined_ms"])
         self._expect(m, txi, f"member/{pk}.cohort", want, rec["cohort"],
                      f"member {pk}'s record has the wrong cohort")
@@ -217,6 +256,7 @@ class RuleChecker:
                      f"member {pk}'s exit period is wrong")
         self.active -= 1
         self.cohorts[self.member_cohort[pk]] -= 1
+        self.aging.get(self.member_aging.get(pk, 0), set()).discard(pk)
         self.statuses[pk] = "ended"
         self.member_exit[pk] = a["exit_period"]
         self.pool.discard(pk)
@@ -298,6 +338,11 @@ class RuleChecker:
         c = self._claim(a["claim_id"])
         assert c is not None
         member = self._member(c["member"].hex())
+        upper = self._upper_age_ms(member["birth_date"])
+        if upper is not None and c["diagnosed_ms"] >= upper:
+            raise self._fail(m, txi, f"claim {c['id']} was accepted although diagnosed on or "
+                                     "after the member's upper-age birthday",
+                             f"claim/{c['id']}.diagnosed_ms", f"< {upper}", c["diagnosed_ms"])
         self._check_amount(m, txi, c, member)
         if self._waiting(c, member) and not c["accident"]:
             raise self._fail(m, txi, f"claim {c['id']} was accepted although diagnosed inside "
@@ -440,11 +485,43 @@ class RuleChecker:
         old = self.active - waiting - sum(g["members"] for g in later)
         return ([{"cohort": 0, "members": old}] if old else []) + later
 
+    def _on_members_aged_out(self, m: Moment, a: dict, txi: int | None) -> None:
+        self.aged_events[a["period"]] = a["count"]
+
+    def _age_out(self, m: Moment, txi: int | None, n: int) -> None:
+        """docs/rules.md rule 1, "Upper age": before notice n's snapshot, the active members
+        whose birthday is after notice n-1 and at or before notice n leave the counts; their
+        records read aged_out from then on (not rewritten), with exit_period n - 1."""
+        aged = sorted(self.aging.pop(n, set()))
+        self._expect(m, txi, f"members_aged_out (period {n}).count", len(aged),
+                     self.aged_events.pop(n, 0),
+                     f"notice {n} did not take out the members who reached the upper age")
+        for pk in aged:
+            self.active -= 1
+            self.cohorts[self.member_cohort[pk]] -= 1
+            self.statuses[pk] = "aged_out"
+            self.member_exit[pk] = n - 1
+            rec = self._member(pk)
+            for name, want in (("status", "aged_out"), ("exit_period", n - 1),
+                               ("ended_ms", self.schedule.notice_ms(n))):
+                self._expect(m, txi, f"member/{pk}.{name}", want, rec[name],
+                             f"member {pk} does not read aged out from notice {n}")
+        self.stats["aged_out"] += len(aged)
+
+    def _on_juror_aged_out(self, m: Moment, a: dict, txi: int | None) -> None:
+        pk = a["member"]
+        if self.statuses.get(pk) != "aged_out" or pk not in self.pool:
+            raise self._fail(m, txi, f"juror {pk} left the pool as aged out although not "
+                                     "an aged-out member in the pool", f"member/{pk}.status",
+                             "aged_out", self.statuses.get(pk))
+        self.pool.discard(pk)
+
     def _on_notice_published(self, m: Moment, a: dict, txi: int | None) -> None:
         n = a["period"]
         self._expect(m, txi, "notice period", self.next_notice, n,
                      "a notice ran out of order")
         self._due(m, txi, f"notice of period {n}", self.schedule.notice_ms(n))
+        self._age_out(m, txi, n)
         groups = self._groups(n)
         rec = self._load(records.period_key(n))
         assert rec is not None
@@ -550,7 +627,8 @@ class RuleChecker:
         seed = sha256(JURY_DRAW_TAG + block_seed + records.u64(cid))
 
         def conflicted(pk: bytes) -> bool:
-            return (pk.hex() == claimant
+            # an aged-out juror still in the pool is skipped too (rule 1, "Upper age")
+            return (pk.hex() == claimant or self.statuses.get(pk.hex()) == "aged_out"
                     or state.get(records.objection_key(cid, pk)) is not None)
 
         def slot(i: int) -> bytes:

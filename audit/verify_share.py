@@ -35,6 +35,7 @@ from chain.hashing import sha256
 from chain.tx import to_jsonable
 from chain.vote import MessageError
 from contracts import records
+from contracts.calendar import cst_midnight_ms, parse_date
 from contracts.params import Params
 from contracts.proof import Proof, ProofError, verify_proof
 from contracts.rules import payout
@@ -206,6 +207,9 @@ class ShareReport:
     state_root: str = ""
     signed_power: int = 0
     total_power: int = 0
+    #: the member's status as the rules read it (a payout or the upper age applied,
+    #: docs/rules.md "Payouts" and rule 1 "Upper age")
+    status: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": True, **asdict(self)}
@@ -335,6 +339,20 @@ def sharing_cohort(params: Params, schedule: Any, joined_ms: int) -> int:
     return n
 
 
+def aging_notice(params: Params, schedule: Any, birth_date: str) -> int | None:
+    """The notice that takes a member born on ``birth_date`` out (docs/rules.md rule 1,
+    "Upper age"): the first at or after 00:00 CST of their ``max_age_years``-th birthday (a
+    29 February birthday falls on 1 March in a common year). None when the rule is off."""
+    if params.max_age_years is None:
+        return None
+    b = parse_date(birth_date)
+    try:
+        day = b.replace(year=b.year + params.max_age_years)
+    except ValueError:
+        day = b.replace(year=b.year + params.max_age_years, month=3, day=1)
+    return _first_notice_from(schedule, cst_midnight_ms(day), strict=False)
+
+
 def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
     """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
     pk = check_request(member_id, period)
@@ -417,7 +435,17 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     cohort, exit_p = m["cohort"], m["exit_period"]
     _expect(f"member cohort (first period shared, sharing_basis {params.sharing_basis!r})",
             sharing_cohort(params, schedule, m["joined_ms"]), cohort, f"member {member_id}")
+    aging = aging_notice(params, schedule, m["birth_date"])
+    _expect("member age_out_period (the first notice on or after the max_age_years "
+            "birthday)", aging, m.get("age_out_period"), f"member {member_id}")
+    if m["status"] == "aged_out":
+        _expect("exit_period of an aged-out member (age_out_period - 1)", aging - 1, exit_p,
+                f"member {member_id}")
     shares = cohort <= period and (exit_p is None or period <= exit_p)
+    if aging is not None and period >= aging and shares:
+        raise ShareVerificationError("inconsistent", f"member {member_id} reached the upper "
+                                                     f"age by notice {aging} but shares in "
+                                                     f"period {period}")
     group = grp = None
     charge = 0
     if shares:
@@ -452,7 +480,7 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
         refund_fen=m.get("refund_fen"), refund_arrears_fen=m.get("refund_arrears_fen"),
         height=pb.height, block_id=pb.block_id.hex(),
         state_root=pb.state_root.hex(), signed_power=pb.signed_power,
-        total_power=pb.total_power)
+        total_power=pb.total_power, status=m["status"])
 
 
 def _fen(v: int) -> str:
@@ -484,6 +512,8 @@ def render_share(r: ShareReport) -> str:
         if r.cohort > r.period:
             why += f", sharing from period {r.cohort} on"
         why += ("; has not left" if r.exit_period is None
+                else f"; reached the upper age, sharing up to period {r.exit_period}"
+                if r.status == "aged_out"
                 else f"; left, sharing up to period {r.exit_period}")
         lines.append(f"  the member does not share in period {r.period} ({why}): charge 0")
     lines.append(f"  operator covered {r.operator_covered:,}; billed but unpaid (advanced "

@@ -141,3 +141,29 @@ class IntervalSchedule:
 
     def first_period_of_year(self, y: int) -> int:
         return y * self.periods_per_year + 1
+
+
+def birthday(birth: date, years: int) -> date:
+    """The date someone born on ``birth`` turns ``years`` (completed years, as
+    ``age_years``: a 29 February birthday falls on 1 March in a common year)."""
+    y = birth.year + years
+    if birth.month == 2 and birth.day == 29 and not (y % 4 == 0 and (y % 100 != 0
+                                                                     or y % 400 == 0)):
+        return date(y, 3, 1)
+    return date(y, birth.month, birth.day)
+
+
+def first_notice_at_or_after(schedule: Schedule, t: int) -> int:
+    """The first period n >= 1 whose notice instant is at or after ``t``: O(log n)
+    (notice instants increase with n)."""
+    hi = 1
+    while schedule.notice_ms(hi) < t:
+        hi *= 2
+    lo = hi // 2 + 1 if hi > 1 else 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if schedule.notice_ms(mid) < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

@@ -29,6 +29,7 @@ CREDIT_TOO_LOW = "credit_too_low"
 UNKNOWN_DISEASE = "unknown_disease"
 BAD_DATE = "bad_date"
 OUTSIDE_COVER_AGE = "outside_cover_age"
+AGED_OUT = "aged_out"
 CLAIM_PENDING = "claim_pending"
 UNKNOWN_CLAIM = "unknown_claim"
 WRONG_CLAIM_STATE = "wrong_claim_state"
@@ -82,6 +83,7 @@ ALL_CODES: dict[str, str] = {
     UNKNOWN_DISEASE: "the disease code is not on the covered list",
     BAD_DATE: "a date is malformed, in the future, or before the member joined",
     OUTSIDE_COVER_AGE: "age at diagnosis is beyond every payout band",
+    AGED_OUT: "the diagnosis is on or after the member's max_age_years birthday (cover ended)",
     CLAIM_PENDING: "the member already has an open claim",
     UNKNOWN_CLAIM: "no claim with that id",
     WRONG_CLAIM_STATE: "the claim is not in a state that allows this action",

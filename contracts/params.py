@@ -55,6 +55,8 @@ _PRODUCTION: dict[str, Any] = {
     # below this age (completed years) a member joins on a guardian's credit attestation
     # (docs/rules.md rule 1): the age of majority of China's Civil Code, art. 17
     "adult_age_years": 18,
+    # cover and sharing end at the 60th birthday: docs/rules.md rule 1, "Upper age"
+    "max_age_years": 60,
     "jury": {
         "mode": "open",
         "window_ms": 5 * DAY_MS,
@@ -93,7 +95,8 @@ PROFILES = {"production": _PRODUCTION, "devnet": _DEVNET}
 SHARING_BASES = ("protected", "joined")
 # Optional fields and what their absence means (genesis files written before they existed
 # keep the meaning they had): docs/rules.md, "Parameters".
-OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined", "adult_age_years": None}
+OPTIONAL_DEFAULTS: dict[str, Any] = {"sharing_basis": "joined", "adult_age_years": None,
+                                     "max_age_years": None}
 
 
 class ParamsError(ValueError):
@@ -163,6 +166,8 @@ class Params:
     sharing_basis: str = "joined"
     #: None: every member attests their own credit (genesis files without the field)
     adult_age_years: int | None = None
+    #: the upper age (rule 1, "Upper age"); None (absent from genesis): members never age out
+    max_age_years: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any) -> Params:
@@ -246,9 +251,13 @@ class Params:
                               "periods")
         adult = (None if "adult_age_years" not in d
                  else _int(d, "adult_age_years", w, 1, 150))
+        max_age = None
+        if "max_age_years" in d:
+            # a member may join at max_join_age_years, so cover must last beyond it
+            max_age = _int(d, "max_age_years", w, max_years + 1, 150)
         return cls(min_days, max_years, credit, waiting, schedule, objection, appeal, fee,
                    tuple(bands), codes, overrides, cap_case, cap_year, grace, jury,
-                   copy.deepcopy(d), basis, adult)
+                   copy.deepcopy(d), basis, adult, max_age)
 
     def to_dict(self) -> dict[str, Any]:
         """The genesis params object these were validated from."""

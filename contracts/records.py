@@ -27,6 +27,8 @@ kind sort in numeric order:
     b"arrqn/" + u64be(n)           {"count": uint} number of arrq entries for period n
     b"appq/" + u64be(i)            {"claim": id, "close_ms"} appeal windows of denials that
                                    found no accident (rule 3), FIFO by close time
+    b"age/" + u64be(n)             {"active": count, "late": [[cohort, count]]} active members
+                                   who age out at notice n (rule 1, "Upper age")
 
 u64be is an unsigned 64-bit big-endian integer; pk32 a 32-byte Ed25519 public key.
 """
@@ -189,3 +191,7 @@ def new_meta() -> dict[str, Any]:
         "active": 0, "members": 0, "pool": 0, "surplus": 0,
         "jury_head": 0, "jury_tail": 0, "draw_head": 0, "draw_tail": 0,
     }
+
+
+def aging_key(n: int) -> bytes:
+    return b"age/" + u64(n)

@@ -145,8 +145,15 @@ class MemberTemplate:
         if self.member is None or self.identity is None:
             raise RuntimeError("register_member no longer writes member/ident records")
         self.cohort = self.member["cohort"]
+        # the upper age (docs/rules.md rule 1): every bulk member has the same birth date,
+        # so the same aging notice and the same entry in its age/ record
+        self.aging = self.member.get("age_out_period")
+        self.aging_late = (None if self.aging is None else
+                           records.load(state, records.aging_key(self.aging))["late"])
         written = {k for k, v in state.data.items() if before.get(k) != v}
         expected = {records.member_key(pk), records.identity_key(ident)}
+        if self.aging is not None:
+            expected.add(records.aging_key(self.aging))
         if not written <= expected | {records.META_KEY, records.cohort_key(self.cohort),
                                      records.account_key(REGISTRAR.public_key.raw)}:
             raise RuntimeError(f"register_member writes records the bulk loader does not: "
@@ -267,6 +274,14 @@ def bulk_load(app: Application, tree: StateTree, state: KV, first: int, count: i
     cohort = records.load(tree, ckey) or {"active": 0}
     cohort["active"] += count
     records.store(tree, ckey, cohort)
+    if template.aging is not None:
+        gkey = records.aging_key(template.aging)
+        aging = records.load(tree, gkey) or {"active": 0, "late": []}
+        late = dict(aging["late"])
+        for j, _ in template.aging_late:
+            late[j] = late.get(j, 0) + count
+        aging.update(active=aging["active"] + count, late=sorted([j, c] for j, c in late.items()))
+        records.store(tree, gkey, aging)
     akey = records.account_key(REGISTRAR.public_key.raw)
     acct = records.load(tree, akey) or {"nonce": 0}
     acct["nonce"] += count

@@ -162,7 +162,8 @@ def test_panel_jury_is_rechecked(jurors: int) -> None:
 
 def test_panel_draw_bug(monkeypatch) -> None:
     original = jury.draw_panel
-    monkeypatch.setattr(jury, "draw_panel", lambda ctx, c, seed: original(ctx, c, seed)[::-1])
+    monkeypatch.setattr(jury, "draw_panel",
+                        lambda ctx, c, seed, *a: original(ctx, c, seed, *a)[::-1])
     b, _ = _panel_chain(9)
     err = _fail(b)
     assert err.field == "claim/1.jury.panel"
@@ -364,3 +365,116 @@ def test_a_minor_admitted_without_a_guardian_is_caught(monkeypatch) -> None:
     err = _fail(b)
     assert err.height == b.applied[-1].height
     assert err.field == f"member/{child.public_key.hex()}.guardian_hash"
+
+
+# the upper age (rule 1, "Upper age"; issue 15 item 5) -------------------------------------
+
+HOURLY = {"kind": "interval", "period_ms": 3_600_000, "notice_offset_ms": 20_000,
+          "settlement_offset_ms": 45_000, "periods_per_year": 12}
+# genesis is 2023-11-15 06:13:20 CST: born 1963-11-16, 60 at g + 64,000 s, after notice 18
+# (g + 17 h + 20 s) and by notice 19 (g + 18 h + 20 s), so exit period 18
+AGES_AT_19 = "1963-11-16"
+
+
+def aging_chain() -> tuple[ChainBuilder, list]:
+    """m0 (a juror) and m5 (cohort 15, its own group in cap year 1) reach 60 by notice 19.
+    After it m0 claims for a diagnosis before the birthday (paid in period 20) and m4's
+    appeal draws a panel from a pool still holding m0, who is skipped and leaves the pool."""
+    params = profile("devnet")
+    b = ChainBuilder({"schedule": HOURLY,
+                      "jury": {**params["jury"], "mode": "panel", "panel_size": 3,
+                               "panel_min_votes": 2}})
+    g = GENESIS_MS
+    h = 3_600_000
+    m = [key(f"aging-{i}") for i in range(6)]
+    births = [AGES_AT_19, "1990-01-01", "1991-01-01", "1992-01-01", "1993-01-01", AGES_AT_19]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 400 + i, births[i]))
+                    for i, k in enumerate(m[:5])])
+    b.commit_at(g + 11 * S, [b.tx(b.registrar, "approve_juror",
+                                  {"member": k.public_key.raw, "exam_ref": bytes(32)})
+                             for k in m[:4]])
+    b.commit_at(g + 13 * h + 30 * S, [b.tx(b.registrar, "register_member",
+                                           register_body(m[5], 405, births[5]))])
+    b.commit_at(g + 18 * h + 30 * S, [
+        b.tx(m[0], "file_claim", {"disease": "deafness", "diagnosed_ms": g + 63_000 * S,
+                                  "accident": False, "evidence_hash": bytes(32)}),
+        b.tx(m[4], "file_claim", {"disease": "deafness", "diagnosed_ms": g + 18 * h,
+                                  "accident": False, "evidence_hash": bytes(32)})])
+    b.commit_at(g + 18 * h + 31 * S, [
+        b.tx(b.assessor, "assess_claim", {"claim_id": 1, "approve": True,
+                                          "report_hash": bytes(32)}),
+        b.tx(b.assessor, "assess_claim", {"claim_id": 2, "approve": False,
+                                          "report_hash": bytes(32)})])
+    b.commit_at(g + 18 * h + 32 * S, [b.tx(m[4], "appeal_claim", {"claim_id": 2,
+                                                                 "reason_hash": bytes(32)})])
+    b.commit_at(g + 18 * h + 33 * S)  # the draw
+    b.commit_at(g + 18 * h + 34 * S, [b.tx(k, "jury_vote", {"claim_id": 2, "pay": True})
+                                      for k in m[:3]])
+    b.commit_at(g + 19 * h + 50 * S)  # notice 20 and settlement 20 pay both claims
+    b.commit_at(g + 19 * h + 51 * S)  # its state root is in this header: provable
+    return b, m
+
+
+def test_aging_chain_is_rechecked_by_the_audit() -> None:
+    b, m = aging_chain()
+    codes = [[r.code for r in a.receipts] for a in b.applied if a.receipts]
+    assert ["member_not_active", "ok", "ok"] in codes          # m0 may not vote
+    assert {r.code for a in b.applied for r in a.receipts} == {"ok", "member_not_active"}
+    app = b.ex.app
+    assert app.get_period(18)["members"] == 6 and app.get_period(19)["members"] == 4
+    for k in (m[0], m[5]):
+        rec = app.get_member(k.public_key.hex())
+        assert (rec["status"], rec["exit_period"]) == ("aged_out", 18)
+    assert app.get_claim(1)["status"] == "paid" and app.get_claim(2)["status"] == "paid"
+    report = _audit(b)
+    assert report.ok, report.first_error
+    assert report.stats["aged_out"] == 2 and report.stats["panels"] == 1
+
+
+def test_aged_out_exit_period_bug(monkeypatch) -> None:
+    """The rules read an aged-out member as sharing the aging period too."""
+    from contracts.rules import payout
+
+    monkeypatch.setattr(payout, "mark_member_aged", lambda m, period: m.update(
+        status="aged_out", ended_ms=period["notice_ms"], exit_period=period["n"]))
+    b, m = aging_chain()
+    err = _fail(b)
+    assert err.field == f"member/{m[0].public_key.hex()}.exit_period"
+    assert (err.expected, err.found) == (18, 19)
+
+
+def test_age_out_period_recorded_wrong_bug(monkeypatch) -> None:
+    from contracts.rules import membership
+
+    original = membership.aging_period
+    monkeypatch.setattr(membership, "aging_period", lambda ctx, birth: original(ctx, birth) + 1)
+    b, m = aging_chain()
+    err = _fail(b)
+    assert err.height == 1 and err.field == f"member/{m[0].public_key.hex()}.age_out_period"
+    assert (err.expected, err.found) == (19, 20)
+
+
+def test_aged_out_members_left_in_m_bug(monkeypatch) -> None:
+    from contracts.rules import membership
+
+    monkeypatch.setattr(membership, "age_out", lambda ctx, n: 0)
+    b, _ = aging_chain()
+    err = _fail(b)
+    assert err.field == "members_aged_out (period 19).count"
+    assert (err.expected, err.found) == (2, 0)
+
+
+def test_claim_after_the_upper_age_accepted_bug(monkeypatch) -> None:
+    """A diagnosis at 60 of a disease with a lump sum at any age is accepted."""
+    monkeypatch.setattr(claims, "aging_ms", lambda ctx, birth: None)
+
+    def late(b: ChainBuilder) -> None:
+        m5 = key("aging-5")
+        b.commit_at(b.next_time + 1000, [b.tx(m5, "file_claim", {
+            "disease": "thyroid_cancer", "diagnosed_ms": GENESIS_MS + 64_000 * S,
+            "accident": False, "evidence_hash": bytes(32)})])
+
+    b, _ = aging_chain()
+    late(b)
+    err = _fail(b)
+    assert err.field == "claim/3.diagnosed_ms"

@@ -8,7 +8,14 @@ period is 30 s.
 from __future__ import annotations
 
 from chain.hashing import sha256
-from tests.test_contracts_harness import ASSESSOR, REGISTRAR, Harness, member_key, register_body
+from tests.test_contracts_harness import (
+    ASSESSOR,
+    REGISTRAR,
+    Harness,
+    devnet_params,
+    member_key,
+    register_body,
+)
 
 S = 1000
 
@@ -63,7 +70,11 @@ def test_claim_input_errors() -> None:
 
 
 def test_payout_band_by_age_at_diagnosis_and_override() -> None:
-    h = Harness()
+    # without the upper age (a genesis without max_age_years): a diagnosis at 60 is beyond
+    # the bands; with it, it is refused as aged_out (test_contracts_aging.py)
+    p = devnet_params()
+    del p["max_age_years"]
+    h = Harness(p)
     g = h.g0                               # 2024-01-01 08:00 CST
     with h.block(g + S):
         young = h.join(1, birth_date="1985-01-01")   # 39

@@ -3,9 +3,12 @@
 Checked after every run: conservation per settled period (and no surplus when the
 operator covers part of a period: caps that bind and caps that do not), surplus chaining, no claim paid
 twice, no payout inside the waiting period, billed totals equal the per-period charges,
-the active count matches the records; during the run: a rejected transaction changes no
-state and a replayed transaction is always refused; across runs: the same sequence gives
-the same state bytes (and, on the authenticated tree, the same roots).
+the active count matches the records, every period's M is the members whose cohort and
+exit period span it (members crossing the upper age included: ``late_evening`` runs start
+two minutes before midnight CST, when members born on 1964-01-02 turn 60); during the
+run: a rejected transaction changes no state and a replayed transaction is always
+refused; across runs: the same sequence gives the same state bytes (and, on the
+authenticated tree, the same roots).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from hypothesis import strategies as st
 from chain.hashing import sha256
 from contracts import records
 from contracts.kv import MemoryKV
-from contracts.rules import payout
+from contracts.rules import membership, payout
+from contracts.rules.context import Ctx
 from contracts.rules.settlement import member_charge
 from contracts.tree import StateTree
 from tests.test_contracts_harness import (
@@ -36,13 +40,17 @@ MEMBERS = 10
 JURORS = 6
 member = st.integers(0, MEMBERS - 1)
 claim_pick = st.integers(0, 30)
+# 60 on 2024-01-02: with the late-evening genesis (23:58 CST) the upper age is crossed
+# 120 s into the run (notice 3 takes them out); on the default one (08:00 CST), never
+TURNS_60 = "1964-01-02"
+LATE_EVENING = "2024-01-01T15:58:00+00:00"
 
 action = st.one_of(
     st.tuples(st.just("advance"), st.integers(0, 15 * S)),
     st.tuples(st.just("advance"), st.integers(0, 15 * S)),
     st.tuples(st.just("advance"), st.integers(20 * S, 70 * S)),
     st.tuples(st.just("join"), st.integers(MEMBERS, MEMBERS + 3),
-              st.sampled_from(["1990-01-01", "1970-01-01"])),
+              st.sampled_from(["1990-01-01", "1970-01-01", TURNS_60])),
     st.tuples(st.just("leave"), member),
     st.tuples(st.just("claim"), member, st.integers(0, 60 * S), st.booleans(),
               st.sampled_from(["malignant_tumor", "thyroid_cancer"])),
@@ -79,8 +87,10 @@ plan = st.fixed_dictionaries({
     # lump sums of 333 to 1000 fen plus 8 % over about ten members), or never bind
     "cap_case": st.sampled_from([10, 40, 80, 10**6]),
     "cap_year": st.sampled_from([25, 150, 18_800]),
-    "births": st.lists(st.sampled_from(["1990-01-01", "1970-01-01", "1965-06-01"]),
+    "births": st.lists(st.sampled_from(["1990-01-01", "1970-01-01", "1965-06-01",
+                                        TURNS_60]),
                        min_size=MEMBERS, max_size=MEMBERS),
+    "late_evening": st.booleans(),
     "actions": st.lists(action, min_size=30, max_size=100),
 })
 
@@ -151,7 +161,8 @@ def body_for(h: Harness, a: tuple, claims: list[int]) -> tuple[Any, str, dict] |
 
 def run(p: dict[str, Any], state: Any = None, check: bool = True,
         on_block: Any = None) -> Harness:
-    h = Harness(params_for(p), state=state)
+    h = Harness(params_for(p), state=state,
+                **({"genesis_time": LATE_EVENING} if p.get("late_evening") else {}))
     with h.block(h.g0 + S):
         for i, birth in enumerate(p["births"]):
             assert h.send(REGISTRAR, "register_member",
@@ -228,6 +239,10 @@ def dispute(h: Harness, block: Any, claims: list[int], claimant: int, objector: 
         block(j["close_ms"], [])
 
 
+def h_ctx(h: Harness) -> Ctx:
+    return Ctx(h.state, h.app.params, h.app.schedule, h.time, h.height)
+
+
 def check_invariants(h: Harness, p: dict[str, Any]) -> None:
     app = h.app
     meta = records.load(h.state, records.META_KEY)
@@ -276,6 +291,7 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
         else:
             assert cid not in paid_in
     active = 0
+    sharing = {n: 0 for n in range(1, meta["next_notice"])}
     for i in range(MEMBERS + 4):
         m = app.get_member(member_key(i).public_key.hex())
         if m is None:
@@ -285,24 +301,46 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
             # a refund is recorded once, for a member rule 3 made refundable, and is what
             # the member was billed (unpaid shares netted)
             assert m["refund"] and m["refund_fen"] + m["refund_arrears_fen"] == m["billed_fen"]
+        for n in sharing:
+            sharing[n] += m["cohort"] <= n and (m["exit_period"] is None
+                                                or n <= m["exit_period"])
+        # the upper age: out from the aging notice on, no cover for a diagnosis at 60
+        aging = m.get("age_out_period")
+        if aging is not None and aging < meta["next_notice"]:
+            assert m["status"] != "active"
+            if m["status"] == "aged_out":
+                assert m["exit_period"] == aging - 1
+        if m["status"] == "aged_out":
+            assert aging is not None and aging < meta["next_notice"]
+        upper = membership.aging_ms(h_ctx(h), m["birth_date"])
+        for cid in range(1, meta["next_claim"]):
+            c = app.get_claim(cid)
+            if c["member"] == m["id"]:
+                assert upper is None or c["diagnosed_ms"] < upper
         raw = payout.load_member(h.state, member_key(i).public_key.raw)
         charges = [member_charge(h.state, app.schedule, raw, n) for n in range(1, last + 1)]
         assert m["billed_fen"] == sum(charges)
+        # an aged-out juror keeps a pool slot until a draw meets them (rule 1, "Upper age")
         assert (m["pool_index"] is not None) == (
-            m["status"] == "active" and m["juror"] and not m["in_arrears"])
+            m["status"] in ("active", "aged_out") and m["juror"] and not m["in_arrears"]
+            and (m["status"] == "active" or m["pool_index"] is not None))
         # the identity: live while the member reads active and left in place by a payout
         # (free once its member reads paid out), deleted on leaving or removal, barred
         # for good
         ident = records.load(h.state, records.identity_key(
             register_body(member_key(i), i)["identity_hash"]))
         pk = member_key(i).public_key.raw
-        if m["status"] in ("active", "paid_out"):
+        if m["refund"]:
+            # rule 3 applied (a member barred, or one who had already left, been removed
+            # or aged out when the claim was finally found no accident): barred for good
+            assert ident == {"member": pk, "status": "barred"}, m["status"]
+        elif m["status"] in ("active", "paid_out", "aged_out"):
             assert ident == {"member": pk, "status": "live"}
-        elif m["status"] == "barred":
-            assert ident == {"member": pk, "status": "barred"}
         else:
             assert ident is None, m["status"]
     assert meta["active"] == active
+    for n, count in sharing.items():
+        assert app.get_period(n)["members"] == count, n
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

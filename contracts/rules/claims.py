@@ -16,7 +16,7 @@ from contracts import errors, records
 from contracts.calendar import age_years, cst_date, parse_date
 from contracts.rules import jury, waiting
 from contracts.rules.context import Ctx, require
-from contracts.rules.membership import active_member, end_membership
+from contracts.rules.membership import active_member, aging_ms, end_membership
 from contracts.rules.settlement import make_payable
 
 OPEN_STATUSES = frozenset({"filed", "approved", "in_notice", "disputed", "payable"})
@@ -32,7 +32,13 @@ def claim_is_open(ctx: Ctx, c: dict[str, Any]) -> bool:
 
 
 def file_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
-    m = active_member(ctx, sender)
+    m = ctx.member(sender)
+    require(m is not None, errors.UNKNOWN_MEMBER, f"no member {sender.hex()}")
+    assert m is not None
+    # an aged-out member may still claim for a diagnosis made before the upper age
+    # (docs/rules.md rule 1, "Upper age": checked below)
+    require(m["status"] in ("active", "aged_out"), errors.MEMBER_NOT_ACTIVE,
+            f"member {sender.hex()} is {m['status']}")
     if m["open_claim"]:
         prev = ctx.claim(m["open_claim"])
         require(not claim_is_open(ctx, prev), errors.CLAIM_PENDING,
@@ -43,6 +49,9 @@ def file_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     dx = body["diagnosed_ms"]
     require(dx <= ctx.time_ms, errors.BAD_DATE, "diagnosis is in the future")
     require(dx >= m["joined_ms"], errors.BAD_DATE, "diagnosis precedes joining")
+    upper = aging_ms(ctx, m["birth_date"])
+    require(upper is None or dx < upper, errors.AGED_OUT,
+            f"diagnosed on or after the member's {p.max_age_years}th birthday: not covered")
     age = age_years(parse_date(m["birth_date"]), cst_date(dx))
     amount = p.payout_for(body["disease"], age)
     require(amount is not None, errors.OUTSIDE_COVER_AGE,
@@ -60,6 +69,10 @@ def file_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
         "notice_period": None, "objection_close_ms": None, "objections": 0, "jury": None,
         "pay_period": None, "deduction": None, "net": None, "paid_ms": None,
     }
+    if in_waiting and not body["accident"] and m["status"] != "active":
+        # aged out since: their counts are already out, only the bar and refund apply
+        waiting.reject(ctx, c, m)
+        return
     if in_waiting and not body["accident"]:
         # Rule 3: the membership ends, the identity is barred, paid shares are refundable.
         c["status"] = "rejected_waiting"

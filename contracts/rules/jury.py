@@ -19,7 +19,7 @@ from chain.hashing import sha256
 from contracts import errors, records
 from contracts.rules import waiting
 from contracts.rules.context import Ctx, require
-from contracts.rules.membership import active_member, pool_member
+from contracts.rules.membership import active_member, pool_member, pool_remove
 from contracts.rules.settlement import make_payable
 
 SEED_TAG = b"mutual-ledger/jury-draw/v1\x00"
@@ -58,8 +58,23 @@ def _conflicted(ctx: Ctx, c: dict[str, Any], pk: bytes) -> bool:
     return pk == c["member"] or ctx.state.get(records.objection_key(c["id"], pk)) is not None
 
 
-def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes) -> list[bytes]:
-    """Draw up to K distinct, unconflicted jurors from the pool, deterministically."""
+def _aged_out(ctx: Ctx, pk: bytes, aged: list[bytes] | None) -> bool:
+    """A pooled juror who reads ``aged_out`` (rule 1, "Upper age": the notice that took them
+    out does not touch the pool) is skipped like a conflict, and noted in ``aged``."""
+    if ctx.params.max_age_years is None:
+        return False
+    m = ctx.member(pk)
+    if m is None or m["status"] == "active":
+        return False
+    if aged is not None and pk not in aged:
+        aged.append(pk)
+    return True
+
+
+def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes,
+               aged: list[bytes] | None = None) -> list[bytes]:
+    """Draw up to K distinct, unconflicted, active jurors from the pool, deterministically
+    (aged-out jurors met are appended to ``aged``)."""
     k = ctx.params.jury.panel_size
     n = ctx.meta["pool"]
     seed = sha256(SEED_TAG + block_seed + records.u64(c["id"]))
@@ -70,7 +85,7 @@ def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes) -> list[bytes]:
         order = sorted(range(n), key=lambda i: sha256(seed + records.u64(i)))
         for i in order:
             pk = pool_member(ctx, i)
-            if not _conflicted(ctx, c, pk):
+            if not _conflicted(ctx, c, pk) and not _aged_out(ctx, pk, aged):
                 chosen.append(pk)
                 if len(chosen) == k:
                     break
@@ -81,7 +96,7 @@ def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes) -> list[bytes]:
         if pk in seen:
             continue
         seen.add(pk)
-        if _conflicted(ctx, c, pk):
+        if _conflicted(ctx, c, pk) or _aged_out(ctx, pk, aged):
             continue
         chosen.append(pk)
         if len(chosen) == k:
@@ -92,12 +107,13 @@ def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes) -> list[bytes]:
 def run_draws(ctx: Ctx) -> None:
     """Draw every panel queued by earlier blocks, with this block's seed."""
     meta = ctx.meta
+    aged: list[bytes] = []
     while meta["draw_head"] < meta["draw_tail"]:
         qkey = records.draw_queue_key(meta["draw_head"])
         c = ctx.claim(records.load(ctx.state, qkey)["claim"])
         ctx.state.delete(qkey)
         meta["draw_head"] += 1
-        panel = draw_panel(ctx, c, ctx.seed)
+        panel = draw_panel(ctx, c, ctx.seed, aged)
         for seat, pk in enumerate(panel):
             records.store(ctx.state, records.panel_key(c["id"], pk), {"seat": seat})
         c["jury"]["panel"] = panel
@@ -106,6 +122,12 @@ def run_draws(ctx: Ctx) -> None:
         ctx.put_claim(c)
         ctx.emit("jury_drawn", claim_id=c["id"], panel=[pk.hex() for pk in panel],
                  close_ms=c["jury"]["close_ms"])
+    # every draw of the block ran on the same pool; aged-out jurors met leave it now
+    for pk in aged:
+        m = ctx.member(pk)
+        pool_remove(ctx, pk, m)
+        ctx.put_member(pk, m)
+        ctx.emit("juror_aged_out", member=pk.hex(), pool_size=meta["pool"])
 
 
 def eligible_juror(m: dict[str, Any]) -> bool:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from contracts import errors, records
-from contracts.calendar import age_days, age_years, cst_date, parse_date
+from contracts.calendar import (
+    age_days,
+    age_years,
+    birthday,
+    cst_date,
+    cst_midnight_ms,
+    first_notice_at_or_after,
+    parse_date,
+)
 from contracts.rules.context import Ctx, require
 
 
@@ -41,6 +49,56 @@ def sharing_cohort(ctx: Ctx, joined_ms: int) -> int:
         while ctx.schedule.notice_ms(n) < protected_ms:
             n += 1
     return n
+
+
+def aging_ms(ctx: Ctx, birth_date: str) -> int | None:
+    """00:00 CST of the member's ``max_age_years``-th birthday (None: the rule is off)."""
+    if ctx.params.max_age_years is None:
+        return None
+    return cst_midnight_ms(birthday(parse_date(birth_date), ctx.params.max_age_years))
+
+
+def aging_period(ctx: Ctx, birth_date: str) -> int | None:
+    """The notice that takes the member out (rule 1, "Upper age"): the first whose instant
+    is at or after their ``max_age_years``-th birthday. None when the rule is off."""
+    t = aging_ms(ctx, birth_date)
+    return None if t is None else first_notice_at_or_after(ctx.schedule, t)
+
+
+def aging_add(ctx: Ctx, n: int, cohort: int, delta: int) -> None:
+    """Count an active member (``delta`` +1) in, or out of (-1), ``age/n``: the members the
+    notice n takes out. Cohorts after the first period of n's cap year are kept apart
+    (``late``): at notice n they are groups of their own or waiting cohorts, whose counts
+    must lose the member; an earlier cohort is in group 0, which only ``meta.active``
+    feeds (rule 7)."""
+    key = records.aging_key(n)
+    rec = records.load(ctx.state, key) or {"active": 0, "late": []}
+    rec["active"] += delta
+    sch = ctx.schedule
+    if cohort > sch.first_period_of_year(sch.year(n)):
+        late = dict((j, c) for j, c in rec["late"])
+        late[cohort] = late.get(cohort, 0) + delta
+        rec["late"] = sorted([j, c] for j, c in late.items() if c)
+    if rec["active"] == 0:
+        ctx.state.delete(key)
+    else:
+        records.store(ctx.state, key, rec)
+
+
+def age_out(ctx: Ctx, n: int) -> int:
+    """At notice n, before its snapshot: take the members whose ``max_age_years``-th
+    birthday is after notice n-1 and at or before notice n out of the active count and
+    their cohorts' counts. O(cohorts of the current cap year), never a loop over members:
+    their records are not written, they read ``aged_out`` (contracts/rules/payout.py)."""
+    key = records.aging_key(n)
+    rec = records.load(ctx.state, key)
+    if rec is None:
+        return 0
+    for j, count in rec["late"]:
+        cohort_add(ctx, j, -count)
+    ctx.meta["active"] -= rec["active"]
+    ctx.state.delete(key)
+    return rec["active"]
 
 
 def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
@@ -83,6 +141,7 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
             f"{whose} {body['credit_score']} < {p.credit_threshold}")
     meta = ctx.meta
     cohort = sharing_cohort(ctx, ctx.time_ms)
+    aging = aging_period(ctx, body["birth_date"])
     ctx.put_member(pk, {
         "pubkey": pk,
         "identity_hash": body["identity_hash"],
@@ -104,10 +163,13 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
         "arrears": [],
         "open_claim": 0,
         "refund": False,
+        **({} if aging is None else {"age_out_period": aging}),
     })
     records.store(ctx.state, records.identity_key(body["identity_hash"]),
                   {"member": pk, "status": "live"})
     cohort_add(ctx, cohort, 1)
+    if aging is not None:
+        aging_add(ctx, aging, cohort, 1)
     meta["active"] += 1
     meta["members"] += 1
     # no account record: a key without one has nonce 0 (Application.next_nonce), and the
@@ -128,6 +190,9 @@ def count_out(ctx: Ctx, pk: bytes, m: dict[str, Any]) -> None:
     """Take an active membership out of its cohort's count, the active total and the
     juror pool: what ending it changes besides its own records."""
     cohort_add(ctx, m["cohort"], -1)
+    if m.get("age_out_period") is not None:
+        # still active, so its aging notice has not run: it must not take them out again
+        aging_add(ctx, m["age_out_period"], m["cohort"], -1)
     ctx.meta["active"] -= 1
     if m["pool_index"] is not None:
         pool_remove(ctx, pk, m)

@@ -15,6 +15,12 @@ and every reader applies the same deterministic rule (docs/rules.md, "Payouts"):
   ``payout_exit_period``;
 * an identity record whose member reads as ended (and is not ``barred``) is free.
 
+The upper age (rule 1, "Upper age") is read the same way: a member stored ``active``
+with ``age_out_period`` n whose period record n exists (notice n ran, and took them out of
+the counts) reads ``aged_out`` with ``ended_ms`` = the period's ``notice_ms`` and
+``exit_period`` = n - 1, unless a payout ended the membership first (its settlement
+instant before notice n's: at equal instants the notice runs first).
+
 A transaction that later writes the member stores the resolved form. Paid claims are
 terminal, so their stored form stays ``payable``. ``load`` is any ``key -> record | None``
 (the state, or records proven against a certified root), so nodes, the auditor and light
@@ -59,6 +65,28 @@ def mark_member_paid(m: dict[str, Any], period: dict[str, Any]) -> None:
     m["open_claim"] = 0
 
 
+def aging_notice(load: Load, m: dict[str, Any]) -> dict[str, Any] | None:
+    """The period record of the notice that aged ``m`` out if ``m`` is stored active, has an
+    ``age_out_period`` and that notice has run; None otherwise."""
+    n = m.get("age_out_period")
+    if m["status"] != "active" or n is None:
+        return None
+    return load(records.period_key(n))
+
+
+def mark_member_aged(m: dict[str, Any], period: dict[str, Any]) -> None:
+    m.update(status="aged_out", ended_ms=period["notice_ms"], exit_period=period["n"] - 1)
+
+
+def aging_view(load: Load, m: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``m`` with only the upper age applied (for a member whose open claim is not paid)."""
+    if m is not None:
+        period = aging_notice(load, m)
+        if period is not None:
+            mark_member_aged(m, period)
+    return m
+
+
 def claim_view(load: Load, c: dict[str, Any] | None) -> dict[str, Any] | None:
     """``c`` as the rules read it (updated in place)."""
     if c is not None:
@@ -70,11 +98,17 @@ def claim_view(load: Load, c: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def member_view(load: Load, m: dict[str, Any] | None) -> dict[str, Any] | None:
     """``m`` as the rules read it (updated in place)."""
-    if m is not None and m["open_claim"]:
+    if m is None:
+        return m
+    period = None
+    if m["open_claim"]:
         c = load(records.claim_key(m["open_claim"]))
         period = None if c is None else paying_period(load, c)
-        if period is not None:
-            mark_member_paid(m, period)
+    aged = aging_notice(load, m)
+    if aged is not None and (period is None or aged["notice_ms"] <= period["settlement_ms"]):
+        mark_member_aged(m, aged)   # aged out first: a later payout keeps the status
+    if period is not None:
+        mark_member_paid(m, period)
     return m
 
 

@@ -9,7 +9,7 @@ O(members). At equal times the order is: notice, objection close, jury close, ap
 from __future__ import annotations
 
 from contracts import records
-from contracts.rules import arrears, claims, jury, settlement, waiting
+from contracts.rules import arrears, claims, jury, membership, settlement, waiting
 from contracts.rules.context import Ctx
 
 
@@ -43,6 +43,10 @@ def run_due(ctx: Ctx) -> None:
         if kind == "notice":
             n = m["next_notice"]
             noticed = claims.publish_notice(ctx, n)
+            # the upper age (rule 1): out of the counts before the snapshot
+            aged = membership.age_out(ctx, n)
+            if aged:
+                ctx.emit("members_aged_out", period=n, count=aged)
             rec = settlement.open_period(ctx, n, noticed)
             m["next_notice"] = n + 1
             ctx.emit("notice_published", period=n, claims=noticed, members=rec["members"],

@@ -127,7 +127,10 @@ def settle(ctx: Ctx, n: int) -> None:
     # in n and each is its member's open claim, so until then the payout views
     # (ctx.claim, ctx.member) would only add a period read each.
     claims = [records.load(ctx.state, records.claim_key(cid)) for cid in ids]
-    members = [records.load(ctx.state, records.member_key(c["member"])) for c in claims]
+    # (the upper age is applied: a member aged out at an earlier notice is no longer active)
+    members = [payout.aging_view(payout.loader(ctx.state),
+                                 records.load(ctx.state, records.member_key(c["member"])))
+               for c in claims]
     # Rule 8: a claim is paid minus the claimant's unpaid shares, which it then clears.
     owed = [sum(amount for _, amount in m["arrears"]) for m in members]
     deductions = [min(o, c["amount"]) for o, c in zip(owed, claims, strict=True)]
