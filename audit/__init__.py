@@ -3,8 +3,8 @@
 * ``audit.replay``: ``mutual audit``, the replay of every block from the auditor's own
   genesis (``audit``, ``Auditor``), with its parts: ``sources`` (a node's API, a stopped
   node's database, an archive file), ``signatures`` (transactions and certificates,
-  in a process pool), ``rules`` (an independent model of the pooling rules), ``compare``
-  (the replay against what the source claims) and ``report``;
+  in a process pool), ``rules`` and ``jury_model`` (an independent model of the pooling
+  rules), ``compare`` (the replay against what the source claims) and ``report``;
 * ``audit.verify_share``: ``mutual verify-share``, one member's share from Merkle proofs
   and a commit certificate;
 * ``audit.archive``: ``mutual export``'s archive file; ``audit.cli``: the subcommands.
