@@ -1,6 +1,7 @@
 """``mutual audit --data``: a node database (LevelDB, the node's own layout), audited
 through a private copy; tampered state values, period shares, jurors' votes, tree nodes,
-receipts, roots and block bytes are each found and named; a database held by a running
+receipts, roots, block bytes and the records of issue 15 (a refund, an accident finding,
+uncollected shares, an aging notice) are each found and named; a database held by a running
 process is refused with a clear error.
 """
 
@@ -212,3 +213,42 @@ def test_a_database_held_by_a_running_process_is_refused(template, node_home) ->
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+# -- the records issue 15 added (rule 3's finding and refund, rule 8's uncollected, the
+# upper age), tampered in a node's database -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def waiting_template(tmp_path_factory) -> tuple[Path, ChainBuilder, list]:
+    from tests.test_audit_rules import waiting_chain
+
+    home = tmp_path_factory.mktemp("waiting-home")
+    db = home / "data" / "db"
+    db.parent.mkdir(parents=True)
+    kv = open_kv(db)
+    b, m = waiting_chain(refund=True, kv=kv)
+    kv.close()
+    return home, b, m
+
+
+@pytest.mark.parametrize("what", ["refund_fen", "accident_confirmed", "uncollected",
+                                  "age_out_period"])
+def test_the_new_records_tampered(waiting_template, tmp_path, what: str) -> None:
+    home, b, m = waiting_template
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    assert _audit(copy, b).ok
+    pk = m[0].public_key.raw
+    key, field, edit = {
+        "refund_fen": (records.member_key(pk), f"member/{pk.hex()}.refund_fen",
+                       lambda r: r.update(refund_fen=r["refund_fen"] + 1)),
+        "accident_confirmed": (records.claim_key(1), "claim/1.accident_confirmed",
+                               lambda r: r.update(accident_confirmed=True)),
+        "uncollected": (records.period_key(1), "period/1.uncollected",
+                        lambda r: r.update(uncollected=r["uncollected"] + 1)),
+        "age_out_period": (records.member_key(pk), f"member/{pk.hex()}.age_out_period",
+                           lambda r: r.update(age_out_period=r["age_out_period"] + 1)),
+    }[what]
+    _edit_record(copy, STATE + b"v" + key, edit)
+    err = _fail(copy, b)
+    assert err.field == field, (err.field, err.what)

@@ -170,11 +170,11 @@ def test_panel_draw_bug(monkeypatch) -> None:
     assert err.found == err.expected[::-1]
 
 
-def _waiting_chain(refund: bool = False) -> tuple[ChainBuilder, list]:
+def waiting_chain(refund: bool = False, kv: Any = None) -> tuple[ChainBuilder, list]:
     """Issue 15: m1's accident inside the waiting period is confirmed and paid in period 1;
     m0's is denied as no accident at g+50 s, final (rule 3) when the appeal window closes at
-    g+70 s, after m0 shared period 1."""
-    b = ChainBuilder()
+    g+70 s, after m0 shared period 1. ``kv``: build on this store (a node's database)."""
+    b = ChainBuilder(kv=kv)
     g = GENESIS_MS
     m = [key(f"waiting-member-{i}") for i in range(4)]
     b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 200 + i))
@@ -197,7 +197,7 @@ def _waiting_chain(refund: bool = False) -> tuple[ChainBuilder, list]:
 
 
 def test_waiting_accident_decided_after_filing_is_rechecked() -> None:
-    b, m = _waiting_chain(refund=True)
+    b, m = waiting_chain(refund=True)
     assert b.ex.app.get_claim(1)["status"] == "rejected_waiting"
     assert b.ex.app.get_claim(2)["status"] == "paid"
     assert b.ex.app.get_member(m[0].public_key.hex())["status"] == "barred"
@@ -209,7 +209,7 @@ def test_waiting_accident_decided_after_filing_is_rechecked() -> None:
 
 def test_waiting_rule_not_applied_at_the_appeal_close_bug(monkeypatch) -> None:
     monkeypatch.setattr(waiting, "reject", lambda ctx, c, m: None)
-    b, _ = _waiting_chain()
+    b, _ = waiting_chain()
     err = _fail(b)
     assert err.height == b.height and err.field == "claim/1.status"
     assert (err.expected, err.found) == ("rejected_waiting", "denied")
@@ -225,7 +225,7 @@ def test_accident_finding_not_recorded_bug(monkeypatch) -> None:
         ctx.put_claim(c)
 
     monkeypatch.setitem(rules.HANDLERS, "assess_claim", buggy)
-    b, _ = _waiting_chain()
+    b, _ = waiting_chain()
     err = _fail(b)
     assert err.field == "claim/2.accident_confirmed"
     assert (err.expected, err.found) == (True, None)
@@ -235,7 +235,7 @@ def test_refund_amount_bug(monkeypatch) -> None:
     """The rules refund one fen too much: the audit names the member's refund_fen."""
     original = settlement.member_billed
     monkeypatch.setattr(waiting, "member_billed", lambda *a: original(*a) + 1)
-    b, m = _waiting_chain(refund=True)
+    b, m = waiting_chain(refund=True)
     err = _fail(b)
     assert err.height == b.height - 1 and err.tx == 0
     assert err.field == f"member/{m[0].public_key.hex()}.refund_fen"
