@@ -109,6 +109,17 @@ class MonthlySchedule:
         """May be < 1 for the genesis year (its first periods preceded genesis)."""
         return y * 12 * self.k - self.base + 1
 
+    def first_notice_at_or_after(self, t: int) -> int:
+        """``first_notice_at_or_after(self, t)`` from the CST month of ``t``: at most a
+        month's notices are looked at (a join asks this, so it must not cost a search)."""
+        d = cst_date(t)
+        n = max(1, (d.year * 12 + d.month - 1) * self.k - self.base + 1)
+        while self.notice_ms(n) < t:
+            n += 1
+        while n > 1 and self.notice_ms(n - 1) >= t:
+            n -= 1
+        return n
+
 
 class IntervalSchedule:
     """Devnet schedule: period n starts at genesis + (n-1) * period_ms.
@@ -142,6 +153,11 @@ class IntervalSchedule:
     def first_period_of_year(self, y: int) -> int:
         return y * self.periods_per_year + 1
 
+    def first_notice_at_or_after(self, t: int) -> int:
+        """``first_notice_at_or_after(self, t)`` in closed form."""
+        ahead = t - self.genesis_ms - self.notice_offset_ms
+        return max(1, -(-ahead // self.period_ms) + 1)
+
 
 def birthday(birth: date, years: int) -> date:
     """The date someone born on ``birth`` turns ``years`` (completed years, as
@@ -154,8 +170,17 @@ def birthday(birth: date, years: int) -> date:
 
 
 def first_notice_at_or_after(schedule: Schedule, t: int) -> int:
-    """The first period n >= 1 whose notice instant is at or after ``t``: O(log n)
-    (notice instants increase with n)."""
+    """The first period n >= 1 whose notice instant is at or after ``t``. The two
+    schedules answer in closed form (a month's notices at most); any other schedule by a
+    search, O(log n) (notice instants increase with n)."""
+    direct = getattr(schedule, "first_notice_at_or_after", None)
+    if direct is not None:
+        return direct(t)
+    return search_first_notice(schedule, t)
+
+
+def search_first_notice(schedule: Schedule, t: int) -> int:
+    """``first_notice_at_or_after`` by doubling then bisection over ``notice_ms``."""
     hi = 1
     while schedule.notice_ms(hi) < t:
         hi *= 2

@@ -340,9 +340,9 @@ def test_a_recorded_refund_is_re_derived_from_the_proven_periods() -> None:
     from audit.verify_share import check_refund
     from contracts import records
     from contracts.rules import payout
-    from tests.test_audit_rules import _waiting_chain
+    from tests.test_audit_rules import waiting_chain
 
-    b, m = _waiting_chain(refund=True)
+    b, m = waiting_chain(refund=True)
     node = FakeNode(b)
     try:
         report = verify_share(_client(node), b.genesis, m[0].public_key.hex(), 1)

@@ -7,6 +7,7 @@ active count of cohort j is kept so settlement never loops over members (rule 7)
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from contracts import errors, records
@@ -42,23 +43,24 @@ def cohort_count(ctx: Ctx, j: int) -> int:
 def sharing_cohort(ctx: Ctx, joined_ms: int) -> int:
     """The first period a member joining at ``joined_ms`` shares in: the first notice not
     run yet, and under ``sharing_basis = "protected"`` the first of those at or after the
-    end of the waiting period (docs/rules.md, rule 1). O(waiting_ms / period) steps."""
+    end of the waiting period (docs/rules.md, rule 1)."""
     n = ctx.meta["next_notice"]
     if ctx.params.sharing_basis == "protected":
-        protected_ms = joined_ms + ctx.params.waiting_ms
-        while ctx.schedule.notice_ms(n) < protected_ms:
-            n += 1
+        # notice instants increase with n: the first at or after the end of the waiting
+        # period, unless that notice already ran
+        n = max(n, first_notice_at_or_after(ctx.schedule, joined_ms + ctx.params.waiting_ms))
     return n
 
 
-def aging_ms(ctx: Ctx, birth_date: str) -> int | None:
+def aging_ms(ctx: Ctx, birth_date: str | date) -> int | None:
     """00:00 CST of the member's ``max_age_years``-th birthday (None: the rule is off)."""
     if ctx.params.max_age_years is None:
         return None
-    return cst_midnight_ms(birthday(parse_date(birth_date), ctx.params.max_age_years))
+    birth = parse_date(birth_date) if isinstance(birth_date, str) else birth_date
+    return cst_midnight_ms(birthday(birth, ctx.params.max_age_years))
 
 
-def aging_period(ctx: Ctx, birth_date: str) -> int | None:
+def aging_period(ctx: Ctx, birth_date: str | date) -> int | None:
     """The notice that takes the member out (rule 1, "Upper age"): the first whose instant
     is at or after their ``max_age_years``-th birthday. None when the rule is off."""
     t = aging_ms(ctx, birth_date)
@@ -118,13 +120,13 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     today = cst_date(ctx.time_ms)
     require(birth <= today, errors.BAD_DATE, "birth date is in the future")
     p = ctx.params
-    require(age_days(birth, today) >= p.min_join_age_days
-            and age_years(birth, today) <= p.max_join_age_years,
+    age = age_years(birth, today)
+    require(age_days(birth, today) >= p.min_join_age_days and age <= p.max_join_age_years,
             errors.OUTSIDE_AGE_WINDOW,
             f"age on {today.isoformat()} must be {p.min_join_age_days} days to "
             f"{p.max_join_age_years} years")
     guardian = body.get("guardian_hash")
-    minor = p.adult_age_years is not None and age_years(birth, today) < p.adult_age_years
+    minor = p.adult_age_years is not None and age < p.adult_age_years
     if minor:
         # a child has no credit record of its own: the attestation is the guardian's
         require(guardian is not None, errors.GUARDIAN_REQUIRED,
@@ -141,7 +143,7 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
             f"{whose} {body['credit_score']} < {p.credit_threshold}")
     meta = ctx.meta
     cohort = sharing_cohort(ctx, ctx.time_ms)
-    aging = aging_period(ctx, body["birth_date"])
+    aging = aging_period(ctx, birth)
     ctx.put_member(pk, {
         "pubkey": pk,
         "identity_hash": body["identity_hash"],
