@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -25,14 +26,21 @@ from tests.test_audit_builder import ChainBuilder, Scenario, build_scenario
 STATE = b"state/"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> tuple[Path, ChainBuilder, Scenario]:
+def node_home_with(tmp_path_factory, build: Any) -> tuple[Path, Any]:
+    """A node home whose database holds the chain ``build(kv)`` makes; what it returned."""
     home = tmp_path_factory.mktemp("node-home")
     db = home / "data" / "db"
     db.parent.mkdir(parents=True)
     kv = open_kv(db)
-    b, sc = build_scenario(kv=kv)
-    kv.close()
+    try:
+        return home, build(kv)
+    finally:
+        kv.close()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, ChainBuilder, Scenario]:
+    home, (b, sc) = node_home_with(tmp_path_factory, lambda kv: build_scenario(kv=kv))
     return home, b, sc
 
 
@@ -222,12 +230,8 @@ def test_a_database_held_by_a_running_process_is_refused(template, node_home) ->
 def waiting_template(tmp_path_factory) -> tuple[Path, ChainBuilder, list]:
     from tests.test_audit_rules import waiting_chain
 
-    home = tmp_path_factory.mktemp("waiting-home")
-    db = home / "data" / "db"
-    db.parent.mkdir(parents=True)
-    kv = open_kv(db)
-    b, m = waiting_chain(refund=True, kv=kv)
-    kv.close()
+    home, (b, m) = node_home_with(tmp_path_factory,
+                                  lambda kv: waiting_chain(refund=True, kv=kv))
     return home, b, m
 
 
