@@ -196,6 +196,30 @@ def waiting_chain(refund: bool = False, kv: Any = None) -> tuple[ChainBuilder, l
     return b, m
 
 
+def test_rule_3_for_a_member_who_had_left_is_rechecked() -> None:
+    """m0 leaves after its accident claim was denied as no accident; the appeal window
+    then closes: rule 3 applies to the ended membership (refundable, identity barred)."""
+    b = ChainBuilder()
+    g = GENESIS_MS
+    m = [key(f"left-waiting-{i}") for i in range(3)]
+    b.commit_at(g, [b.tx(b.registrar, "register_member", register_body(k, 500 + i))
+                    for i, k in enumerate(m)])
+    b.commit_at(g + 10 * S, [b.tx(m[0], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 5 * S, "accident": True,
+        "evidence_hash": bytes(32)})])
+    b.commit_at(g + 11 * S, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": False, "accident": False, "report_hash": bytes(32)})])
+    b.commit_at(g + 12 * S, [b.tx(m[0], "leave", {})])
+    b.commit_at(g + 32 * S)  # the appeal window closes: rule 3 on the ended membership
+    b.commit_at(g + 33 * S)
+    codes = [r.code for a in b.applied for r in a.receipts]
+    assert codes == ["ok"] * 6, codes
+    member = b.ex.app.get_member(m[0].public_key.hex())
+    assert member["status"] == "left" and member["refund"]
+    report = _audit(b)
+    assert report.ok, report.first_error
+
+
 def test_waiting_accident_decided_after_filing_is_rechecked() -> None:
     b, m = waiting_chain(refund=True)
     assert b.ex.app.get_claim(1)["status"] == "rejected_waiting"

@@ -208,6 +208,28 @@ def test_waiting_accident_denied_as_not_an_accident_bars_when_the_appeal_window_
     assert r.code == "identity_barred"
 
 
+def test_a_member_who_left_before_the_finding_became_final_is_barred_all_the_same() -> None:
+    """Rule 3 when the membership already ended: the status stays ``left`` (the counts
+    took the member out once, at leaving), the shares become refundable and the identity
+    is barred for good."""
+    h, keys, cid = _waiting_accident_claim()
+    g = h.g0
+    assert _assess(h, cid, approve=False, accident=False).code == "ok"
+    h.ok(keys[0], "leave", {})
+    meta_before = h.app._meta()
+    left = h.app.get_member(keys[0].public_key.hex())
+    assert left["status"] == "left" and not left["refund"]
+    types = [e.type for e in h.tick(g + 32 * S)]   # notice 1, then the appeal window closes
+    assert "claim_rejected_waiting" in types and "member_barred" not in types  # no 2nd exit
+    m = h.app.get_member(keys[0].public_key.hex())
+    assert m["status"] == "left" and m["refund"] and m["refundable"]
+    assert m["exit_period"] == left["exit_period"]
+    meta = h.app._meta()
+    assert (meta["active"], meta["members"]) == (meta_before["active"], meta_before["members"])
+    r = h.send(REGISTRAR, "register_member", register_body(member_key(50), 0))
+    assert r.code == "identity_barred"
+
+
 def test_waiting_accident_denial_appealed_and_upheld_bars_at_jury_close() -> None:
     h, keys, cid = _waiting_accident_claim(jurors=3)
     assert _assess(h, cid, approve=False, accident=False).code == "ok"
