@@ -13,9 +13,10 @@ from typing import Any
 
 from audit.jury_model import Jury, JuryChecks
 from audit.report import ABSENT, AuditFailure
+from audit.verify_share import aging_notice, upper_age_ms
 from chain.genesis import Genesis
 from contracts import records
-from contracts.calendar import age_days, age_years, cst_date, cst_midnight_ms, parse_date
+from contracts.calendar import age_days, age_years, cst_date, parse_date
 from contracts.params import Params
 from contracts.rules import payout
 from node.executor import Applied
@@ -160,35 +161,6 @@ class RuleChecker(JuryChecks):
                 n += 1
         return n
 
-    def _upper_age_ms(self, birth_date: str) -> int | None:
-        """docs/rules.md rule 1, "Upper age": 00:00 CST of the max_age_years-th birthday
-        (a 29 February birthday falls on 1 March in a common year); None when off."""
-        years = self.params.max_age_years
-        if years is None:
-            return None
-        b = parse_date(birth_date)
-        try:
-            day = b.replace(year=b.year + years)
-        except ValueError:      # 29 February in a common year
-            day = b.replace(year=b.year + years, month=3, day=1)
-        return cst_midnight_ms(day)
-
-    def _aging_notice(self, birth_date: str) -> int | None:
-        """The first period whose notice is at or after the upper-age birthday."""
-        t = self._upper_age_ms(birth_date)
-        if t is None:
-            return None
-        lo, hi = 1, 1
-        while self.schedule.notice_ms(hi) < t:
-            lo, hi = hi + 1, hi * 2
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.schedule.notice_ms(mid) < t:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
     def _on_member_joined(self, m: Moment, a: dict, txi: int | None) -> None:
         pk, cohort = a["member"], a["cohort"]
         self._check_admission(m, txi, pk)
@@ -196,7 +168,7 @@ class RuleChecker(JuryChecks):
         self._expect(m, txi, f"member/{pk}.cohort", want, cohort,
                      f"member {pk} joined the wrong cohort")
         rec = self._member(pk)
-        aging = self._aging_notice(rec["birth_date"])
+        aging = aging_notice(self.params, self.schedule, rec["birth_date"])
         self._expect(m, txi, f"member/{pk}.age_out_period", aging, rec.get("age_out_period"),
                      f"member {pk}'s record names the wrong notice for the upper age")
         if aging is not None:
@@ -325,7 +297,7 @@ class RuleChecker(JuryChecks):
         c = self._claim(a["claim_id"])
         assert c is not None
         member = self._member(c["member"].hex())
-        upper = self._upper_age_ms(member["birth_date"])
+        upper = upper_age_ms(self.params, member["birth_date"])
         if upper is not None and c["diagnosed_ms"] >= upper:
             raise self._fail(m, txi, f"claim {c['id']} was accepted although diagnosed on or "
                                      "after the member's upper-age birthday",

@@ -35,7 +35,7 @@ from chain.hashing import sha256
 from chain.tx import to_jsonable
 from chain.vote import MessageError
 from contracts import records
-from contracts.calendar import cst_midnight_ms, parse_date
+from contracts.calendar import cst_midnight_ms, first_notice_at_or_after, parse_date
 from contracts.params import Params
 from contracts.proof import Proof, ProofError, verify_proof
 from contracts.rules import payout
@@ -310,22 +310,9 @@ def check_refund(m: dict[str, Any], load: payout.Load, schedule: Any,
 
 
 def _first_notice_from(schedule: Any, t: int, strict: bool) -> int:
-    """The first period whose notice is after ``t`` (``strict``) or at or after it."""
-    def before(n: int) -> bool:
-        ms = schedule.notice_ms(n)
-        return ms <= t if strict else ms < t
-
-    hi = 1
-    while before(hi):
-        hi *= 2
-    lo = hi // 2 + 1 if hi > 1 else 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if before(mid):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    """The first period whose notice is after ``t`` (``strict``) or at or after it
+    (instants are integer milliseconds: after ``t`` is at or after ``t + 1``)."""
+    return first_notice_at_or_after(schedule, t + 1 if strict else t)
 
 
 def sharing_cohort(params: Params, schedule: Any, joined_ms: int) -> int:
@@ -339,10 +326,10 @@ def sharing_cohort(params: Params, schedule: Any, joined_ms: int) -> int:
     return n
 
 
-def aging_notice(params: Params, schedule: Any, birth_date: str) -> int | None:
-    """The notice that takes a member born on ``birth_date`` out (docs/rules.md rule 1,
-    "Upper age"): the first at or after 00:00 CST of their ``max_age_years``-th birthday (a
-    29 February birthday falls on 1 March in a common year). None when the rule is off."""
+def upper_age_ms(params: Params, birth_date: str) -> int | None:
+    """00:00 CST of the ``max_age_years``-th birthday of a member born on ``birth_date``
+    (docs/rules.md rule 1, "Upper age": a 29 February birthday falls on 1 March in a
+    common year); None when the rule is off."""
     if params.max_age_years is None:
         return None
     b = parse_date(birth_date)
@@ -350,7 +337,14 @@ def aging_notice(params: Params, schedule: Any, birth_date: str) -> int | None:
         day = b.replace(year=b.year + params.max_age_years)
     except ValueError:
         day = b.replace(year=b.year + params.max_age_years, month=3, day=1)
-    return _first_notice_from(schedule, cst_midnight_ms(day), strict=False)
+    return cst_midnight_ms(day)
+
+
+def aging_notice(params: Params, schedule: Any, birth_date: str) -> int | None:
+    """The notice that takes a member born on ``birth_date`` out: the first at or after
+    their upper-age birthday (``upper_age_ms``). None when the rule is off."""
+    t = upper_age_ms(params, birth_date)
+    return None if t is None else _first_notice_from(schedule, t, strict=False)
 
 
 def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
