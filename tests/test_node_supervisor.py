@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from chain.genesis import Genesis
-from chain.keyfile import read_key
 from devnet.cluster import Cluster, free_base_port
-from node import config as cfg
 from node.driver import ConsensusDriver
 from node.node import Node, NodeError
 from node.supervisor import Supervisor
+from tests.test_node_storage_failure import _node
 
 
 async def _boom(after_s: float = 0.0) -> None:
@@ -64,12 +62,6 @@ async def test_cancelled_tasks_are_no_failure_and_close_ends_the_rest() -> None:
     assert sup.failure is None  # cancelling at close is not a failure of the service
     sup.report("p2p task x", ValueError("late"))  # after close: the node is stopping anyway
     assert sup.failure is None
-
-
-def _node(cluster: Cluster) -> Node:
-    home = cluster.nodes[0].home
-    return Node(cfg.load(home), Genesis.load(cluster.genesis_path),
-                read_key(home / "node_key.json"), read_key(home / "validator_key.json"))
 
 
 async def _run_until_stopped(node: Node, breaker, what: str) -> str:  # type: ignore[no-untyped-def]
