@@ -4,8 +4,14 @@ Header (canonical map; the block id is sha256 of its encoding):
 
     {"chain_id": str, "evidence_hash": bin(32), "height": uint,
      "last_block_id": bin(32) | nil, "last_commit_hash": bin(32) | nil,
-     "proposer": uint (validator index), "state_root": bin(32), "time": uint (ms, UTC),
-     "txs_hash": bin(32), "validators_hash": bin(32)}
+     "next_validators_hash": bin(32), "proposer": uint (validator index),
+     "state_root": bin(32), "time": uint (ms, UTC), "txs_hash": bin(32),
+     "validators_hash": bin(32)}
+
+``validators_hash`` is the hash of the set that signs this block's certificate;
+``next_validators_hash`` the hash of the set of the next height. A change committed in
+block H takes effect at H+2, so both are known when the block is built and a light client
+follows the set from one certified header to the next (docs/governance.md).
 
 ``state_root`` is the application state root after executing every block *before* this
 one (block 1 carries the genesis state root). ``last_commit_hash`` is the hash of the
@@ -30,8 +36,8 @@ from chain.vote import MessageError
 
 MAX_BLOCK_SIZE = 4 * 1024 * 1024
 _HEADER_KEYS = frozenset({
-    "chain_id", "evidence_hash", "height", "last_block_id", "last_commit_hash", "proposer",
-    "state_root", "time", "txs_hash", "validators_hash",
+    "chain_id", "evidence_hash", "height", "last_block_id", "last_commit_hash",
+    "next_validators_hash", "proposer", "state_root", "time", "txs_hash", "validators_hash",
 })
 
 
@@ -54,6 +60,7 @@ class BlockHeader:
     state_root: bytes
     validators_hash: bytes
     proposer: int
+    next_validators_hash: bytes
 
     def __post_init__(self) -> None:
         for name in ("height", "time", "proposer"):
@@ -64,7 +71,8 @@ class BlockHeader:
             raise MessageError("height starts at 1")
         _hash_field("last_block_id", self.last_block_id, nullable=True)
         _hash_field("last_commit_hash", self.last_commit_hash, nullable=True)
-        for name in ("txs_hash", "evidence_hash", "state_root", "validators_hash"):
+        for name in ("txs_hash", "evidence_hash", "state_root", "validators_hash",
+                     "next_validators_hash"):
             _hash_field(name, getattr(self, name))
         if (self.height == 1) != (self.last_block_id is None):
             raise MessageError("only block 1 has no last_block_id")
@@ -78,6 +86,7 @@ class BlockHeader:
             "height": self.height,
             "last_block_id": self.last_block_id,
             "last_commit_hash": self.last_commit_hash,
+            "next_validators_hash": self.next_validators_hash,
             "proposer": self.proposer,
             "state_root": self.state_root,
             "time": self.time,
@@ -99,7 +108,7 @@ class BlockHeader:
             raise MessageError("chain_id must be text")
         return cls(m["chain_id"], m["height"], m["time"], m["last_block_id"],
                    m["last_commit_hash"], m["txs_hash"], m["evidence_hash"], m["state_root"],
-                   m["validators_hash"], m["proposer"])
+                   m["validators_hash"], m["proposer"], m["next_validators_hash"])
 
 
 def txs_hash(txs: list[bytes]) -> bytes:

@@ -3,7 +3,8 @@
 Genesis is a JSON object (see docs/genesis.md):
 
     {"chain_id": str, "genesis_time": RFC 3339 text,
-     "validators": [{"name": str, "pub_key": hex, "power": int, "node_key": hex?}],
+     "validators": [{"name": str, "pub_key": hex, "power": int, "node_key": hex?,
+                     "operator_account": hex?}],
      "registrars": [hex], "assessors": [hex], "operator": hex,
      "consensus": {...timeouts and block limits...}, "params": {...rule parameters...}}
 
@@ -34,6 +35,9 @@ DEFAULT_CONSENSUS = {
     "max_block_txs": 2000,
     "max_block_bytes": 2 * 1024 * 1024,
 }
+
+
+_VALIDATOR_FIELDS = frozenset({"name", "pub_key", "power", "node_key", "operator_account"})
 
 
 class GenesisError(ValueError):
@@ -97,11 +101,17 @@ class Genesis:
         for i, v in enumerate(vals_doc):
             if not isinstance(v, dict) or not {"pub_key", "power"} <= set(v):
                 raise GenesisError(f"validator {i} needs pub_key and power")
+            unknown_v = set(v) - _VALIDATOR_FIELDS
+            if unknown_v:
+                raise GenesisError(f"validator {i} has unknown fields {sorted(unknown_v)}")
             node_key = _key(v["node_key"], f"validator {i} node_key") if v.get(
                 "node_key") else None
+            operator_account = _key(v["operator_account"], f"validator {i} operator_account"
+                                    ) if v.get("operator_account") else None
             try:
                 vals.append(Validator(_key(v["pub_key"], f"validator {i}"), v["power"],
-                                      str(v.get("name", f"validator-{i}")), node_key))
+                                      str(v.get("name", f"validator-{i}")), node_key,
+                                      operator_account))
             except ValidatorSetError as exc:
                 raise GenesisError(f"validator {i}: {exc}") from exc
         try:

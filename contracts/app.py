@@ -10,11 +10,14 @@ if one does, it is inert). Signatures are checked by the caller, never here.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from chain.genesis import Genesis
 from chain.tx import Transaction, to_jsonable
+from chain.validators import ValidatorSet
 from contracts import errors, records
 from contracts.errors import RuleError
 from contracts.memstate import Overlay
@@ -101,6 +104,36 @@ class Application:
         # them), so the check a registrar's or assessor's every transaction makes reads
         # this map rather than decoding the role record from the state each time
         self._role_map = {pk: frozenset(r) for pk, r in genesis_roles(genesis).items()}
+        # validator sets by the height they start at: a set record never changes once its
+        # height is reached (only a pending one, for the next two heights, still can)
+        self._vsets: dict[int, ValidatorSet] = {}
+
+    # validator sets ------------------------------------------------------------------
+
+    def validator_set_heights(self) -> list[int]:
+        """The heights at which the validator set changed, ascending (1 = genesis)."""
+        rec = records.load(self.state, records.VSETS_KEY)
+        if rec is None:
+            raise RuntimeError("state is not initialised (run init_chain)")
+        return rec["heights"]
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set that signs block ``height``. Known for every height up to
+        two past the latest executed block (a change committed in block H applies at
+        H+2); for later heights it is the set as far as known now."""
+        if height < 1:
+            raise ValueError("heights start at 1")
+        heights = self.validator_set_heights()
+        start = heights[bisect_right(heights, height) - 1]
+        vset = self._vsets.get(start)
+        if vset is None:
+            rec = records.load(self.state, records.vset_key(start))
+            if rec is None:
+                raise RuntimeError(f"validator set record for height {start} is missing")
+            vset = ValidatorSet.from_maps(rec["validators"])
+            if start <= self._meta()["height"]:
+                self._vsets[start] = vset
+        return vset
 
     # genesis -------------------------------------------------------------------------
 
@@ -123,6 +156,9 @@ class Application:
         for pk in sorted(roles):
             records.store(self.state, records.role_key(pk), {"roles": roles[pk]})
             records.store(self.state, records.account_key(pk), {"nonce": 0})
+        records.store(self.state, records.vset_key(1), {
+            "validators": g.validators.to_maps(), "changes": []})
+        records.store(self.state, records.VSETS_KEY, {"heights": [1]})
         meta = records.new_meta()
         meta["time_ms"] = g.genesis_time_ms
         records.store(self.state, records.META_KEY, meta)
@@ -171,12 +207,15 @@ class Application:
         height, time_ms, seed = self._block
         return Ctx(state, self.params, self.schedule, time_ms, height, seed)
 
-    def begin_block(self, height: int, time_ms: int, seed: bytes) -> list[Event]:
+    def begin_block(self, height: int, time_ms: int, seed: bytes,
+                    offences: Sequence[tuple[int, bytes, bytes]] = ()) -> list[Event]:
         """Start a block and run every scheduled job due by ``time_ms``.
 
         ``seed`` (32 bytes) must be fixed before this block's transactions are known; the
         node passes the hash of the parent's commit certificate. Panels for disputes
-        opened in earlier blocks are drawn with it.
+        opened in earlier blocks are drawn with it. ``offences`` is the block's verified
+        evidence as (offending height, offender's consensus key, evidence hash): each
+        offender is jailed from ``height + 2`` (docs/governance.md, "Jailing").
         """
         if not isinstance(seed, bytes) or len(seed) != SEED_SIZE:
             raise ValueError("seed must be 32 bytes")

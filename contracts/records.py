@@ -29,6 +29,11 @@ kind sort in numeric order:
                                    found no accident (rule 3), FIFO by close time
     b"age/" + u64be(n)             {"active": count, "late": [[cohort, count]]} active members
                                    who age out at notice n (rule 1, "Upper age")
+    b"vsets"                       {"heights": [uint]} ascending heights at which the
+                                   validator set changed (1: the genesis set)
+    b"vset/" + u64be(h)            {"validators": [validator record], "changes": [change]}
+                                   the set that signs heights h .. (next entry - 1)
+                                   (docs/governance.md)
 
 u64be is an unsigned 64-bit big-endian integer; pk32 a 32-byte Ed25519 public key.
 """
@@ -129,6 +134,13 @@ def arrears_count_key(n: int) -> bytes:
 
 def appeal_queue_key(i: int) -> bytes:
     return b"appq/" + u64(i)
+
+
+VSETS_KEY = b"vsets"
+
+
+def vset_key(height: int) -> bytes:
+    return b"vset/" + u64(height)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

@@ -145,7 +145,6 @@ class ConsensusDriver:
         self.catching_up = catching_up
         self.genesis = host.genesis
         self.chain_id = host.genesis.chain_id
-        self.validators = host.genesis.validators
         self.signer = signer
         self.wal = wal
         self.machine = ConsensusMachine(self.chain_id, signer,
@@ -213,7 +212,8 @@ class ConsensusDriver:
         self.own_messages = []
         self.blocks = {k: b for k, b in self.blocks.items() if b.height >= height}
         self.block_txs = {k: v for k, v in self.block_txs.items() if k in self.blocks}
-        actions = self.machine.start_height(height, self.validators, now_ms())
+        actions = self.machine.start_height(height, self.host.executor.validators_at(height),
+                                           now_ms())
         records = self.wal.replay(height) if replay else []
         self._execute(actions, None)
         if records:

@@ -20,6 +20,7 @@ from chain.evidence import DuplicateVoteEvidence
 from chain.genesis import Genesis
 from chain.hashing import sha256
 from chain.tx import MAX_TX_SIZE, Transaction, TxError
+from chain.validators import ValidatorSet
 from chain.vote import MessageError
 from contracts.app import Application, Receipt
 from contracts.kv import KV
@@ -78,8 +79,6 @@ class Executor:
         # the next block usually carries the same bytes as its last_commit
         self._verified_certs: dict[bytes, None] = {}
         self.state_kv = kv.prefixed(PREFIXES["state"])
-        self.validators = genesis.validators
-        self._validators_hash = genesis.validators.hash()
         stored_genesis = store.genesis_hash()
         if stored_genesis is None:
             tree = StateTree(self.state_kv, **self._tree_options)
@@ -113,6 +112,15 @@ class Executor:
         tip = self.store.tip()
         return self.genesis.genesis_time_ms if tip is None or tip.height == 0 else tip.time
 
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set that signs block ``height`` (known up to two past the latest block)."""
+        return self.app.validators_at(height)
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The set of the next height: the one consensus runs with now."""
+        return self.app.validators_at(self.height + 1)
+
     def view_at(self, root: bytes) -> tuple[Application, StateTree]:
         """A read-only application over the state with ``root`` (for proofs)."""
         tree = StateTree(self.state_kv, root)
@@ -130,14 +138,14 @@ class Executor:
         else:
             if last_commit is None:
                 raise BlockInvalid("a block after the first needs its parent's certificate")
-            time_ms = weighted_median_time(last_commit, self.validators)
+            time_ms = weighted_median_time(last_commit, self.validators_at(height - 1))
             last_commit_hash = last_commit.hash()
         return BlockHeader(
             chain_id=self.genesis.chain_id, height=height, time=time_ms,
             last_block_id=self.last_block_id(), last_commit_hash=last_commit_hash,
             txs_hash=txs_hash(txs), evidence_hash=evidence_hash(evidence),
-            state_root=self.state_root, validators_hash=self._validators_hash,
-            proposer=proposer,
+            state_root=self.state_root, validators_hash=self.validators_at(height).hash(),
+            proposer=proposer, next_validators_hash=self.validators_at(height + 1).hash(),
         )
 
     # ------------------------------------------------------------------ validation
@@ -161,12 +169,13 @@ class Executor:
                 raise BlockInvalid("block 1's time must be the genesis time")
         else:
             assert block.last_commit is not None  # check_structure guarantees it
+            parent_set = self.validators_at(h.height - 1)
             if h.last_commit_hash not in self._verified_certs:
                 ok, why = verify_certificate(block.last_commit, self.genesis.chain_id,
-                                             self.validators, h.height - 1, h.last_block_id)
+                                             parent_set, h.height - 1, h.last_block_id)
                 if not ok:
                     raise BlockInvalid(f"last_commit: {why}")
-            median = weighted_median_time(block.last_commit, self.validators)
+            median = weighted_median_time(block.last_commit, parent_set)
             if h.time != median:
                 raise BlockInvalid(f"time {h.time} is not the parent certificate's median "
                                    f"time {median}")
@@ -175,9 +184,13 @@ class Executor:
         if h.state_root != self.state_root:
             raise BlockInvalid(f"state_root {h.state_root.hex()} is not this node's "
                                f"{self.state_root.hex()}")
-        if h.validators_hash != self._validators_hash:
+        vset = self.validators_at(h.height)
+        if h.validators_hash != vset.hash():
             raise BlockInvalid("validators_hash does not match the validator set")
-        if not 0 <= h.proposer < len(self.validators):
+        if h.next_validators_hash != self.validators_at(h.height + 1).hash():
+            raise BlockInvalid("next_validators_hash does not match the next height's "
+                               "validator set")
+        if not 0 <= h.proposer < len(vset):
             raise BlockInvalid(f"proposer index {h.proposer} is not a validator")
         limits = self.genesis.consensus
         if len(block.txs) > limits["max_block_txs"]:
@@ -211,11 +224,11 @@ class Executor:
             txs.append(tx)
         ev_seen: set[bytes] = set()
         for i, ev in enumerate(block.evidence):
-            ok, why = ev.verify(self.genesis.chain_id, self.validators)
+            if not 1 <= ev.height < h.height:
+                raise BlockInvalid(f"evidence {i} is not for a past height")
+            ok, why = ev.verify(self.genesis.chain_id, self.validators_at(ev.height))
             if not ok:
                 raise BlockInvalid(f"evidence {i}: {why}")
-            if ev.height >= h.height:
-                raise BlockInvalid(f"evidence {i} is for a future height")
             ev_hash = ev.hash()
             if ev_hash in ev_seen or self.store.evidence_height(ev_hash) is not None:
                 raise BlockInvalid(f"evidence {i} is already on chain")
@@ -232,8 +245,10 @@ class Executor:
         h = block.header
         seed = (sha256(block.last_commit.encode()) if block.last_commit is not None
                 else self.genesis.hash)
+        offences = [(ev.height, self.validators_at(ev.height)[ev.validator].pub_key, ev.hash())
+                    for ev in block.evidence]
         try:
-            begin = self.app.begin_block(h.height, h.time, seed)
+            begin = self.app.begin_block(h.height, h.time, seed, offences)
             receipts = [self.app.deliver_tx(tx) for tx in txs]
             end = self.app.end_block()
             batch = self.kv.batch()

@@ -69,6 +69,7 @@ class ChainBuilder:
             None if self.prev is None else self.prev.block_id(),
             None if self.prev_cert is None else self.prev_cert.hash(),
             txs_hash(txs), evidence_hash(list(ev)), self.root, b"\x07" * 32, 0,
+            b"\x07" * 32,
         )
         block = Block(header, tuple(txs), ev, self.prev_cert)
         cert = CommitCertificate(height, 0, block.block_id(),

@@ -108,7 +108,7 @@ def _header(height=2, **kw):
     fields = dict(chain_id=CHAIN, height=height, time=5, last_block_id=BID,
                   last_commit_hash=sha256(b"c"), txs_hash=txs_hash([]),
                   evidence_hash=evidence_hash([]), state_root=sha256(b"s"),
-                  validators_hash=VSET.hash(), proposer=0)
+                  validators_hash=VSET.hash(), proposer=0, next_validators_hash=VSET.hash())
     fields.update(kw)
     return BlockHeader(**fields)
 

@@ -286,7 +286,12 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
             assert m["refund"] and in_waiting and m["status"] != "active"
         if c["status"] == "paid":
             assert paid_in.get(cid) == c["pay_period"]
-            assert not in_waiting or (c["accident"] and c["accident_confirmed"] is True)
+            # paid inside the waiting period: a covered accident, confirmed by the
+            # assessor or by a jury that heard the appeal of a no-accident denial
+            overturned = (c.get("jury") is not None and c["jury"]["origin"] == "appeal"
+                          and c["jury"]["verdict"] == "pay")
+            assert not in_waiting or (c["accident"] and (c["accident_confirmed"] is True
+                                                         or overturned))
             assert c["net"] + c["deduction"] == c["amount"]
         else:
             assert cid not in paid_in

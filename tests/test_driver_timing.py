@@ -71,7 +71,8 @@ class Harness:
         node.mempool = SimpleNamespace(ready_count=lambda: self.ready,
                                        update=lambda *a, **k: [])
         node.executor = SimpleNamespace(height=0, app=SimpleNamespace(
-            next_nonce=lambda s: 1, check_tx=lambda tx: None), apply=self._apply)
+            next_nonce=lambda s: 1, check_tx=lambda tx: None), apply=self._apply,
+            validators_at=lambda height: validators)
         self.driver = node.driver = ConsensusDriver(  # type: ignore[arg-type]
             node, None, StubWAL(), empty_block_interval_ms=empty_block_interval_ms,
             catching_up=lambda: False)

@@ -75,7 +75,8 @@ def sample_header(height: int) -> BlockHeader:
         last_commit_hash=None if height == 1 else _h(f"certificate {height - 1}"),
         txs_hash=merkle_root([]) if height == 1 else merkle_root([_h("tx a"), _h("tx b")]),
         evidence_hash=merkle_root([]), state_root=_h(f"state after {height - 1}"),
-        validators_hash=validator_set().hash(), proposer=height % 4)
+        validators_hash=validator_set().hash(), proposer=height % 4,
+        next_validators_hash=validator_set().hash())
 
 
 def headers() -> dict[str, Any]:
@@ -302,7 +303,8 @@ def blocks() -> dict[str, Any]:
         chain_id=CHAIN_ID, height=2, time=weighted_median_time(last_commit, vset),
         last_block_id=parent.block_id(), last_commit_hash=last_commit.hash(),
         txs_hash=txs_hash(txs), evidence_hash=evidence_hash([ev]),
-        state_root=_h("state after 1"), validators_hash=vset.hash(), proposer=2)
+        state_root=_h("state after 1"), validators_hash=vset.hash(), proposer=2,
+        next_validators_hash=vset.hash())
     block = Block(header, tuple(txs), (ev,), last_commit)
     block.check_structure()
     doc["parent_header_hex"] = parent.encode().hex()
