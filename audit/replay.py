@@ -4,7 +4,9 @@ The chain comes from a node's HTTP API (``--node``) or from a copy of a stopped 
 database (``--data``). Nothing the source says is trusted: every block is re-validated by
 ``node.executor.Executor`` (the same definition of a valid block that consensus and sync
 use) over a fresh in-memory state, every commit certificate is checked against the
-validator set of the auditor's genesis, every transaction signature is verified (across a
+validator set of its height (the genesis set, then each set the replayed governance
+produced: docs/governance.md), every header's ``validators_hash`` and
+``next_validators_hash`` against those sets, every transaction signature is verified (across a
 process pool when blocks are big), the state root after each block is compared with the
 one the next header commits to, and an independent model of the pooling rules rechecks
 every notice snapshot, settlement (claims, fee, surplus, shares, caps, conservation),
@@ -36,7 +38,9 @@ from audit.signatures import (
     PendingChecks,
     SigVerifier,
     TxCheck,
+    check_certs,
     default_workers,
+    set_table,
 )
 from audit.sources import CHUNK_BLOCKS, Source, SourceError
 from audit.verifyrate import measure_verify_rate
@@ -44,8 +48,10 @@ from chain.block import Block
 from chain.certificate import CommitCertificate
 from chain.genesis import Genesis
 from chain.hashing import sha256
-from chain.tx import Transaction
+from chain.tx import Transaction, to_jsonable
+from chain.validators import ValidatorSet
 from chain.vote import MessageError
+from contracts import records
 from contracts.kv import KV, KVError, MemoryKV
 from contracts.tree import StateTree
 from node.executor import Applied, BlockInvalid, Executor
@@ -103,6 +109,12 @@ class Auditor:
         self.certificates = 0
         self.signatures = 0
         self.checked = 0  # the last block every check of which has run
+        # the hash of the set each queued certificate check uses: a check queued before
+        # the blocks that change the set were replayed is redone with the right set
+        self._cert_sets: dict[tuple[str, int], bytes] = {}
+        # the validator set history as the replay computes it (docs/audit.md)
+        self.vset_history: list[dict[str, Any]] = []
+        self._note_sets(0)
 
     # ---- state the checks read ----------------------------------------------------------
 
@@ -192,7 +204,25 @@ class Auditor:
             certificates=self.certificates, signatures=self.signatures,
             stats=dict(self.rules.stats), verdicts=dict(self.rules.verdicts),
             seconds=seconds, verify_per_s=verify_rate, workers=self.verifier.workers,
-            pooled=self.verifier.used_pool)
+            pooled=self.verifier.used_pool, validator_sets=list(self.vset_history))
+
+    def _note_sets(self, h: int) -> None:
+        """Add the sets that block ``h`` (0: genesis) scheduled to the history; the set
+        of a height above ``h`` may still change (more changes in the same block), so
+        the last entry is re-read while it is pending."""
+        heights = self.executor.app.validator_set_heights()
+        hist = self.vset_history
+        if hist and hist[-1]["height"] > h and hist[-1]["height"] in heights:
+            hist.pop()
+        for e in heights[len(hist):]:
+            rec = records.load(self.state, records.vset_key(e))
+            if rec is None:
+                raise AuditFailure(h, f"the replay wrote no validator set record for height "
+                                      f"{e}", field=f"vset/{e}")
+            vset = ValidatorSet.from_maps(rec["validators"])
+            hist.append({"height": e, "hash": vset.hash().hex(), "validators": len(vset),
+                         "total_power": vset.total_power, "committed_in": max(0, e - 2),
+                         "changes": to_jsonable(rec.get("changes", []))})
 
     def _check_genesis(self) -> None:
         claimed = self.source.claimed_genesis_hash()
@@ -247,7 +277,17 @@ class Auditor:
     def _submit_group(self, decoded: list[tuple[int, Block, bytes | None]]) -> PendingChecks:
         txs: list[bytes] = []
         certs: list[CertJob] = []
+        sets: dict[bytes, ValidatorSet] = {}
         carried: dict[int, bytes] = {}
+
+        def job(key: tuple[str, int], data: bytes, height: int, block_id: bytes) -> None:
+            # the set of ``height`` as far as the replay knows it now (a later block of a
+            # chunk may still change it: ``_cert_problem`` checks again then)
+            vset = self.executor.validators_at(height)
+            sets[vset.hash()] = vset
+            self._cert_sets[key] = vset.hash()
+            certs.append((key, data, height, block_id, vset.hash()))
+
         for h, block, _ in decoded:
             if block.last_commit is not None:
                 carried[h - 1] = block.last_commit.encode()
@@ -255,14 +295,16 @@ class Auditor:
         for h, block, stored in decoded:
             txs.extend(block.txs)
             if block.last_commit is not None:
-                certs.append((("carried", h - 1), carried[h - 1], h - 1,
-                              block.header.last_block_id or b""))
+                job(("carried", h - 1), carried[h - 1], h - 1,
+                    block.header.last_block_id or b"")
             if stored is not None:
                 if carried.get(h) == stored:
                     same.append(h)  # the very bytes carried by block h+1: check once
                 else:
-                    certs.append((("stored", h), stored, h, block.block_id()))
-        pending = self.verifier.submit(txs, certs)
+                    job(("stored", h), stored, h, block.block_id())
+        for h in same:
+            self._cert_sets[("stored", h)] = self._cert_sets[("carried", h)]
+        pending = self.verifier.submit(txs, certs, set_table(list(sets.values())))
         if not same:
             return pending
 
@@ -301,7 +343,9 @@ class Auditor:
             raise AuditFailure(h, "the header names another chain", field="header.chain_id",
                                expected=g.chain_id, found=hdr.chain_id)
         if h > 1:
-            why = bad_certs.get(("carried", h - 1))
+            assert block.last_commit is not None  # the executor's structure check
+            why = self._cert_problem(("carried", h - 1), bad_certs, block.last_commit.encode(),
+                                     h - 1, hdr.last_block_id or b"")
             if why is not None:
                 raise AuditFailure(h - 1, f"the commit certificate of block {h - 1} (carried "
                                           f"in block {h}'s last_commit) is invalid: {why}",
@@ -316,6 +360,7 @@ class Auditor:
             raise AuditFailure(h, f"the header's state root is not the state recomputed after "
                                   f"block {h - 1}", field="header.state_root",
                                expected=self.state_root.hex(), found=hdr.state_root.hex())
+        self._check_set_hashes(h, block)
         self._presigned = True  # verified above: decoding, chain id and signature
         try:
             txs = self.executor.validate(block)
@@ -335,6 +380,7 @@ class Auditor:
             self.source.check_block_result(
                 h, applied.state_root, [_receipt_bytes(r) for r in applied.receipts])
         self._nonce_order(h, txs, applied)
+        self._note_sets(h)
         seed = (sha256(block.last_commit.encode()) if block.last_commit is not None
                 else g.hash)
         self.rules.on_block(Moment(h, hdr.time, prev_time, prev_root, seed), applied)
@@ -348,7 +394,7 @@ class Auditor:
         stored_cert = None
         block_id = block.block_id()
         if stored is not None:
-            why = bad_certs.get(("stored", h))
+            why = self._cert_problem(("stored", h), bad_certs, stored, h, block_id)
             with contextlib.suppress(MessageError):
                 stored_cert = CommitCertificate.decode(stored)
             if stored_cert is not None and (stored_cert.height, stored_cert.block_id) != (
@@ -377,6 +423,35 @@ class Auditor:
                                field="certificate.block_id", expected=block_id.hex(),
                                found=cert.block_id.hex())
         return cert
+
+    def _cert_problem(self, key: tuple[str, int], bad_certs: dict[tuple[str, int], str],
+                      data: bytes, height: int, block_id: bytes) -> str | None:
+        """Why the certificate ``key`` of block ``height`` is invalid against the set of
+        that height (None if it is valid). The queued check's answer stands when it used
+        that set; otherwise (a change the replay had not reached when it was queued) the
+        certificate is checked again now."""
+        used = self._cert_sets.pop(key, None)
+        vset = self.executor.validators_at(height)
+        if used == vset.hash():
+            return bad_certs.get(key)
+        job: CertJob = (key, data, height, block_id, vset.hash())
+        return check_certs(self.genesis.chain_id, set_table([vset]), [job]).get(key)
+
+    def _check_set_hashes(self, h: int, block: Block) -> None:
+        """The header must commit to the set the replay computed for its height and for
+        the next: a header that names another next set is a forged validator change."""
+        hdr = block.header
+        vset = self.executor.validators_at(h)
+        if hdr.validators_hash != vset.hash():
+            raise AuditFailure(h, f"the header's validator set is not the one the replayed "
+                                  f"chain gives height {h}", field="header.validators_hash",
+                               expected=vset.hash().hex(), found=hdr.validators_hash.hex())
+        nxt = self.executor.validators_at(h + 1)
+        if hdr.next_validators_hash != nxt.hash():
+            raise AuditFailure(h, f"the header commits to a validator set for height {h + 1} "
+                                  "that the replayed governance did not produce (a forged "
+                                  "validator change)", field="header.next_validators_hash",
+                               expected=nxt.hash().hex(), found=hdr.next_validators_hash.hex())
 
     def _nonce_order(self, h: int, txs: list[Transaction], applied: Applied) -> None:
         for i, (tx, receipt) in enumerate(zip(txs, applied.receipts, strict=True)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chain.tx import to_jsonable
@@ -109,6 +109,9 @@ class AuditReport:
     verify_per_s: float
     workers: int
     pooled: bool
+    #: the validator set history the replay computed: one entry per set, ascending
+    #: {"height", "hash", "validators", "total_power", "committed_in", "changes"}
+    validator_sets: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def not_started(cls, chain_id: str, source: str, failure: AuditFailure) -> AuditReport:
@@ -144,11 +147,43 @@ class AuditReport:
             "replay_vs_verify": (round(self.tx_per_s / self.verify_per_s, 3)
                                  if self.verify_per_s else None),
             "workers": self.workers if self.pooled else 0,
+            "validator_sets": self.validator_sets,
         }
 
 
 def _yuan(fen: int) -> str:
     return f"{fen // 100:,}.{fen % 100:02d} yuan"
+
+
+def change_text(change: Any) -> str:
+    """One recorded reason for a set change, readable: its kind and what it names."""
+    if not isinstance(change, dict):
+        return str(change)
+    kind = change.get("kind") or change.get("reason") or "change"
+    parts = [str(kind)]
+    for name in ("name", "index", "power", "pub_key", "new_pub_key", "proposal",
+                 "evidence_hash", "height"):
+        value = change.get(name)
+        if value is None:
+            continue
+        text = str(value)
+        parts.append(f"{name} {text[:16] + '…' if len(text) > 20 else text}")
+    return " ".join(parts)
+
+
+def render_validator_sets(history: list[dict[str, Any]]) -> list[str]:
+    """The report's lines on the validator set history: each set, from the height it
+    signs, its hash, size and power, and the recorded reasons it changed."""
+    if not history:
+        return []
+    lines = [f"  validators    {len(history) - 1} change(s) of the set replayed and "
+             "followed by every certificate and header"]
+    for e in history:
+        why = "; ".join(change_text(c) for c in e.get("changes") or []) or (
+            "genesis" if e["height"] == 1 else "(no reason recorded)")
+        lines.append(f"    from height {e['height']:<6} {e['hash'][:16]}…  "
+                     f"{e['validators']} validator(s), power {e['total_power']}: {why}")
+    return lines
 
 
 def render_report(r: AuditReport) -> str:
@@ -176,6 +211,7 @@ def render_report(r: AuditReport) -> str:
         f"(replay/verify {r.tx_per_s / r.verify_per_s if r.verify_per_s else 0:.2f}); "
         f"signature workers {r.workers if r.pooled else 0}",
     ]
+    lines.extend(render_validator_sets(r.validator_sets))
     if r.ok:
         lines.append("OK: every certificate, signature, state root and rule decision holds")
     else:

@@ -1,6 +1,8 @@
 """Signature checks of the audit: every transaction signature and commit certificate,
-across a process pool when blocks are big (the pool's workers hold the chain id and the
-validator set), inline when they are small."""
+across a process pool when blocks are big (the pool's workers hold the chain id), inline
+when they are small. Each certificate is checked against the validator set of its own
+height, which every job names by its hash (``CertJob``): the set changes through
+governance (docs/governance.md), so no set is fixed for the whole chain."""
 
 from __future__ import annotations
 
@@ -28,18 +30,16 @@ MIN_SLICE = 64               # transactions per pool task
 # =====================================================================================
 
 _W_CHAIN: str = ""
-_W_VSET: ValidatorSet | None = None
 
 TxCheck = tuple[str, str] | None   # (field, reason) or None when the tx is fine
 
 
-def _init_worker(chain_id: str, validators: list[tuple[bytes, int]]) -> None:
-    global _W_CHAIN, _W_VSET
+def _init_worker(chain_id: str) -> None:
+    global _W_CHAIN
     # Ctrl-C on a terminal reaches the whole process group: the main process stops the
     # audit and shuts the pool down; a worker must not die with a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _W_CHAIN = chain_id
-    _W_VSET = ValidatorSet(Validator(pk, power) for pk, power in validators)
 
 
 def check_txs(chain_id: str, txs: list[bytes]) -> list[TxCheck]:
@@ -80,14 +80,27 @@ def _verify_tx(tx: Transaction, raw: bytes) -> bool:
                                        tx.sig)
 
 
-CertJob = tuple[tuple[str, int], bytes, int, bytes]   # (key, cert bytes, height, block id)
+# (key, cert bytes, height, block id, hash of the validator set it is checked against)
+CertJob = tuple[tuple[str, int], bytes, int, bytes, bytes]
+# the sets jobs name, by hash, as (pub_key, power) pairs: all a certificate check reads
+SetTable = dict[bytes, list[tuple[bytes, int]]]
 
 
-def check_certs(chain_id: str, vset: ValidatorSet, jobs: list[CertJob]
+def set_table(sets: list[ValidatorSet]) -> SetTable:
+    """The (pub_key, power) pairs of each set by its hash, for ``check_certs``."""
+    return {v.hash(): [(x.pub_key, x.power) for x in v.validators] for v in sets}
+
+
+def check_certs(chain_id: str, sets: SetTable, jobs: list[CertJob]
                 ) -> dict[tuple[str, int], str]:
-    """Verify certificates; return the reason for each one that fails."""
+    """Verify certificates, each against the set its job names; return the reason for
+    each one that fails."""
     bad: dict[tuple[str, int], str] = {}
-    for key, data, height, block_id in jobs:
+    built: dict[bytes, ValidatorSet] = {}
+    for key, data, height, block_id, set_hash in jobs:
+        vset = built.get(set_hash)
+        if vset is None:
+            vset = built[set_hash] = ValidatorSet(Validator(pk, p) for pk, p in sets[set_hash])
         try:
             cert = CommitCertificate.decode(data)
         except MessageError as exc:
@@ -103,9 +116,8 @@ def _worker_txs(txs: list[bytes]) -> list[TxCheck]:
     return check_txs(_W_CHAIN, txs)
 
 
-def _worker_certs(jobs: list[CertJob]) -> dict[tuple[str, int], str]:
-    assert _W_VSET is not None
-    return check_certs(_W_CHAIN, _W_VSET, jobs)
+def _worker_certs(sets: SetTable, jobs: list[CertJob]) -> dict[tuple[str, int], str]:
+    return check_certs(_W_CHAIN, sets, jobs)
 
 
 class PendingChecks:
@@ -142,7 +154,6 @@ class SigVerifier:
 
     def __init__(self, genesis: Genesis, workers: int) -> None:
         self.chain_id = genesis.chain_id
-        self.vset = genesis.validators
         self.workers = max(0, workers)
         self._pool: ProcessPoolExecutor | None = None
         self.used_pool = False
@@ -157,26 +168,27 @@ class SigVerifier:
                                               else "spawn")
             if "forkserver" in methods:
                 ctx.set_forkserver_preload(["audit.signatures"])
-            vals = [(v.pub_key, v.power) for v in self.vset.validators]
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                              initializer=_init_worker,
-                                             initargs=(self.chain_id, vals))
+                                             initargs=(self.chain_id,))
             self.used_pool = True
         return self._pool
 
-    def submit(self, txs: list[bytes], certs: list[CertJob]) -> PendingChecks:
+    def submit(self, txs: list[bytes], certs: list[CertJob], sets: SetTable
+               ) -> PendingChecks:
+        """Queue ``txs`` and ``certs``; ``sets`` holds every set the jobs name."""
         if self.workers == 0 or len(txs) < POOL_MIN_TXS:
             return PendingChecks(None, None, lambda: (check_txs(self.chain_id, txs),
-                                                 check_certs(self.chain_id, self.vset, certs)))
+                                                 check_certs(self.chain_id, sets, certs)))
         def inline() -> tuple[list[TxCheck], dict]:
-            return check_txs(self.chain_id, txs), check_certs(self.chain_id, self.vset, certs)
+            return check_txs(self.chain_id, txs), check_certs(self.chain_id, sets, certs)
 
         try:
             pool = self._get_pool()
             size = max(MIN_SLICE, -(-len(txs) // self.workers))
             parts = [pool.submit(_worker_txs, txs[i:i + size])
                      for i in range(0, len(txs), size)]
-            pending = PendingChecks(parts, pool.submit(_worker_certs, certs), None)
+            pending = PendingChecks(parts, pool.submit(_worker_certs, sets, certs), None)
         except (BrokenProcessPool, RuntimeError, OSError):
             self.workers = 0  # no pool on this platform or in this process: stay inline
             return PendingChecks(None, None, inline)

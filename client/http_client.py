@@ -133,8 +133,33 @@ class Client:
         return self._request("GET", f"/certificates/{height}", params={"format": "msgpack"},
                              raw=True)
 
-    def validators(self) -> dict:
-        return self._request("GET", "/validators")
+    def validators(self, height: int | None = None) -> dict:
+        """GET /validators: the set that signs ``height`` (default: the next height)."""
+        return self._request("GET", "/validators",
+                             params=None if height is None else {"height": height})
+
+    def validator_changes(self, from_height: int | None = None,
+                          limit: int | None = None) -> dict:
+        """GET /validators/changes: each height at which the set changed from
+        ``from_height`` on, with the new set and the certified header of the height
+        before it (docs/governance.md, "How a light client follows the set")."""
+        params = {k: v for k, v in (("from", from_height), ("limit", limit)) if v is not None}
+        return self._request("GET", "/validators/changes", params=params or None)
+
+    def proposals(self, status: str | None = None, after: int | None = None,
+                  limit: int | None = None) -> dict:
+        """GET /proposals: governance proposals, optionally by status, paged by id."""
+        params = {k: v for k, v in (("status", status), ("after", after), ("limit", limit))
+                  if v is not None}
+        return self._request("GET", "/proposals", params=params or None)
+
+    def proposal(self, proposal_id: int | str) -> dict:
+        """GET /proposals/{id}: one proposal with its votes and tally."""
+        return self._request("GET", f"/proposals/{proposal_id}")
+
+    def params_history(self) -> dict:
+        """GET /params/history: the rule parameters in force from each period."""
+        return self._request("GET", "/params/history")
 
     def genesis(self) -> dict:
         return self._request("GET", "/genesis")

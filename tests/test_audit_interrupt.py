@@ -215,11 +215,9 @@ def test_ctrl_c_during_the_run_in_process(chain_home, tmp_path, monkeypatch) -> 
 
 def test_signature_workers_ignore_sigint(monkeypatch) -> None:
     monkeypatch.setattr(signatures_mod, "_W_CHAIN", signatures_mod._W_CHAIN)
-    monkeypatch.setattr(signatures_mod, "_W_VSET", signatures_mod._W_VSET)
-    vals = [(v.pub_key, v.power) for v in ChainBuilder().genesis.validators.validators]
     before = signal.getsignal(signal.SIGINT)
     try:
-        signatures_mod._init_worker("c", vals)
+        signatures_mod._init_worker("c")
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
