@@ -82,9 +82,11 @@ def compare_flat(height: int, replay: KV, stored: KV) -> None:
         if a[1] != b[1]:
             name, ev, fv = first_difference(decode_or_bytes(a[1]), decode_or_bytes(b[1]))
             key = key_name(a[0][1:])
-            raise AuditFailure(height, f"state value of {key} in the database differs from "
-                                       "the replay", field=f"{key}.{name}", expected=ev,
-                               found=fv)
+            what = f"state value of {key} in the database differs from the replay"
+            if key.startswith("vset/"):
+                what += (f" (the validator set from height {key[5:]}: a forged validator "
+                         "change)")
+            raise AuditFailure(height, what, field=f"{key}.{name}", expected=ev, found=fv)
         a = next(mine, None)
         b = next(theirs, None)
 

@@ -3,8 +3,11 @@
 The node is asked for the member record and the period record, each as a proof bundle
 (docs/api.md "Proof bundles"): the record's canonical bytes, a Merkle proof, the header
 whose ``state_root`` the proof is against, and that header's commit certificate. Every
-bundle is checked against the validator set of the member's OWN genesis file: the header
-hashes to the certified block id, more than 2/3 of the voting power signed it, the proof's
+bundle is checked against the validator set of its height, followed from the member's OWN
+genesis file through every certified change (``audit.lightclient``, docs/governance.md
+"How a light client follows the set"): the header names that set, the header
+hashes to the certified block id, more than 2/3 of the set's voting power signed it, the
+proof's
 root is the header's state root, and the proof shows exactly these bytes under exactly this
 key. The period's paid claims (which make up P) and, within a cap year, the previous
 period (which gives the year-to-date total before this one) are proven the same way, as
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from audit.lightclient import SetFollower, SetFollowError
 from chain import encoding
 from chain.block import BlockHeader
 from chain.certificate import CommitCertificate, verify_certificate
@@ -46,7 +50,8 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 class ShareVerificationError(Exception):
     """A bundle or a figure failed a check. ``kind`` is one of: ``node`` (the node did not
     answer), ``malformed``, ``chain``, ``certificate``, ``root``, ``key``, ``proof``,
-    ``record``, ``stale``, ``not_settled``, ``inconsistent``."""
+    ``record``, ``stale``, ``not_settled``, ``inconsistent``, ``validators`` (a change of
+    the validator set forged, left out or not certified: the message names its height)."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(f"{kind}: {reason}")
@@ -86,9 +91,14 @@ def _hex(bundle: dict[str, Any], name: str, what: str, nullable: bool = False) -
 
 
 def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str,
-                  resolve: Callable[[dict[str, Any]], Any] | None = None) -> Proven:
-    """Check one proof bundle for ``key`` against ``genesis``'s validators. ``resolve``
-    turns a copy of the stored record into the record as the rules read it (in place)."""
+                  resolve: Callable[[dict[str, Any]], Any] | None = None,
+                  sets: SetFollower | None = None) -> Proven:
+    """Check one proof bundle for ``key`` against the validator set of its height as
+    ``sets`` followed it from ``genesis`` (None: the genesis set only, a chain whose set
+    never changed). ``resolve`` turns a copy of the stored record into the record as the
+    rules read it (in place)."""
+    if sets is None:
+        sets = SetFollower(genesis)
     if not isinstance(bundle, dict):
         raise ShareVerificationError("malformed", f"{what}: the node sent no proof bundle")
     header_bytes = _hex(bundle, "header", what)
@@ -108,8 +118,11 @@ def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str,
         raise ShareVerificationError("chain", f"{what}: the header is for chain "
                                               f"{header.chain_id!r}, not {genesis.chain_id!r}")
     block_id = sha256(header_bytes)
-    ok, why = verify_certificate(cert, genesis.chain_id, genesis.validators, header.height,
-                                 block_id)
+    try:
+        vset = sets.check_header(header)
+    except SetFollowError as exc:
+        raise ShareVerificationError(exc.kind, f"{what}: {exc.reason}") from None
+    ok, why = verify_certificate(cert, genesis.chain_id, vset, header.height, block_id)
     if not ok:
         raise ShareVerificationError("certificate", f"{what}: the certificate of block "
                                                     f"{header.height} is not valid: {why}")
@@ -163,9 +176,9 @@ def verify_bundle(bundle: Any, genesis: Genesis, key: bytes, what: str,
                     raise ShareVerificationError(
                         "record", f"{what}: the node's JSON record says {name} = "
                                   f"{shown[name]!r}, the proven value is {to_jsonable(v)!r}")
-    power = sum(genesis.validators[s.validator].power for s in cert.sigs)
+    power = sum(vset[s.validator].power for s in cert.sigs)
     return Proven(key, value, record, header.height, block_id, header.state_root,
-                  header.time, power, genesis.validators.total_power, stored)
+                  header.time, power, vset.total_power, stored)
 
 
 @dataclass
@@ -210,6 +223,13 @@ class ShareReport:
     #: the member's status as the rules read it (a payout or the upper age applied,
     #: docs/rules.md "Payouts" and rule 1 "Upper age")
     status: str = ""
+    #: the validator set followed from genesis: changes walked (one certificate each),
+    #: the time the walk took (fetching and checking) and the hash of the set that
+    #: certified the proofs
+    set_changes: int = 0
+    set_walk_ms: float = 0.0
+    set_check_ms: float = 0.0
+    validators_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": True, **asdict(self)}
@@ -257,7 +277,8 @@ def _resolver(load: payout.Load, key: bytes) -> Callable[[dict[str, Any]], Any] 
 
 
 def _proven_loader(client: Any, genesis: Genesis,
-                   known: dict[bytes, dict[str, Any] | None]) -> payout.Load:
+                   known: dict[bytes, dict[str, Any] | None],
+                   sets: SetFollower | None = None) -> payout.Load:
     """``key -> stored record`` for claim and period keys, each fetched as a proof bundle
     and verified; ``known`` holds stored records already proven."""
     def load(key: bytes) -> dict[str, Any] | None:
@@ -270,7 +291,7 @@ def _proven_loader(client: Any, genesis: Genesis,
             else:  # pragma: no cover - payout reads only claims and periods
                 raise ValueError(f"no proven source for key {key!r}")
             known[key] = verify_bundle(_fetch(call, what), genesis, key, what,
-                                       _resolver(load, key)).stored
+                                       _resolver(load, key), sets).stored
         return known[key]
     return load
 
@@ -347,14 +368,39 @@ def aging_notice(params: Params, schedule: Any, birth_date: str) -> int | None:
     return None if t is None else _first_notice_from(schedule, t, strict=False)
 
 
+def follow_sets(client: Any, genesis: Genesis) -> SetFollower:
+    """The validator sets from ``genesis`` through every certified change the node lists
+    (``GET /validators/changes``); ``ShareVerificationError`` of kind ``validators``
+    naming the height of a forged or uncertified change."""
+    from client import ClientError
+
+    def page(start: int, limit: int) -> Any:
+        try:
+            return client.validator_changes(from_height=start, limit=limit)
+        except ClientError as exc:
+            if exc.status == 404 and start == 2:
+                # a node from before governance lists no change: the genesis set is then
+                # the only one, and every proven header is held to it (check_header)
+                return {"changes": []}
+            raise ShareVerificationError("node", f"/validators/changes: {exc}") from None
+
+    sets = SetFollower(genesis)
+    try:
+        sets.walk(page)
+    except SetFollowError as exc:
+        raise ShareVerificationError(exc.kind, exc.reason) from None
+    return sets
+
+
 def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> ShareReport:
     """Fetch, prove and re-derive ``member_id``'s share of ``period``; trust no node."""
     pk = check_request(member_id, period)
     params = Params.from_dict(genesis.params)
     schedule = params.make_schedule(genesis.genesis_time_ms)
+    sets = follow_sets(client, genesis)
 
     pb = verify_bundle(_fetch(lambda: client.period(period, proof=True), f"period {period}"),
-                       genesis, records.period_key(period), f"period {period}")
+                       genesis, records.period_key(period), f"period {period}", None, sets)
     rec = pb.record
     if rec is None:
         raise ShareVerificationError("not_settled", f"period {period} has no record at block "
@@ -365,11 +411,11 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     # the member record may lag a payout that ended the membership (docs/rules.md,
     # "Payouts"): it is read with the proven claim and period that paid it applied
     known: dict[bytes, dict[str, Any] | None] = {records.period_key(period): pb.stored}
-    load = _proven_loader(client, genesis, known)
+    load = _proven_loader(client, genesis, known, sets)
     mkey = records.member_key(pk)
     mb = verify_bundle(_fetch(lambda: client.member(member_id, proof=True),
                               f"member {member_id}"),
-                       genesis, mkey, f"member {member_id}", _resolver(load, mkey))
+                       genesis, mkey, f"member {member_id}", _resolver(load, mkey), sets)
     m = mb.record
     if m is None:
         raise ShareVerificationError("record", f"no member {member_id} at block {mb.height}")
@@ -385,7 +431,7 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     for cid in rec["claims"]:
         ckey = records.claim_key(cid)
         cb = verify_bundle(_fetch(lambda cid=cid: client.claim(cid, proof=True), f"claim {cid}"),
-                           genesis, ckey, f"claim {cid}", _resolver(load, ckey))
+                           genesis, ckey, f"claim {cid}", _resolver(load, ckey), sets)
         known[ckey] = cb.stored
         c = cb.record
         if c is None or c.get("pay_period") != period:
@@ -453,7 +499,8 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
         if period > 1 and schedule.year(period - 1) == schedule.year(period):
             prev = verify_bundle(
                 _fetch(lambda: client.period(period - 1, proof=True), f"period {period - 1}"),
-                genesis, records.period_key(period - 1), f"period {period - 1}").record
+                genesis, records.period_key(period - 1), f"period {period - 1}", None,
+                sets).record
             prev_grp = next((g for g in (prev or {}).get("groups", [])
                              if g["cohort"] == group), None)
             prev_ytd = 0 if prev_grp is None else prev_grp["ytd"]
@@ -474,7 +521,10 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
         refund_fen=m.get("refund_fen"), refund_arrears_fen=m.get("refund_arrears_fen"),
         height=pb.height, block_id=pb.block_id.hex(),
         state_root=pb.state_root.hex(), signed_power=pb.signed_power,
-        total_power=pb.total_power, status=m["status"])
+        total_power=pb.total_power, status=m["status"], set_changes=sets.walked,
+        set_walk_ms=round(sets.seconds * 1000, 3),
+        set_check_ms=round(sets.check_seconds * 1000, 3),
+        validators_hash=sets.at(pb.height).hash().hex())
 
 
 def _fen(v: int) -> str:
@@ -490,6 +540,9 @@ def render_share(r: ShareReport) -> str:
         f"member {r.member}, period {r.period}: charge {r.charge} fen ({_fen(r.charge)} yuan)",
         f"  proven at block {r.height} ({r.block_id[:16]}…), certified by power "
         f"{r.signed_power} of {r.total_power}; state root {r.state_root[:16]}…",
+        f"  validator set {r.validators_hash[:16]}… followed from genesis through "
+        f"{r.set_changes} change(s), one certificate each, in {r.set_walk_ms:.1f} ms "
+        f"({r.set_check_ms:.1f} ms checking)",
         f"  P = {r.P:,} fen from {r.cases} paid claim(s) "
         f"{paid}",
         f"  F = floor(P x {r.fee_bps} / 10000) = {r.F:,}    S (surplus carried in) = {r.S:,}",

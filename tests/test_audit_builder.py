@@ -11,7 +11,8 @@ how a forger holding every validator key would rewrite history.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,10 @@ from chain.crypto import PrivateKey
 from chain.genesis import Genesis
 from chain.hashing import sha256
 from chain.tx import Transaction
+from chain.validators import Validator, ValidatorSet
 from chain.vote import Vote, VoteType
+from contracts import records
+from contracts.app import Application
 from contracts.kv import KV, MemoryKV
 from contracts.params import profile
 from node.executor import Applied, Executor
@@ -49,6 +53,9 @@ class ChainBuilder:
     def __init__(self, params_override: dict[str, Any] | None = None, validators: int = 4,
                  kv: KV | None = None) -> None:
         self.val_keys = [key(f"validator-{i}") for i in range(validators)]
+        # every consensus key the chain's sets may name (genesis, added, rotated in):
+        # a certificate of height h is signed by the keys of the set of h
+        self.keys = {k.public_key.raw: k for k in self.val_keys}
         self.registrar, self.assessor, self.operator = (
             key("registrar"), key("assessor"), key("operator"))
         params = profile("devnet")
@@ -86,18 +93,25 @@ class ChainBuilder:
         self.nonces[sender.public_key.raw] = nonce
         return Transaction.create(sender, CHAIN_ID, type_, nonce, body)
 
+    def add_keys(self, *keys: PrivateKey) -> None:
+        """Consensus keys that a later set (a governance change) names."""
+        self.keys.update((k.public_key.raw, k) for k in keys)
+
     def certify(self, height: int, block_id: bytes, ts: int,
                 signers: list[int] | None = None) -> CommitCertificate:
-        idx = range(len(self.val_keys)) if signers is None else signers
+        """Precommits of the set of ``height`` (``signers``: indexes in that set)."""
+        vset = self.ex.validators_at(height)
+        idx = range(len(vset)) if signers is None else signers
         votes = [Vote(VoteType.PRECOMMIT, height, 0, block_id, ts, i).signed(
-            self.val_keys[i], CHAIN_ID) for i in idx]
+            self.keys[vset[i].pub_key], CHAIN_ID) for i in idx]
         return CommitCertificate.from_votes(votes)
 
     def commit(self, txs: list[Transaction] = (), gap_ms: int = 1000) -> Applied:
         """Commit a block at ``self.next_time``; the next block comes ``gap_ms`` later."""
         raw = [t.encode() for t in txs]
         h = self.ex.height + 1
-        header = self.ex.header_for(raw, [], self.last_cert, proposer=h % len(self.val_keys))
+        header = self.ex.header_for(raw, [], self.last_cert,
+                                    proposer=h % len(self.ex.validators_at(h)))
         block = Block(header, tuple(raw), (), self.last_cert)
         valid = self.ex.validate(block)
         cert = self.certify(h, block.block_id(), self.next_time + gap_ms)
@@ -143,6 +157,77 @@ def rechain(b: ChainBuilder, blocks: list[bytes], certs: dict[int, bytes], start
         new_certs[h] = cert.encode()
         prev_cert = cert
     return out, new_certs
+
+
+# ---- validator set changes (test-only governance) ------------------------------------------
+
+# a change committed in block H: the set before -> the set from H+2 and its recorded reasons
+SetChange = Callable[[ValidatorSet], tuple[ValidatorSet, list[dict[str, Any]]]]
+
+
+def add_validator(k: PrivateKey, power: int, name: str) -> SetChange:
+    def change(old: ValidatorSet) -> tuple[ValidatorSet, list[dict[str, Any]]]:
+        return (ValidatorSet([*old.validators, Validator(k.public_key.raw, power, name)]),
+                [{"kind": "add", "name": name, "pub_key": k.public_key.raw, "power": power}])
+    return change
+
+
+def rotate_key(index: int, new: PrivateKey) -> SetChange:
+    def change(old: ValidatorSet) -> tuple[ValidatorSet, list[dict[str, Any]]]:
+        vals = list(old.validators)
+        vals[index] = replace(vals[index], pub_key=new.public_key.raw)
+        return ValidatorSet(vals), [{"kind": "rotate_key", "index": index,
+                                     "pub_key": old[index].pub_key,
+                                     "new_pub_key": new.public_key.raw}]
+    return change
+
+
+def remove_validator(index: int) -> SetChange:
+    def change(old: ValidatorSet) -> tuple[ValidatorSet, list[dict[str, Any]]]:
+        vals = list(old.validators)
+        gone = vals.pop(index)
+        return ValidatorSet(vals), [{"kind": "remove", "index": index,
+                                     "pub_key": gone.pub_key}]
+    return change
+
+
+def set_power(index: int, power: int) -> SetChange:
+    def change(old: ValidatorSet) -> tuple[ValidatorSet, list[dict[str, Any]]]:
+        vals = list(old.validators)
+        vals[index] = replace(vals[index], power=power)
+        return ValidatorSet(vals), [{"kind": "power", "index": index, "power": power}]
+    return change
+
+
+@contextlib.contextmanager
+def set_changes(plan: dict[int, SetChange]) -> Iterator[None]:
+    """While active, every ``Application`` (the builder's and the auditor's replay alike)
+    ends block H of ``plan`` by writing the changed set at H+2 the way the contracts
+    record a passed validator proposal (``vset/<H+2>`` and the ``vsets`` index,
+    contracts/records.py). A stand-in for governance transactions: the chain, its
+    headers and certificates are exactly those a governed chain would have."""
+    # an inner plan replaces an outer one while it is active (never both at once)
+    original = getattr(Application.end_block, "original", Application.end_block)
+
+    def end_block(self: Application) -> Any:
+        h = self._block[0] if self._block is not None else None
+        if h in plan:
+            new, changes = plan[h](self.validators_at(h + 2))
+            records.store(self.state, records.vset_key(h + 2),
+                          {"validators": new.to_maps(), "changes": changes})
+            idx = records.load(self.state, records.VSETS_KEY)
+            if idx["heights"][-1] != h + 2:
+                idx["heights"].append(h + 2)
+            records.store(self.state, records.VSETS_KEY, idx)
+        return original(self)
+
+    end_block.original = original  # type: ignore[attr-defined]
+    with contextlib.ExitStack() as stack:
+        import pytest
+
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        mp.setattr(Application, "end_block", end_block)
+        yield
 
 
 def with_header(block: Block, **fields: Any) -> Block:

@@ -26,6 +26,7 @@ from audit.cli import run_audit as main
 from chain.block import Block, txs_hash
 from chain.tx import to_jsonable
 from client import Client, ClientError
+from contracts import records
 from tests.test_audit_builder import ChainBuilder, build_scenario, rechain, with_header
 
 
@@ -40,6 +41,8 @@ class FakeNode:
         self.status_extra: dict[str, Any] = {}
         self.bundle_hook: Callable[[str, str, dict], dict] | None = None
         self.record_hook: Callable[[str, str, dict], dict] | None = None
+        # rewrites the served /validators/changes list (a forged or omitted change)
+        self.changes_hook: Callable[[list[dict]], list[dict]] | None = None
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -56,6 +59,7 @@ class FakeNode:
         r.add_get("/members/{id}", self._record)
         r.add_get("/claims/{id}", self._record)
         r.add_get("/periods/{id}", self._record)
+        r.add_get("/validators/changes", self._changes)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -93,6 +97,40 @@ class FakeNode:
         if h not in self.certs:
             return self._missing(f"no certificate {h}")
         return web.Response(body=self.certs[h], content_type="application/msgpack")
+
+    def changes(self) -> list[dict]:
+        """The change list as node/api.py serves it (docs/governance.md): each height
+        E > 1 at which the set changed, the set, its reasons and block E-1's header and
+        certificate (null while E-1 is not committed)."""
+        app = self.b.ex.app
+        out = []
+        for e in app.validator_set_heights()[1:]:
+            vset = app.validators_at(e)
+            rec = records.load(app.state, records.vset_key(e))
+            reasons = to_jsonable(rec["changes"]) if rec else []
+            committed = e - 1 <= len(self.blocks) and (e - 1) in self.certs
+            out.append({
+                "height": e, "hash": vset.hash().hex(),
+                "validators": [{"index": i, "name": v.name, "pub_key": v.pub_key.hex(),
+                                "power": v.power,
+                                "node_key": v.node_key.hex() if v.node_key else None,
+                                "operator": v.operator.hex() if v.operator else None}
+                               for i, v in enumerate(vset.validators)],
+                "reasons": reasons,
+                "header": (Block.decode(self.blocks[e - 2]).header.encode().hex()
+                           if committed else None),
+                "certificate": self.certs[e - 1].hex() if committed else None})
+        return out
+
+    async def _changes(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        start = int(request.query.get("from", "1"))
+        limit = int(request.query.get("limit", "100"))
+        changes = self.changes()
+        if self.changes_hook is not None:
+            changes = self.changes_hook(changes)
+        return web.json_response({"changes": [c for c in changes
+                                              if c["height"] >= start][:limit]})
 
     def _lookup(self, app: Any, kind: str, ident: str) -> tuple[Any, bytes]:
         if kind == "members":
