@@ -106,22 +106,28 @@ class SetFollower:
 
     def walk(self, fetch: Callable[[int, int], Any]) -> None:
         """Fetch every change (``fetch(from_height, limit)`` returns the JSON of
-        ``/validators/changes``) and check each against the set before it."""
+        ``/validators/changes?from=..&limit=..``, the changes at heights after
+        ``from_height``) and check each against the set before it. A page is asked for
+        from the last height walked; an entry at or below it is one already held (a
+        node that reads ``from`` inclusively repeats it) and is skipped."""
         start = time.perf_counter()
         try:
-            nxt = 2
-            while True:
-                page = fetch(nxt, PAGE)
+            while self.uncertified is None:
+                page = fetch(self.starts[-1], PAGE)
                 changes = page.get("changes") if isinstance(page, dict) else None
                 if not isinstance(changes, list):
                     raise SetFollowError("malformed", None, "/validators/changes: no "
                                                             "'changes' list")
+                before = self.starts[-1]
                 for entry in changes:
-                    if self.uncertified is None:
-                        self.follow(entry)
-                if len(changes) < PAGE:
+                    if self.uncertified is not None:
+                        break
+                    e = entry.get("height") if isinstance(entry, dict) else None
+                    if isinstance(e, int) and 1 < e <= self.starts[-1]:
+                        continue
+                    self.follow(entry)
+                if len(changes) < PAGE or self.starts[-1] == before:
                     return
-                nxt = self.starts[-1] + 1
                 if len(self.starts) > MAX_CHANGES:
                     raise SetFollowError("malformed", None, f"more than {MAX_CHANGES} "
                                                             "validator set changes listed")
@@ -154,7 +160,7 @@ class SetFollower:
                 raise SetFollowError("validators", 1, "the set listed for height 1 is not "
                                                       "the genesis file's")
             return
-        if e <= self.starts[-1]:
+        if e <= self.starts[-1]:  # the walk skips repeats: only a misordered list gets here
             raise SetFollowError("malformed", e, f"{where} does not come after the change "
                                                  f"at height {self.starts[-1]}")
         held = self.sets[-1]

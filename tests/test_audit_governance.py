@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import pytest
 
-from audit import DataSource, MemorySource, audit, render_report
+from audit import DataSource, MemorySource, audit, lightclient, render_report
 from audit.archive import read_archive, write_archive
 from audit.lightclient import SetFollower
 from audit.signatures import check_certs, set_table
@@ -82,6 +82,7 @@ def fake(gov):
     node.changes_hook = node.bundle_hook = None
     yield node
     node.changes_hook = node.bundle_hook = None
+    node.inclusive_from = False
 
 
 def _fail(b: ChainBuilder, blocks: list[bytes], certs: dict[int, bytes]):
@@ -243,6 +244,18 @@ def test_verify_share_after_two_set_changes_and_a_key_rotation(gov, fake) -> Non
             assert report.total_power == 40 and report.signed_power == 40
     text = render_share(report)
     assert "followed from genesis through 3 change(s), one certificate each" in text
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_the_walk_pages_through_the_list(gov, fake, monkeypatch, inclusive) -> None:
+    b, sc, node = gov
+    monkeypatch.setattr(lightclient, "PAGE", 2)  # (a repeated entry needs room)
+    node.inclusive_from = inclusive
+    before = node.requests
+    report = verify_share(_client(node), b.genesis, sc.m[1].public_key.hex(), 1)
+    assert report.set_changes == 3
+    walk_requests = node.requests - before - 4  # the proofs: period, member, claim, prev
+    assert walk_requests >= 2  # more than one page
 
 
 def test_a_forged_change_is_named(gov, fake) -> None:

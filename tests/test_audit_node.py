@@ -43,6 +43,8 @@ class FakeNode:
         self.record_hook: Callable[[str, str, dict], dict] | None = None
         # rewrites the served /validators/changes list (a forged or omitted change)
         self.changes_hook: Callable[[list[dict]], list[dict]] | None = None
+        # read ``from`` as "at or after" (a client must cope with either reading)
+        self.inclusive_from = False
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -123,14 +125,18 @@ class FakeNode:
         return out
 
     async def _changes(self, request: web.Request) -> web.Response:
+        # as node/queries.py: the changes at heights after max(1, from), at most limit
         self.requests += 1
-        start = int(request.query.get("from", "1"))
+        after = int(request.query.get("from", "0"))
         limit = int(request.query.get("limit", "100"))
         changes = self.changes()
         if self.changes_hook is not None:
             changes = self.changes_hook(changes)
-        return web.json_response({"changes": [c for c in changes
-                                              if c["height"] >= start][:limit]})
+        page = [c for c in changes if c["height"] > max(1, after)
+                or (self.inclusive_from and c["height"] == after)]
+        more = len(page) > limit
+        return web.json_response({"changes": page[:limit],
+                                  "next_from": page[limit - 1]["height"] if more else None})
 
     def _lookup(self, app: Any, kind: str, ident: str) -> tuple[Any, bytes]:
         if kind == "members":

@@ -112,7 +112,7 @@ def test_notice_snapshot_bug(monkeypatch) -> None:
 
 
 def test_jury_verdict_bug(monkeypatch) -> None:
-    monkeypatch.setattr(jury, "verdict", lambda ctx, j: "pay")
+    monkeypatch.setattr(jury, "verdict", lambda ctx, j, *claim: "pay")
     b, _ = build_scenario()
     err = _fail(b)
     # claim 1's jury really voted pay; claim 4's appeal jury had 2 of 3 votes: no quorum
