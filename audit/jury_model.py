@@ -40,7 +40,8 @@ class JuryChecks:
         cid = a["claim_id"]
         c = self._claim(cid)
         assert c is not None
-        self._expect(m, txi, f"claim/{cid}.jury.mode", self.params.jury.mode, a["mode"])
+        self._expect(m, txi, f"claim/{cid}.jury.mode", self.claim_params(cid).jury.mode,
+                     a["mode"])
         j = Jury(a["origin"], a["mode"], c["member"].hex())
         if j.mode == "open":
             j.close_ms = m.time + self.params.jury.window_ms
@@ -52,7 +53,7 @@ class JuryChecks:
                    ) -> list[str]:
         """The panel per docs/rules.md, over the pool in ``state`` (the state the draw
         ran against: after the previous block)."""
-        k = self.params.jury.panel_size
+        k = self.claim_params(cid).jury.panel_size
         n = records.load(state, records.META_KEY)["pool"]
         seed = sha256(JURY_DRAW_TAG + block_seed + records.u64(cid))
 
@@ -137,7 +138,7 @@ class JuryChecks:
                      f"claim {cid}'s jury tally is not the votes cast")
         self._expect(m, txi, f"claim/{cid}.jury.no", j.no, a["no"],
                      f"claim {cid}'s jury tally is not the votes cast")
-        jp = self.params.jury
+        jp = self.claim_params(cid).jury
         votes = j.yes + j.no
         quorum = jp.open_quorum if j.mode == "open" else jp.panel_min_votes
         if votes < quorum:

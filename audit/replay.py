@@ -100,7 +100,8 @@ class Auditor:
             raise
         self.progress = progress
         self.rules = RuleChecker(genesis, lambda: self.executor.tree,
-                                 lambda root: StateTree(self.executor.state_kv, root))
+                                 lambda root: StateTree(self.executor.state_kv, root),
+                                 self.executor.validators_at)
         self._presigned = False
         self.nonces: dict[bytes, int] = {}
         self.txs = 0
@@ -383,7 +384,8 @@ class Auditor:
         self._note_sets(h)
         seed = (sha256(block.last_commit.encode()) if block.last_commit is not None
                 else g.hash)
-        self.rules.on_block(Moment(h, hdr.time, prev_time, prev_root, seed), applied)
+        self.rules.on_block(Moment(h, hdr.time, prev_time, prev_root, seed), applied, txs,
+                            {ev.hash() for ev in block.evidence})
 
     def _certificate_for(self, h: int, block: Block, stored: bytes | None,
                          nxt: Block | None, bad_certs: dict[tuple[str, int], str]

@@ -2,7 +2,10 @@
 snapshot, settlement (claims, fee, surplus, shares, caps, conservation), jury (eligibility,
 panel draw, tally, quorum, majority, timing) and waiting-period decision (at filing, and
 when a waiting-period accident claim is finally found no accident) from the events
-and records of the replay, without calling the rules it checks."""
+and records of the replay, without calling the rules it checks. Each period is computed
+with the parameters in force for it, from the model's own parameter history
+(audit/governance_model.py: the governance transactions tallied against the replayed
+validator sets)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from audit.governance_model import GovernanceModel
 from audit.jury_model import Jury, JuryChecks
 from audit.report import ABSENT, AuditFailure
 from audit.verify_share import aging_notice, upper_age_ms
 from chain.genesis import Genesis
+from chain.tx import Transaction
+from chain.validators import ValidatorSet
 from contracts import records
 from contracts.calendar import age_days, age_years, cst_date, parse_date
 from contracts.params import Params
@@ -41,9 +47,17 @@ class RuleChecker(JuryChecks):
     """
 
     def __init__(self, genesis: Genesis, state: Callable[[], Any],
-                 state_at: Callable[[bytes], Any]) -> None:
+                 state_at: Callable[[bytes], Any],
+                 validators_at: Callable[[int], ValidatorSet] | None = None) -> None:
+        """``validators_at``: the set of a height as the replay computed it (the
+        governance model tallies votes with it; default: the genesis set throughout)."""
         self.genesis = genesis
+        # the genesis parameters: those no change may alter (the calendar, waiting period,
+        # windows, upper age) are read here; the rest per period from ``self.gov``
         self.params = Params.from_dict(genesis.params)
+        self.gov = GovernanceModel(genesis.params, validators_at or (
+            lambda h: genesis.validators))
+        self.claim_version: dict[int, int] = {}
         self.schedule = self.params.make_schedule(genesis.genesis_time_ms)
         self._state = state
         self._state_at = state_at
@@ -85,13 +99,36 @@ class RuleChecker(JuryChecks):
 
     # ---- driving ------------------------------------------------------------------------
 
-    def on_block(self, m: Moment, applied: Applied) -> None:
+    @property
+    def tx_params(self) -> Params:
+        """The parameters a transaction runs under now: those of the first period not in
+        notice yet (docs/governance.md, "Rule parameters")."""
+        return self.gov.params_at(self.next_notice)
+
+    def claim_params(self, cid: int) -> Params:
+        """The parameters claim ``cid`` was filed under (its jury mode and sizes)."""
+        return self.gov.params_v(self.claim_version.get(cid, 0))
+
+    def on_block(self, m: Moment, applied: Applied, txs: list[Any] | None = None,
+                 evidence_hashes: set[bytes] | None = None) -> None:
+        """Recheck one block: its begin-block events, then each applied transaction (the
+        governance model reads ``txs`` themselves) with its events, in order."""
+        self.gov.begin_block(m.height, m.time)
         events: list[tuple[int | None, Any]] = [(None, e) for e in applied.begin_events]
         for i, receipt in enumerate(applied.receipts):
             if receipt.ok:
+                if txs is not None:
+                    events.append((i, txs[i]))
                 events.extend((i, e) for e in receipt.events)
         self.reject_due = {cid for cid, t in self.appeal_due.items() if t <= m.time}
         for txi, ev in events:
+            if isinstance(ev, Transaction):
+                try:
+                    self.gov.on_tx(ev, self.next_notice)
+                except AuditFailure as exc:
+                    exc.tx = txi
+                    raise
+                continue
             handler = getattr(self, "_on_" + ev.type, None)
             if handler is not None:
                 handler(m, ev.attrs, txi)
@@ -108,6 +145,7 @@ class RuleChecker(JuryChecks):
                                       "the waiting period but rule 3 was not applied",
                              f"claim/{cid}.status", "rejected_waiting",
                              None if c is None else c["status"])
+        self.gov.end_block(self._state(), evidence_hashes or set())
         meta = records.load(self._state(), records.META_KEY)
         self._expect(m, None, "meta.active (active members)", self.active, meta["active"])
         self._expect(m, None, "meta.pool (juror pool size)", len(self.pool), meta["pool"])
@@ -186,7 +224,7 @@ class RuleChecker(JuryChecks):
         """Rule 1 on the stored record, at the block's CST date: the age window, the
         guardian of a minor (``adult_age_years``) and the credit threshold."""
         rec = self._member(pk)
-        p = self.params
+        p = self.tx_params
         birth, today = parse_date(rec["birth_date"]), cst_date(m.time)
         age = age_years(birth, today)
         if not (age_days(birth, today) >= p.min_join_age_days and age <= p.max_join_age_years):
@@ -223,7 +261,7 @@ class RuleChecker(JuryChecks):
     def _on_juror_approved(self, m: Moment, a: dict, txi: int | None) -> None:
         pk = a["member"]
         rec = self._member(pk)
-        jp = self.params.jury
+        jp = self.tx_params.jury
         age = age_years(parse_date(rec["birth_date"]), cst_date(m.time))
         if (self.statuses.get(pk) != "active" or age < jp.juror_min_age_years
                 or m.time - rec["joined_ms"] < jp.juror_min_membership_ms
@@ -287,7 +325,7 @@ class RuleChecker(JuryChecks):
     def _check_amount(self, m: Moment, txi: int | None, c: dict, member: dict) -> None:
         age = age_years(parse_date(member["birth_date"]), cst_date(c["diagnosed_ms"]))
         self._expect(m, txi, f"claim/{c['id']}.age_at_diagnosis", age, c["age_at_diagnosis"])
-        self._expect(m, txi, f"claim/{c['id']}.amount", self.params.payout_for(c["disease"],
+        self._expect(m, txi, f"claim/{c['id']}.amount", self.tx_params.payout_for(c["disease"],
                                                                              age), c["amount"])
 
     def _waiting(self, c: dict, member: dict) -> bool:
@@ -297,6 +335,12 @@ class RuleChecker(JuryChecks):
         c = self._claim(a["claim_id"])
         assert c is not None
         member = self._member(c["member"].hex())
+        # the claim keeps the version in force when it was filed (its jury mode, sizes)
+        v = self.gov.version_at(self.next_notice)
+        self._expect(m, txi, f"claim/{c['id']}.params_v", v, c.get("params_v", 0),
+                     f"claim {c['id']} names another parameter version than the one in "
+                     "force when it was filed")
+        self.claim_version[c["id"]] = v
         upper = upper_age_ms(self.params, member["birth_date"])
         if upper is not None and c["diagnosed_ms"] >= upper:
             raise self._fail(m, txi, f"claim {c['id']} was accepted although diagnosed on or "
@@ -506,7 +550,8 @@ class RuleChecker(JuryChecks):
         self._expect(m, txi, f"period/{n}.claims", ids, rec["claims"],
                      f"period {n} did not pay exactly the claims that became payable for it")
         claims = [self._claim(cid) for cid in ids]
-        p = self.params
+        # the fee and caps of period n itself (a change applies from its from_period on)
+        p = self.gov.params_at(n)
         P = sum(c["amount"] for c in claims if c is not None)
         F = P * p.fee_bps // 10_000
         S = self.surplus

@@ -378,7 +378,7 @@ def follow_sets(client: Any, genesis: Genesis) -> SetFollower:
         try:
             return client.validator_changes(from_height=start, limit=limit)
         except ClientError as exc:
-            if exc.status == 404 and start == 2:
+            if exc.status == 404 and start == 1:
                 # a node from before governance lists no change: the genesis set is then
                 # the only one, and every proven header is held to it (check_header)
                 return {"changes": []}
