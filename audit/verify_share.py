@@ -230,6 +230,11 @@ class ShareReport:
     set_walk_ms: float = 0.0
     set_check_ms: float = 0.0
     validators_hash: str = ""
+    #: the parameter version in force for the period (0: genesis) and how it was known:
+    #: "proven" (the history records proven against certified headers) or "genesis" (the
+    #: node serves no proven history; a changed fee or cap then fails the checks)
+    params_version: int = 0
+    params_source: str = "genesis"
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": True, **asdict(self)}
@@ -368,6 +373,79 @@ def aging_notice(params: Params, schedule: Any, birth_date: str) -> int | None:
     return None if t is None else _first_notice_from(schedule, t, strict=False)
 
 
+PARAMH_KEY = b"paramh"
+
+
+def params_version_key(v: int) -> bytes:
+    return b"paramv/" + v.to_bytes(8, "big")
+
+
+def period_params(client: Any, genesis: Genesis, sets: SetFollower, period: int,
+                  settled_ms: int) -> tuple[Params, int, str]:
+    """The rule parameters of ``period``, their version and how they are known.
+
+    The node's ``GET /params/history?proof=true`` answers with ``"proofs"``: a proof
+    bundle (docs/api.md) for the state key ``paramh`` (the history index; a
+    non-inclusion proof when only genesis parameters ever applied) and one for each
+    ``paramv/<v>`` the index lists (docs/governance.md, "What the auditor checks"). The
+    index is proven at a block at or after the period's settlement (versions for a
+    period are fixed before its notice), the version in force is the last one whose
+    ``from_period`` is at or before the period, and its params object is proven too. A
+    node that serves no such proofs leaves the genesis parameters, which a changed fee or
+    cap then contradicts (the share is rejected, never accepted on trust)."""
+    genesis_params = Params.from_dict(genesis.params)
+    from client import ClientError
+
+    try:
+        doc = client.params_history(proof=True)
+    except ClientError as exc:
+        if exc.status in (400, 404, 501):
+            return genesis_params, 0, "genesis"
+        raise ShareVerificationError("node", f"/params/history: {exc}") from None
+    proofs = doc.get("proofs") if isinstance(doc, dict) else None
+    if proofs is None:
+        return genesis_params, 0, "genesis"
+    if not isinstance(proofs, list):
+        raise ShareVerificationError("malformed", "/params/history: 'proofs' is not a list")
+    by_key: dict[bytes, Any] = {}
+    for b in proofs:
+        k = b.get("key") if isinstance(b, dict) else None
+        try:
+            by_key[bytes.fromhex(k)] = b
+        except (TypeError, ValueError):
+            raise ShareVerificationError("malformed", "/params/history: a proof without a "
+                                                      "hex key") from None
+    ib = verify_bundle(by_key.get(PARAMH_KEY), genesis, PARAMH_KEY,
+                       "the parameter history index", None, sets)
+    if ib.time_ms < settled_ms:
+        raise ShareVerificationError("stale", f"the parameter history is proven at block "
+                                              f"{ib.height}, before period {period} settled")
+    idx = ib.stored
+    if idx is None:
+        return genesis_params, 0, "proven"
+    v = 0
+    try:
+        for start, ver in idx["versions"]:
+            if start > period:
+                break
+            v = ver
+    except (KeyError, TypeError, ValueError):
+        raise ShareVerificationError("record", "the proven parameter history index is not "
+                                               "a list of [from_period, version]") from None
+    if v == 0:
+        return genesis_params, 0, "proven"
+    key = params_version_key(v)
+    vb = verify_bundle(by_key.get(key), genesis, key, f"parameter version {v}", None, sets)
+    rec = vb.stored
+    try:
+        if rec is None or rec.get("v") != v:
+            raise ValueError("no such version")
+        return Params.from_dict(rec["params"]), v, "proven"
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShareVerificationError("record", f"parameter version {v} is not a valid "
+                                               f"version record: {exc}") from None
+
+
 def follow_sets(client: Any, genesis: Genesis) -> SetFollower:
     """The validator sets from ``genesis`` through every certified change the node lists
     (``GET /validators/changes``); ``ShareVerificationError`` of kind ``validators``
@@ -441,7 +519,11 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     P = sum(c["amount"] for c in claims)
     _expect("P (sum of the paid claims)", P, rec["P"], where)
     _expect("cases", len(claims), rec["cases"], where)
-    F = P * params.fee_bps // 10_000
+    # the fee and caps of the period itself (a governance change applies from a period
+    # on: docs/governance.md, "Rule parameters"), proven from the state
+    pp, params_version, params_how = period_params(client, genesis, sets, period,
+                                                   rec["settled_ms"])
+    F = P * pp.fee_bps // 10_000
     _expect("F", F, rec["F"], where)
     need = P + F - rec["S"]
     _expect("need", need, rec["need"], where)
@@ -449,11 +531,11 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
     _expect("M", M, rec["M"], where)
     raw = -(-need // M) if need > 0 and M > 0 else 0
     _expect("share_raw", raw, rec["share_raw"], where)
-    case_cap = params.cap_per_case_fen * len(claims)
+    case_cap = pp.cap_per_case_fen * len(claims)
     _expect("case_cap", case_cap, rec["case_cap"], where)
     share = min(raw, case_cap)
     _expect("share", share, rec["share"], where)
-    _expect("annual_cap", params.cap_per_year_fen, rec["annual_cap"], where)
+    _expect("annual_cap", pp.cap_per_year_fen, rec["annual_cap"], where)
     charged = sum(g["members"] * g["charge"] for g in rec["groups"])
     # the operator covers exactly what the charges leave short; then no surplus is created
     _expect("operator_covered (need - charged, if positive)", max(0, need - charged),
@@ -505,14 +587,15 @@ def verify_share(client: Any, genesis: Genesis, member_id: str, period: int) -> 
                              if g["cohort"] == group), None)
             prev_ytd = 0 if prev_grp is None else prev_grp["ytd"]
         _expect(f"group {group} ytd_before", prev_ytd, grp["ytd_before"], where)
-        charge = min(share, max(0, params.cap_per_year_fen - prev_ytd))
+        charge = min(share, max(0, pp.cap_per_year_fen - prev_ytd))
         _expect(f"group {group} charge", charge, grp["charge"], where)
         _expect(f"group {group} ytd", prev_ytd + charge, grp["ytd"], where)
     return ShareReport(
         member=pk.hex(), period=period, shares=shares, charge=charge, cohort=cohort,
-        exit_period=exit_p, group=group, P=P, F=F, fee_bps=params.fee_bps, S=rec["S"],
+        exit_period=exit_p, group=group, P=P, F=F, fee_bps=pp.fee_bps, S=rec["S"],
         need=need, M=M, cases=len(claims), share_raw=raw, case_cap=case_cap, share=share,
-        annual_cap=params.cap_per_year_fen,
+        annual_cap=pp.cap_per_year_fen, params_version=params_version,
+        params_source=params_how,
         ytd_before=None if grp is None else grp["ytd_before"],
         ytd_after=None if grp is None else grp["ytd"],
         operator_covered=rec["operator_covered"], surplus_new=rec["surplus_new"],
@@ -546,6 +629,8 @@ def render_share(r: ShareReport) -> str:
         f"  P = {r.P:,} fen from {r.cases} paid claim(s) "
         f"{paid}",
         f"  F = floor(P x {r.fee_bps} / 10000) = {r.F:,}    S (surplus carried in) = {r.S:,}",
+        f"  parameters of period {r.period}: version {r.params_version} "
+        f"({'proven from the state' if r.params_source == 'proven' else 'genesis: the node serves no proven parameter history'})",
         f"  M = {r.M:,} members protected at the notice    need = P + F - S = {r.need:,}",
         f"  raw = ceil(need / M) = {r.share_raw:,}    per-case cap = {r.case_cap:,}    "
         f"share = min(raw, cap) = {r.share:,}",

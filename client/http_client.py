@@ -157,9 +157,12 @@ class Client:
         """GET /proposals/{id}: one proposal with its votes and tally."""
         return self._request("GET", f"/proposals/{proposal_id}")
 
-    def params_history(self) -> dict:
-        """GET /params/history: the rule parameters in force from each period."""
-        return self._request("GET", "/params/history")
+    def params_history(self, proof: bool = False) -> dict:
+        """GET /params/history: the rule parameters in force from each period; with
+        ``proof``, also ``proofs``: proof bundles of the ``paramh`` and ``paramv/<v>``
+        state records (docs/governance.md, "What the auditor checks")."""
+        return self._request("GET", "/params/history",
+                             params={"proof": True} if proof else None)
 
     def genesis(self) -> dict:
         return self._request("GET", "/genesis")

@@ -43,6 +43,8 @@ class FakeNode:
         self.record_hook: Callable[[str, str, dict], dict] | None = None
         # rewrites the served /validators/changes list (a forged or omitted change)
         self.changes_hook: Callable[[list[dict]], list[dict]] | None = None
+        # rewrites the served /params/history?proof=true answer
+        self.params_hook: Callable[[dict], dict] | None = None
         # read ``from`` as "at or after" (a client must cope with either reading)
         self.inclusive_from = False
         self.requests = 0
@@ -62,6 +64,7 @@ class FakeNode:
         r.add_get("/claims/{id}", self._record)
         r.add_get("/periods/{id}", self._record)
         r.add_get("/validators/changes", self._changes)
+        r.add_get("/params/history", self._params_history)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -137,6 +140,36 @@ class FakeNode:
         more = len(page) > limit
         return web.json_response({"changes": page[:limit],
                                   "next_from": page[limit - 1]["height"] if more else None})
+
+    def proof_bundle(self, key: bytes) -> dict:
+        """A proof bundle (docs/api.md) of state ``key`` at the tip."""
+        b = self.b
+        height = b.height
+        block = Block.decode(b.blocks[height - 1])
+        _, tree = b.ex.view_at(block.header.state_root)
+        value = tree.get(key)
+        return {"key": key.hex(), "value": None if value is None else value.hex(),
+                "proof": tree.prove(key).encode().hex(),
+                "state_root": block.header.state_root.hex(), "height": height,
+                "header": block.header.encode().hex(), "certificate": b.certs[height].hex()}
+
+    async def _params_history(self, request: web.Request) -> web.Response:
+        # the history as the application lists it; with ?proof=true the proof bundles of
+        # the index and of every version it lists (docs/governance.md)
+        self.requests += 1
+        app = self.b.ex.app
+        fn = getattr(app, "params_history", None)
+        if fn is None:
+            return self._missing("no parameter history in these rules")
+        doc: dict[str, Any] = {"history": to_jsonable(fn())}
+        if request.query.get("proof") == "true":
+            idx = records.load(app.state, b"paramh")
+            keys = [b"paramh"] + [b"paramv/" + v.to_bytes(8, "big")
+                                  for _, v in (idx or {"versions": []})["versions"] if v]
+            doc["proofs"] = [self.proof_bundle(k) for k in keys]
+            if self.params_hook is not None:
+                doc = self.params_hook(doc)
+        return web.json_response(doc)
 
     def _lookup(self, app: Any, kind: str, ident: str) -> tuple[Any, bytes]:
         if kind == "members":
