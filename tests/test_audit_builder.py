@@ -52,7 +52,9 @@ class ChainBuilder:
     """Builds, certifies and applies blocks; keeps their canonical bytes."""
 
     def __init__(self, params_override: dict[str, Any] | None = None, validators: int = 4,
-                 kv: KV | None = None) -> None:
+                 kv: KV | None = None, operators: bool = False) -> None:
+        """``operators``: each genesis validator gets an operator account
+        (``key("operator-<i>")``) that may send governance transactions."""
         self.val_keys = [key(f"validator-{i}") for i in range(validators)]
         # every consensus key the chain's sets may name (genesis, added, rotated in):
         # a certificate of height h is signed by the keys of the set of h
@@ -66,7 +68,9 @@ class ChainBuilder:
         params.update(params_override or {})
         doc = {
             "chain_id": CHAIN_ID, "genesis_time": "2023-11-14T22:13:20+00:00",
-            "validators": [{"name": f"v{i}", "pub_key": k.public_key.hex(), "power": 10}
+            "validators": [{"name": f"v{i}", "pub_key": k.public_key.hex(), "power": 10,
+                            **({"operator_account": key(f"operator-{i}").public_key.hex()}
+                               if operators else {})}
                            for i, k in enumerate(self.val_keys)],
             "registrars": [self.registrar.public_key.hex()],
             "assessors": [self.assessor.public_key.hex()],
@@ -229,7 +233,8 @@ def set_changes(plan: dict[int, SetChange]) -> Iterator[None]:
         mp = stack.enter_context(pytest.MonkeyPatch.context())
         mp.setattr(Application, "end_block", end_block)
         # no proposal made these changes: the audit's governance model must not ask for one
-        mp.setattr(GovernanceModel, "CHECK_SET_ORIGINS", False)
+        # (an empty plan: a chain governed by real transactions, checked in full)
+        mp.setattr(GovernanceModel, "CHECK_SET_ORIGINS", not plan)
         yield
 
 

@@ -345,3 +345,165 @@ def test_cost_of_following_the_set(capsys) -> None:
               f"({checking:.2f} ms checking the certificate and hashes), built and walked "
               f"in {(time.perf_counter() - t0) * 1000:.0f} ms")
 
+
+
+# ---- real governance transactions (contracts/rules/governance.py, branch gov-contracts) ---
+
+OPS = [key(f"operator-{i}") for i in range(4)]
+NEW_OPERATOR = key("operator-4")
+G0 = 1_700_000_000_000
+DL = G0 + 3_600_000
+
+
+def _has_governance() -> bool:
+    try:
+        import contracts.rules.governance  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_governance = pytest.mark.skipif(
+    not _has_governance(), reason="the contracts have no governance transactions yet "
+                                  "(propose/vote_proposal: branch gov-contracts)")
+
+
+def build_governed(votes_for_add: tuple[int, ...] = (1, 2)) -> tuple[ChainBuilder, list]:
+    """A chain governed by transactions: validator v4 added (proposed in block 2, signs
+    from 4), validator 1's key rotated by its own operator (block 4, from 6), the fee
+    raised to 10% from period 1 (block 5), validator 3 removed (block 7, from 9); then
+    an accident claim is paid in period 1 under the new fee."""
+    from tests.test_audit_builder import register_body
+
+    b = ChainBuilder(operators=True)
+    b.add_keys(NEW_VALIDATOR, ROTATED)
+    m = [key(f"member-{i}") for i in range(7)]
+    b.commit_at(G0, [b.tx(b.registrar, "register_member", register_body(k, i))
+                     for i, k in enumerate(m)])
+    add = {"kind": "add_validator", "deadline_ms": DL, "pub_key": NEW_VALIDATOR.public_key.raw,
+           "power": 10, "node_key": key("node-4").public_key.raw, "name": "v4",
+           "operator": NEW_OPERATOR.public_key.raw}
+    b.commit([b.tx(OPS[0], "propose", add)]
+             + [b.tx(OPS[i], "vote_proposal", {"proposal_id": 1, "yes": True})
+                for i in votes_for_add])
+    b.commit()
+    b.commit([b.tx(OPS[1], "propose", {
+        "kind": "rotate_key", "deadline_ms": DL, "pub_key": key("validator-1").public_key.raw,
+        "new_pub_key": ROTATED.public_key.raw})])
+    b.commit([b.tx(OPS[0], "propose", {"kind": "set_params", "deadline_ms": DL,
+                                       "params": {"fee_bps": 1000}, "from_period": 1})]
+             + [b.tx(OPS[i], "vote_proposal", {"proposal_id": 3, "yes": True})
+                for i in (1, 2, 3)])
+    b.commit()
+    b.commit([b.tx(OPS[0], "propose", {"kind": "remove_validator", "deadline_ms": DL,
+                                       "pub_key": key("validator-3").public_key.raw})]
+             + [b.tx(op, "vote_proposal", {"proposal_id": 4, "yes": True})
+                for op in (OPS[1], OPS[2], NEW_OPERATOR)])
+    b.commit_at(G0 + 12_000, [b.tx(m[0], "file_claim", {
+        "disease": "malignant_tumor", "diagnosed_ms": G0 + 5_000, "accident": True,
+        "evidence_hash": b"\x01" * 32})])
+    b.commit_at(G0 + 13_000, [b.tx(b.assessor, "assess_claim", {
+        "claim_id": 1, "approve": True, "accident": True, "report_hash": b"\x02" * 32})])
+    b.commit_at(G0 + 20_000)          # notice 1
+    b.commit_at(G0 + 45_000)          # settlement 1 pays claim 1
+    b.commit_at(G0 + 46_000)
+    return b, m
+
+
+@pytest.fixture(scope="module")
+def governed():
+    if not _has_governance():
+        pytest.skip("the contracts have no governance transactions yet (gov-contracts)")
+    with set_changes({}):  # no test-only changes: only the transactions change the set
+        b, m = build_governed()
+        codes = [r.code for a in b.applied for r in a.receipts]
+        assert set(codes) == {"ok"}, codes
+        node = FakeNode(b)
+        try:
+            yield b, m, node
+        finally:
+            node.stop()
+
+
+@needs_governance
+def test_audit_of_a_chain_governed_by_transactions(governed) -> None:
+    b, _, _ = governed
+    app = b.ex.app
+    assert app.validator_set_heights() == [1, 4, 6, 9]
+    assert app.get_period(1)["F"] == app.get_period(1)["P"] * 1000 // 10_000 > 0
+    report = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+    assert report.ok, report.first_error
+    hist = report.validator_sets
+    assert [e["height"] for e in hist] == [1, 4, 6, 9]
+    assert [c["kind"] for e in hist for c in e["changes"]] == [
+        "add_validator", "rotate_key", "remove_validator"]
+    assert [c["proposal"] for e in hist for c in e["changes"]] == [1, 2, 4]
+    assert report.stats["fees_fen"] == app.get_period(1)["F"]
+
+
+@needs_governance
+def test_verify_share_after_governed_changes_with_the_period_parameters(governed) -> None:
+    b, m, node = governed
+    node.params_hook = None
+    report = verify_share(_client(node), b.genesis, m[1].public_key.hex(), 1)
+    want = b.ex.app.member_share(m[1].public_key.hex(), 1)
+    assert report.charge == want["charge"] and report.fee_bps == 1000
+    assert (report.params_version, report.params_source) == (1, "proven")
+    assert report.set_changes == 3
+    assert "parameters of period 1: version 1 (proven from the state)" in render_share(report)
+
+
+@needs_governance
+def test_verify_share_refuses_a_forged_parameter_version(governed) -> None:
+    b, m, node = governed
+
+    def forge(doc: dict) -> dict:
+        bundle = next(p for p in doc["proofs"] if p["key"] != b"paramh".hex())
+        rec = encoding.decode(bytes.fromhex(bundle["value"]))
+        rec["params"]["fee_bps"] = 800
+        bundle["value"] = encoding.encode(rec).hex()
+        return doc
+
+    node.params_hook = forge
+    try:
+        with pytest.raises(ShareVerificationError) as info:
+            verify_share(_client(node), b.genesis, m[1].public_key.hex(), 1)
+    finally:
+        node.params_hook = None
+    assert info.value.kind == "proof" and "parameter version 1" in info.value.reason
+
+
+@needs_governance
+def test_a_proposal_the_contracts_pass_without_two_thirds_is_named(monkeypatch) -> None:
+    from contracts.rules import governance
+
+    real = governance.tally
+
+    def generous(vset, prop):  # a bug: every yes vote counted twice
+        yes, total = real(vset, prop)
+        return 2 * yes, total
+
+    monkeypatch.setattr(governance, "tally", generous)
+    with set_changes({}):
+        b, _ = build_governed(votes_for_add=(1,))   # 20 of 40: not more than 2/3
+        report = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+    assert not report.ok
+    err = report.first_error
+    assert (err.height, err.field) == (2, "prop/1.status")
+    assert (err.expected, err.found) == ("open", "passed")
+
+
+@needs_governance
+def test_a_period_settled_with_the_wrong_parameters_is_named(monkeypatch) -> None:
+    from contracts.rules import paramhist
+
+    # a bug: settlement reads the genesis parameters whatever the history says
+    monkeypatch.setattr(paramhist.ParamHistory, "params_at",
+                        lambda self, state, n: self.genesis)
+    with set_changes({}):
+        b, _ = build_governed()
+        report = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+    assert not report.ok
+    err = report.first_error
+    assert err.field == "period/1.F"
+    assert err.expected == err.found * 1000 // 800
