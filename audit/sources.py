@@ -199,6 +199,7 @@ class NodeSource(Source):
             except self._client_error as exc:
                 raise AuditFailure(tip, f"the node does not serve claim {cid}: {exc}") from None
             compare_served(tip, f"claim {cid} as served by the node", want, got)
+        self._check_served_changes(auditor)
         root = auditor.state_root.hex()
         try:
             status = self.client.status()
@@ -214,6 +215,48 @@ class NodeSource(Source):
             raise AuditFailure(tip, f"the node's state root after block {tip} ({where}) is "
                                     "not the recomputed one", field="state_root",
                                expected=root, found=claimed)
+
+    def _check_served_changes(self, auditor: Auditor) -> None:
+        """The validator set changes the node serves (``/validators/changes``, what a
+        member's verify-share walks) must be the replay's: each height and set hash. A
+        node from before governance (404) serves none to compare."""
+        tip = auditor.height
+        want = [(e["height"], e["hash"]) for e in auditor.vset_history[1:]]
+        got: list[tuple[Any, Any]] = []
+        after = 1
+        try:
+            while len(got) <= len(want):
+                page = self.client.validator_changes(from_height=after, limit=1000)
+                changes = page.get("changes") if isinstance(page, dict) else None
+                if not isinstance(changes, list):
+                    raise AuditFailure(tip, "the node's /validators/changes is not a list",
+                                       field="validators/changes")
+                new = [(c.get("height"), c.get("hash")) for c in changes
+                       if isinstance(c, dict) and isinstance(c.get("height"), int)
+                       and c["height"] > after]
+                got.extend(new)
+                if len(changes) < 1000 or not new:
+                    break
+                after = new[-1][0]
+        except self._client_error as exc:
+            if exc.status == 404:
+                return
+            raise AuditFailure(tip, f"the node does not serve /validators/changes: "
+                                    f"{exc}") from None
+        # a change committed in the last two blocks applies above the tip: both sides
+        # list it (the replay knows it too)
+        for i, (w, g) in enumerate(zip(want, got, strict=False)):
+            if w != g:
+                raise AuditFailure(min(w[0], g[0]) if isinstance(g[0], int) else w[0],
+                                   "the node serves a validator set change that is not the "
+                                   "replay's", field=f"validators/changes[{i}]",
+                                   expected={"height": w[0], "hash": w[1]},
+                                   found={"height": g[0], "hash": g[1]})
+        if len(want) != len(got):
+            raise AuditFailure(tip, "the node serves another number of validator set "
+                                    "changes than the replay made",
+                               field="validators/changes", expected=[h for h, _ in want],
+                               found=[h for h, _ in got])
 
     def close(self) -> None:
         self._pool.close()

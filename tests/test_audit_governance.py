@@ -26,7 +26,8 @@ import pytest
 from audit import DataSource, MemorySource, audit, lightclient, render_report
 from audit.archive import read_archive, write_archive
 from audit.lightclient import SetFollower
-from audit.signatures import check_certs, set_table
+from audit.signatures import POOL_MIN_TXS, SigVerifier, check_certs, set_table
+from audit.sources import NodeSource
 from audit.verify_share import ShareVerificationError, render_share, verify_share
 from chain import encoding
 from chain.block import Block
@@ -215,6 +216,46 @@ def test_a_database_whose_set_record_was_edited(tmp_path_factory) -> None:
     assert err.field == "vset/9.validators[1].pub_key"
     assert "validator set from height 9" in err.what
     assert err.expected == ROTATED.public_key.raw.hex()
+
+
+def test_audit_over_http_compares_the_served_change_list(gov, fake) -> None:
+    b, _, node = gov
+    report = audit(b.genesis, NodeSource(_client(node)), workers=0, verify_seconds=0.01)
+    assert report.ok, report.first_error
+
+    def forge(changes: list[dict]) -> list[dict]:
+        changes[1]["hash"] = "00" * 32
+        return changes
+
+    node.changes_hook = forge
+    report = audit(b.genesis, NodeSource(_client(node)), workers=0, verify_seconds=0.01)
+    assert not report.ok
+    err = report.first_error
+    assert err.field == "validators/changes[1]" and err.height == 9
+    assert err.found == {"height": 9, "hash": "00" * 32}
+
+
+def test_the_signature_pool_checks_each_certificate_against_its_own_set() -> None:
+    from chain.tx import Transaction
+
+    with set_changes(PLAN):
+        b, _ = _build()
+    sender = key("pool-sender")
+    txs = [Transaction.create(sender, CHAIN_ID, "leave", i + 1, {}).encode()
+           for i in range(POOL_MIN_TXS)]
+    cert = b.certs[10]
+    block_id = CommitCertificate.decode(cert).block_id
+    now, then = b.ex.app.validators_at(10), b.genesis.validators
+    jobs = [(("stored", 10), cert, 10, block_id, now.hash()),
+            (("carried", 10), cert, 10, block_id, then.hash())]
+    verifier = SigVerifier(b.genesis, workers=1)
+    try:
+        tx_checks, bad = verifier.submit(txs, jobs, set_table([now, then])).result()
+        assert verifier.used_pool
+    finally:
+        verifier.close()
+    assert tx_checks == [None] * len(txs)
+    assert list(bad) == [("carried", 10)]
 
 
 # ---- verify-share -----------------------------------------------------------------------
