@@ -162,7 +162,7 @@ def change_text(change: Any) -> str:
     kind = change.get("kind") or change.get("reason") or "change"
     parts = [str(kind)]
     for name in ("name", "index", "power", "pub_key", "new_pub_key", "proposal",
-                 "evidence_hash", "height"):
+                 "evidence", "offence_height"):
         value = change.get(name)
         if value is None:
             continue
