@@ -28,7 +28,8 @@ SEED_TAG = b"mutual-ledger/jury-draw/v1\x00"
 def open_jury(ctx: Ctx, c: dict[str, Any], origin: str) -> None:
     """Move ``c`` to ``disputed`` with a fresh jury (caller stores ``c``)."""
     c["status"] = "disputed"
-    jp = ctx.params.jury
+    # mode and sizes are the claim's own (filed under them); the window is not changeable
+    jp = ctx.claim_params(c).jury
     c["jury"] = {
         "mode": jp.mode, "origin": origin, "opened_ms": ctx.time_ms,
         "opened_height": ctx.height, "start_ms": None, "close_ms": None,
@@ -75,7 +76,7 @@ def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes,
                aged: list[bytes] | None = None) -> list[bytes]:
     """Draw up to K distinct, unconflicted, active jurors from the pool, deterministically
     (aged-out jurors met are appended to ``aged``)."""
-    k = ctx.params.jury.panel_size
+    k = ctx.claim_params(c).jury.panel_size
     n = ctx.meta["pool"]
     seed = sha256(SEED_TAG + block_seed + records.u64(c["id"]))
     chosen: list[bytes] = []
@@ -164,8 +165,9 @@ def jury_vote(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     ctx.emit("jury_vote", claim_id=c["id"], juror=sender.hex(), pay=body["pay"])
 
 
-def verdict(ctx: Ctx, j: dict[str, Any]) -> str:
-    jp = ctx.params.jury
+def verdict(ctx: Ctx, j: dict[str, Any], c: dict[str, Any] | None = None) -> str:
+    """The jury's verdict under the quorum and threshold of the claim's parameters."""
+    jp = (ctx.params if c is None else ctx.claim_params(c)).jury
     votes = j["yes"] + j["no"]
     quorum = jp.open_quorum if j["mode"] == "open" else jp.panel_min_votes
     if votes < quorum:
@@ -181,7 +183,7 @@ def close_next_jury(ctx: Ctx) -> None:
     ctx.state.delete(qkey)
     meta["jury_head"] += 1
     j = c["jury"]
-    v = verdict(ctx, j)
+    v = verdict(ctx, j, c)
     j["verdict"] = v
     # without quorum the assessor's decision stands: approved (objection) pays
     pay = v == "pay" or (v == "no_quorum" and j["origin"] == "objection")
