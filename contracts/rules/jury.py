@@ -13,6 +13,7 @@ hashing (seed, claim id, attempt) modulo the pool size, skipping conflicts and r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from chain.hashing import sha256
@@ -165,9 +166,10 @@ def jury_vote(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     ctx.emit("jury_vote", claim_id=c["id"], juror=sender.hex(), pay=body["pay"])
 
 
-def verdict(ctx: Ctx, j: dict[str, Any], c: dict[str, Any] | None = None) -> str:
-    """The jury's verdict under the quorum and threshold of the claim's parameters."""
-    jp = (ctx.params if c is None else ctx.claim_params(c)).jury
+def verdict(ctx: Ctx, j: dict[str, Any]) -> str:
+    """The jury's verdict under ``ctx.params``' quorum and threshold (the caller passes a
+    context carrying the claim's own parameters)."""
+    jp = ctx.params.jury
     votes = j["yes"] + j["no"]
     quorum = jp.open_quorum if j["mode"] == "open" else jp.panel_min_votes
     if votes < quorum:
@@ -183,7 +185,8 @@ def close_next_jury(ctx: Ctx) -> None:
     ctx.state.delete(qkey)
     meta["jury_head"] += 1
     j = c["jury"]
-    v = verdict(ctx, j, c)
+    # the quorum and threshold the claim was filed under (a read-only view of ctx)
+    v = verdict(replace(ctx, params=ctx.claim_params(c)), j)
     j["verdict"] = v
     # without quorum the assessor's decision stands: approved (objection) pays
     pay = v == "pay" or (v == "no_quorum" and j["origin"] == "objection")
