@@ -617,3 +617,22 @@ def test_proposal_view_is_json(kind: str) -> None:
                              "power": 10}
     json.dumps(h.app.validator_changes())
     json.dumps(h.app.params_history())
+
+
+def test_txjson_forms_of_the_governance_types() -> None:
+    from client.txjson import body_from_json, kind_fields_help
+    body = body_from_json("propose", {"kind": "set_params", "deadline_ms": 5,
+                                      "params": '{"fee_bps": 1}', "from_period": 3})
+    assert body["params"] == {"fee_bps": 1}
+    body = body_from_json("propose", {"kind": "remove_validator", "deadline_ms": 5,
+                                      "pub_key": pk(VAL[0]).hex()})
+    assert body["pub_key"] == pk(VAL[0])
+    with pytest.raises(ValueError, match="needs"):
+        body_from_json("propose", {"kind": "grant_role", "deadline_ms": 5})
+    with pytest.raises(ValueError, match="JSON object"):
+        body_from_json("propose", {"kind": "set_params", "deadline_ms": 5,
+                                   "params": "{oops", "from_period": 3})
+    assert body_from_json("vote_proposal", {"proposal_id": 2, "yes": "false"}) == {
+        "proposal_id": 2, "yes": False}
+    assert kind_fields_help()["rotate_key"] == (
+        "pub_key:bin32, new_pub_key:bin32, [new_node_key:bin32]")
