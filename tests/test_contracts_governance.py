@@ -439,41 +439,32 @@ def test_param_change_applies_from_its_period_only() -> None:
               errors.BAD_FROM_PERIOD)
 
 
-def test_settlement_uses_the_fee_of_its_period_and_a_claim_keeps_its_jury_mode() -> None:
+def test_a_filed_claim_keeps_its_jury_parameters() -> None:
     h = GovHarness()
-    sch = h.app.schedule
     members = [h.join(i) for i in range(4)]
-    claimant = members[0]
-    # a claim filed now (period 1's params: open jury) ...
-    h.tick(h.time + 40_000)
-    h.claim(claimant, h.time - 1)
-    cid = h.last_claim_id()
-    # ... then fee and jury mode change from period 2 (not in notice yet)
-    h.passes("set_params", params={"fee_bps": 2000, "jury": {"mode": "panel"}},
-             from_period=2)
-    assert "params_v" not in records.load(h.state, records.claim_key(cid))
-    h.send(ASSESSOR, "assess_claim", {"claim_id": cid, "approve": False,
-                                      "report_hash": sha256(b"r")})
-    h.ok(claimant, "appeal_claim", {"claim_id": cid, "reason_hash": sha256(b"a")})
-    assert h.app.get_claim(cid)["jury"]["mode"] == "open"
-    # period 1 is not in notice yet, so a claim filed now would still take its parameters
-    t = sch.settlement_ms(1)
-    while h.time < t:
-        h.tick(min(t, h.time + 5_000))
-    p1 = h.app.get_period(1)
-    assert p1["status"] == "settled"
-    t = sch.settlement_ms(2)
-    while h.time < t:
-        h.tick(min(t, h.time + 5_000))
-    p2 = h.app.get_period(2)
-    assert p2["status"] == "settled"
-    # the fee of each period's own parameters
-    assert p1["F"] == p1["P"] * 800 // 10_000
-    assert p2["F"] == p2["P"] * 2000 // 10_000
-    # a claim filed now (period 3 not in notice: version 1) keeps that version
+    h.tick(h.time + 40_000)  # past the waiting period
+    nxt = records.load(h.state, records.META_KEY)["next_notice"]
+    h.claim(members[0], h.time - 1)
+    before = h.last_claim_id()
+    # from the current period (not in notice yet): new transactions use it at once
+    h.passes("set_params", params={"jury": {"mode": "panel"}}, from_period=nxt)
+    assert records.load(h.state, records.META_KEY)["next_notice"] == nxt
     h.claim(members[1], h.time - 1)
-    c2 = records.load(h.state, records.claim_key(h.last_claim_id()))
-    assert c2["params_v"] == 1
+    after = h.last_claim_id()
+    assert "params_v" not in records.load(h.state, records.claim_key(before))
+    assert records.load(h.state, records.claim_key(after))["params_v"] == 1
+    with h.block(h.time + 1):
+        for cid in (before, after):
+            assert h.send(ASSESSOR, "assess_claim", {"claim_id": cid, "approve": False,
+                                                     "report_hash": sha256(b"r")}).ok
+    with h.block(h.time + 1):
+        assert h.send(members[0], "appeal_claim", {"claim_id": before,
+                                                   "reason_hash": sha256(b"a")}).ok
+        assert h.send(members[1], "appeal_claim", {"claim_id": after,
+                                                   "reason_hash": sha256(b"a")}).ok
+    # the claim filed before the change keeps genesis' open jury; the later one a panel
+    assert h.app.get_claim(before)["jury"]["mode"] == "open"
+    assert h.app.get_claim(after)["jury"]["mode"] == "panel"
 
 
 def test_param_fee_applies_to_a_paid_claim_period() -> None:
