@@ -405,8 +405,8 @@ class Application:
         prop = records.load(self.state, records.proposal_key(pid))
         if prop is None:
             return None
-        return governance.proposal_view(self.state, prop,
-                                        self.validators_at(self._meta()["height"] + 1))
+        return governance.proposal_view(
+            prop, self.validators_at(self._meta()["height"] + 1))
 
     def list_proposals(self, status: str | None = None, after_id: int = 0,
                        limit: int = 50) -> list[dict[str, Any]]:
@@ -428,7 +428,7 @@ class Application:
             prop = records.load(self.state, records.proposal_key(pid))
             if prop is None or (status is not None and prop["status"] != status):
                 continue
-            out.append(governance.proposal_view(self.state, prop, vset))
+            out.append(governance.proposal_view(prop, vset))
             if len(out) >= limit:
                 break
         return out

@@ -274,10 +274,12 @@ def _apply(ctx: Ctx, prop: dict[str, Any]) -> None:
     if kind in VSET_KINDS:
         h = _write_set(ctx, result, _change_entry(prop))
         prop["applies_height"] = h
-        for key in (ch["pub_key"], ch.get("new_pub_key")) if kind in (
-                "add_validator", "rotate_key") else ():
-            if key is not None and not (kind == "rotate_key" and key == ch["pub_key"]):
-                records.store(ctx.state, records.used_key(key), {"height": h})
+        # the key that starts signing at h is never accepted again (a restored or
+        # re-powered validator's key is already recorded)
+        new_key = {"add_validator": ch["pub_key"],
+                   "rotate_key": ch.get("new_pub_key")}.get(kind)
+        if new_key is not None:
+            records.store(ctx.state, records.used_key(new_key), {"height": h})
         if kind == "set_power":
             jkey = records.jail_key(ch["pub_key"])
             jail = records.load(ctx.state, jkey)
@@ -422,7 +424,7 @@ def jail(ctx: Ctx, offence_height: int, pk: bytes, evidence: bytes) -> None:
 
 # queries -------------------------------------------------------------------------------
 
-def proposal_view(state: State, prop: dict[str, Any], vset: ValidatorSet) -> dict[str, Any]:
+def proposal_view(prop: dict[str, Any], vset: ValidatorSet) -> dict[str, Any]:
     """The JSON form of a proposal: an open one tallied against ``vset`` (the set that
     would execute a vote now), a closed one as counted at its last vote."""
     out = to_jsonable(prop)
