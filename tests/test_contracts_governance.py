@@ -627,3 +627,19 @@ def test_txjson_forms_of_the_governance_types() -> None:
         "proposal_id": 2, "yes": False}
     assert kind_fields_help()["rotate_key"] == (
         "pub_key:bin32, new_pub_key:bin32, [new_node_key:bin32]")
+
+
+def test_jailing_is_not_held_to_the_bound_and_skips_unknown_keys() -> None:
+    h = GovHarness(powers=(30, 10, 10))
+    H = h.height + 1
+    ev = h.app.begin_block(H, h.time + 1, sha256(b"s"),
+                           [(H - 1, pk(VAL[0]), sha256(b"e0")),
+                            (H - 1, pk(key("stranger")), sha256(b"e1"))])
+    h.app.end_block()
+    # the 30 of 50 validator leaves at once: jailing ignores the one-third bound
+    assert [v.pub_key for v in h.app.validators_at(H + 2).validators] == [pk(VAL[1]),
+                                                                          pk(VAL[2])]
+    assert [e.attrs["reason"] for e in ev if e.type == "validator_jail_skipped"] == [
+        "not in the latest known set"]
+    assert [e.attrs["pub_key"] for e in ev if e.type == "validator_jailed"] == [
+        pk(VAL[0]).hex()]
