@@ -472,6 +472,13 @@ def test_param_fee_applies_to_a_paid_claim_period() -> None:
     sch = h.app.schedule
     members = [h.join(i) for i in range(5)]
     h.passes("set_params", params={"fee_bps": 2500}, from_period=2)
+    # an accident inside the waiting period, confirmed: paid in period 1 (old fee)
+    h.tick(h.time + 1)
+    assert h.claim(members[4], h.time - 1, accident=True).ok
+    first = h.last_claim_id()
+    h.ok(ASSESSOR, "assess_claim", {"claim_id": first, "approve": True, "accident": True,
+                                    "report_hash": sha256(b"r")})
+    assert h.app.get_claim(first)["notice_period"] == 1
     # wait out the waiting period, then claim and get approved into period 2's notice
     t = sch.notice_ms(1) + 1
     while h.time < t:
@@ -484,8 +491,10 @@ def test_param_fee_applies_to_a_paid_claim_period() -> None:
     t = sch.settlement_ms(2)
     while h.time < t:
         h.tick(min(t, h.time + 5_000))
-    p2 = h.app.get_period(2)
+    p1, p2 = h.app.get_period(1), h.app.get_period(2)
+    assert p1["P"] > 0 and p1["F"] == p1["P"] * 800 // 10_000
     assert p2["P"] > 0 and p2["F"] == p2["P"] * 2500 // 10_000
+    assert h.app.member_share(members[1].public_key.hex(), 1)["fee_bps"] == 800
     share = h.app.member_share(members[1].public_key.hex(), 2)
     assert share["fee_bps"] == 2500
 
