@@ -432,7 +432,10 @@ def proposal_view(prop: dict[str, Any], vset: ValidatorSet) -> dict[str, Any]:
         yes, total = tally(vset, prop)
     else:
         yes, total = prop["yes_power"], prop["total_power"]
-    powers = {v.operator: v.power for v in vset.validators if v.operator is not None}
+    powers: dict[bytes, int] = {}
+    for v in vset.validators:
+        if v.operator is not None:
+            powers[v.operator] = powers.get(v.operator, 0) + v.power
     out["votes"] = [{"operator": v["operator"].hex(), "yes": v["yes"], "height": v["height"],
                      "power": powers.get(v["operator"], 0)} for v in prop["votes"]]
     out.update(yes_power=yes, total_power=total, needed=2 * total // 3 + 1)
