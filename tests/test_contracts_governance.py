@@ -652,3 +652,17 @@ def test_jailing_is_not_held_to_the_bound_and_skips_unknown_keys() -> None:
         "not in the latest known set"]
     assert [e.attrs["pub_key"] for e in ev if e.type == "validator_jailed"] == [
         pk(VAL[0]).hex()]
+
+
+def test_a_param_change_whose_period_went_into_notice_fails_at_apply() -> None:
+    h = GovHarness()
+    h.propose(0, "set_params", params={"fee_bps": 100}, from_period=1)
+    pid = h.last_pid()
+    h.vote(1, pid)
+    h.tick(h.app.schedule.notice_ms(1))  # period 1 is in notice now
+    r = h.vote(2, pid)
+    assert r.ok
+    p = h.app.get_proposal(pid)
+    assert p["status"] == "failed" and p["code"] == errors.BAD_FROM_PERIOD
+    assert h.app.params_history() == h.app.params_history()[:1]
+    assert h.app.params_at(1).fee_bps == 800
