@@ -664,5 +664,5 @@ def test_a_param_change_whose_period_went_into_notice_fails_at_apply() -> None:
     assert r.ok
     p = h.app.get_proposal(pid)
     assert p["status"] == "failed" and p["code"] == errors.BAD_FROM_PERIOD
-    assert h.app.params_history() == h.app.params_history()[:1]
+    assert len(h.app.params_history()) == 1
     assert h.app.params_at(1).fee_bps == 800
