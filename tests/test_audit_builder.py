@@ -111,13 +111,14 @@ class ChainBuilder:
             self.keys[vset[i].pub_key], CHAIN_ID) for i in idx]
         return CommitCertificate.from_votes(votes)
 
-    def commit(self, txs: list[Transaction] = (), gap_ms: int = 1000) -> Applied:
+    def commit(self, txs: list[Transaction] = (), gap_ms: int = 1000,
+               evidence: tuple = ()) -> Applied:
         """Commit a block at ``self.next_time``; the next block comes ``gap_ms`` later."""
         raw = [t.encode() for t in txs]
         h = self.ex.height + 1
-        header = self.ex.header_for(raw, [], self.last_cert,
+        header = self.ex.header_for(raw, list(evidence), self.last_cert,
                                     proposer=h % len(self.ex.validators_at(h)))
-        block = Block(header, tuple(raw), (), self.last_cert)
+        block = Block(header, tuple(raw), tuple(evidence), self.last_cert)
         valid = self.ex.validate(block)
         cert = self.certify(h, block.block_id(), self.next_time + gap_ms)
         applied = self.ex.apply(block, cert, valid)

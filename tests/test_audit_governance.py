@@ -14,6 +14,12 @@ every certificate is signed by the set of its height.
 - ``verify-share`` follows the set from the member's genesis through the certified change
   list (one certificate per change); a forged, omitted or uncertified change is named.
 - the cost of the walk per change is measured (``test_cost_of_following_the_set``).
+
+A second chain is governed by real ``propose``/``vote_proposal`` transactions
+(``build_governed``: an added validator, a key rotation by its own operator, a fee change
+from period 1, a removal) and one by evidence (a jailing): the audit passes and reports
+them, verify-share proves the period's parameter version, and a contracts bug in the
+tally or in the parameters a settlement reads is named by the audit's own model.
 """
 
 from __future__ import annotations
@@ -388,25 +394,12 @@ def test_cost_of_following_the_set(capsys) -> None:
 
 
 
-# ---- real governance transactions (contracts/rules/governance.py, branch gov-contracts) ---
+# ---- real governance transactions (contracts/rules/governance.py) ------------------------
 
 OPS = [key(f"operator-{i}") for i in range(4)]
 NEW_OPERATOR = key("operator-4")
 G0 = 1_700_000_000_000
 DL = G0 + 3_600_000
-
-
-def _has_governance() -> bool:
-    try:
-        import contracts.rules.governance  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_governance = pytest.mark.skipif(
-    not _has_governance(), reason="the contracts have no governance transactions yet "
-                                  "(propose/vote_proposal: branch gov-contracts)")
 
 
 def build_governed(votes_for_add: tuple[int, ...] = (1, 2)) -> tuple[ChainBuilder, list]:
@@ -453,8 +446,6 @@ def build_governed(votes_for_add: tuple[int, ...] = (1, 2)) -> tuple[ChainBuilde
 
 @pytest.fixture(scope="module")
 def governed():
-    if not _has_governance():
-        pytest.skip("the contracts have no governance transactions yet (gov-contracts)")
     with set_changes({}):  # no test-only changes: only the transactions change the set
         b, m = build_governed()
         codes = [r.code for a in b.applied for r in a.receipts]
@@ -466,7 +457,6 @@ def governed():
             node.stop()
 
 
-@needs_governance
 def test_audit_of_a_chain_governed_by_transactions(governed) -> None:
     b, _, _ = governed
     app = b.ex.app
@@ -482,7 +472,6 @@ def test_audit_of_a_chain_governed_by_transactions(governed) -> None:
     assert report.stats["fees_fen"] == app.get_period(1)["F"]
 
 
-@needs_governance
 def test_verify_share_after_governed_changes_with_the_period_parameters(governed) -> None:
     b, m, node = governed
     node.params_hook = None
@@ -494,7 +483,6 @@ def test_verify_share_after_governed_changes_with_the_period_parameters(governed
     assert "parameters of period 1: version 1 (proven from the state)" in render_share(report)
 
 
-@needs_governance
 def test_verify_share_refuses_a_forged_parameter_version(governed) -> None:
     b, m, node = governed
 
@@ -514,7 +502,6 @@ def test_verify_share_refuses_a_forged_parameter_version(governed) -> None:
     assert info.value.kind == "proof" and "parameter version 1" in info.value.reason
 
 
-@needs_governance
 def test_a_proposal_the_contracts_pass_without_two_thirds_is_named(monkeypatch) -> None:
     from contracts.rules import governance
 
@@ -534,7 +521,6 @@ def test_a_proposal_the_contracts_pass_without_two_thirds_is_named(monkeypatch) 
     assert (err.expected, err.found) == ("open", "passed")
 
 
-@needs_governance
 def test_a_period_settled_with_the_wrong_parameters_is_named(monkeypatch) -> None:
     from contracts.rules import paramhist
 
@@ -548,3 +534,29 @@ def test_a_period_settled_with_the_wrong_parameters_is_named(monkeypatch) -> Non
     err = report.first_error
     assert err.field == "period/1.F"
     assert err.expected == err.found * 1000 // 800
+
+
+def test_a_jailing_from_block_evidence_is_audited() -> None:
+    from chain.evidence import DuplicateVoteEvidence
+
+    with set_changes({}):
+        b = ChainBuilder(operators=True)
+        for _ in range(3):
+            b.commit()
+        # validator 2 precommitted two blocks at height 2, round 0
+        blk = Block.decode(b.blocks[1])
+        ts = CommitCertificate.decode(b.certs[2]).sigs[0].timestamp
+        votes = [Vote(VoteType.PRECOMMIT, 2, 0, bid, ts, 2).signed(key("validator-2"), CHAIN_ID)
+                 for bid in (blk.block_id(), b"\x07" * 32)]
+        ev = DuplicateVoteEvidence.create(*votes)
+        b.commit(evidence=(ev,))                     # block 4: jailed from 6
+        for _ in range(3):
+            b.commit()
+        assert b.ex.app.validator_set_heights() == [1, 6]
+        report = audit(b.genesis, b.source(), workers=0, verify_seconds=0.01)
+    assert report.ok, report.first_error
+    jail = report.validator_sets[1]
+    assert (jail["height"], jail["validators"], jail["committed_in"]) == (6, 3, 4)
+    assert jail["changes"] == [{"kind": "jail", "pub_key": key("validator-2").public_key.hex(),
+                                "evidence": ev.hash().hex(), "offence_height": 2}]
+    assert "jail pub_key" in render_report(report)
