@@ -155,6 +155,9 @@ def _yuan(fen: int) -> str:
     return f"{fen // 100:,}.{fen % 100:02d} yuan"
 
 
+SETS_SHOWN = 20   # the readable report shows the genesis set and the latest this many
+
+
 def change_text(change: Any) -> str:
     """One recorded reason for a set change, readable: its kind and what it names."""
     if not isinstance(change, dict):
@@ -178,7 +181,13 @@ def render_validator_sets(history: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [f"  validators    {len(history) - 1} change(s) of the set replayed and "
              "followed by every certificate and header"]
-    for e in history:
+    shown = history
+    if len(history) > SETS_SHOWN + 1:  # genesis, a count, then the latest (JSON has all)
+        shown = [history[0], *history[-SETS_SHOWN:]]
+    for i, e in enumerate(shown):
+        if i == 1 and shown is not history:
+            lines.append(f"    … {len(history) - SETS_SHOWN - 1} earlier change(s) in the "
+                         "JSON line's validator_sets")
         why = "; ".join(change_text(c) for c in e.get("changes") or []) or (
             "genesis" if e["height"] == 1 else "(no reason recorded)")
         lines.append(f"    from height {e['height']:<6} {e['hash'][:16]}…  "

@@ -560,3 +560,18 @@ def test_a_jailing_from_block_evidence_is_audited() -> None:
     assert jail["changes"] == [{"kind": "jail", "pub_key": key("validator-2").public_key.hex(),
                                 "evidence": ev.hash().hex(), "offence_height": 2}]
     assert "jail pub_key" in render_report(report)
+
+
+def test_a_long_set_history_is_shortened_in_the_readable_report() -> None:
+    from audit.report import SETS_SHOWN, render_validator_sets
+
+    hist = [{"height": 1 + 3 * i, "hash": f"{i:064x}", "validators": 4, "total_power": 40,
+             "committed_in": max(0, 3 * i - 1),
+             "changes": [] if i == 0 else [{"kind": "set_power", "proposal": i}]}
+            for i in range(SETS_SHOWN + 11)]
+    lines = render_validator_sets(hist)
+    assert lines[0].startswith(f"  validators    {SETS_SHOWN + 10} change(s)")
+    assert "genesis" in lines[1] and "10 earlier change(s)" in lines[2]
+    assert len(lines) == 3 + SETS_SHOWN
+    assert lines[-1].startswith(f"    from height {hist[-1]['height']}")
+    assert "set_power proposal" in lines[-1]
