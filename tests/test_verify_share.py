@@ -233,6 +233,11 @@ def test_command_accepts_and_rejects(world, fake, tmp_path) -> None:
     lines = out.getvalue().strip().splitlines()
     assert lines[0].startswith(f"member {sc.m[1].public_key.hex()}, period 1: charge 10 fen")
     assert json.loads(lines[-1])["charge"] == 10
+    # the scenario's set never changed: genesis' set, no change walked, genesis params
+    assert any("followed from genesis through 0 change(s)" in line for line in lines)
+    doc = json.loads(lines[-1])
+    assert (doc["set_changes"], doc["params_version"]) == (0, 0)
+    assert doc["validators_hash"] == b.genesis.validators.hash().hex()
     fake.bundle_hook = _edit("periods", None, lambda bd: {**bd, "state_root": "ee" * 32})
     out, err = io.StringIO(), io.StringIO()
     assert main(args, out, err) == 1
