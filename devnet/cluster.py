@@ -4,6 +4,19 @@
 folder; ``start`` launches ``python -m mutual start`` for each; ``kill``/``restart``
 inject crashes; ``stop`` ends every process it started (SIGTERM, then SIGKILL). Used by
 ``python -m devnet``, the load generator, the benchmark and the multi-process tests.
+
+The data folder (documented in docs/operators-governance.md, "The devnet folder"):
+
+* ``genesis.json``; ``keys/`` (registrar, assessor, fee-operator role keys);
+* ``node<i>/`` per node: ``config.toml``, ``validator_key.json`` (consensus key),
+  ``node_key.json`` (peer identity), ``operator_key.json`` (the validator's operator
+  account, which signs its governance transactions), ``node.log``, ``node.pid`` (while
+  ``devnet up`` runs it), ``data/``;
+* ``devnet.json``: ``{"validators": genesis count, "base_port", "chain_id", "nodes":
+  [{"index", "api_port", "p2p_port", "removed"}]}``; ``nodes`` grows when
+  ``add-validator`` adds a node and marks ``removed`` when ``remove-validator`` retires
+  one (a removed node is not started again);
+* ``up.json``: ``{"pid"}`` of the ``devnet up`` process while it runs.
 """
 
 from __future__ import annotations
@@ -49,6 +62,30 @@ def free_base_port(count: int, start: int = 28000, stop: int = 60000) -> int:
     raise ClusterError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
+OPERATOR_KEY_FILE = "operator_key.json"
+
+
+def write_meta(data_dir: Path, meta: dict[str, Any]) -> None:
+    """Replace ``devnet.json`` atomically (``devnet up`` re-reads it while it runs)."""
+    tmp = data_dir / "devnet.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, data_dir / "devnet.json")
+
+
+def read_meta(data_dir: Path) -> dict[str, Any]:
+    """``devnet.json``, with the ``nodes`` list filled in for folders written before it
+    existed (node i on base_port + 2i and + 2i + 1)."""
+    try:
+        meta = json.loads((data_dir / "devnet.json").read_text())
+        base = meta["base_port"]
+        if "nodes" not in meta:
+            meta["nodes"] = [{"index": i, "api_port": base + 2 * i, "p2p_port": base + 2 * i + 1,
+                              "removed": False} for i in range(meta["validators"])]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{data_dir} is not a devnet folder: {exc}") from None
+    return meta
+
+
 @dataclass
 class NodeProc:
     index: int
@@ -56,6 +93,7 @@ class NodeProc:
     api_port: int
     p2p_port: int
     proc: subprocess.Popen[bytes] | None = None
+    removed: bool = False  # retired from the validator set by remove-validator: not started
 
     @property
     def url(self) -> str:
@@ -122,11 +160,13 @@ class Cluster:
         for i in range(validators):
             home = data_dir / f"node{i}"
             home.mkdir(parents=True, exist_ok=True)
-            vkey, nkey = PrivateKey.generate(), PrivateKey.generate()
+            vkey, nkey, okey = (PrivateKey.generate() for _ in range(3))
             write_key(home / "validator_key.json", vkey)
             write_key(home / "node_key.json", nkey)
+            write_key(home / OPERATOR_KEY_FILE, okey)
             vals.append({"name": f"validator-{i}", "pub_key": vkey.public_key.hex(),
-                         "power": 10, "node_key": nkey.public_key.hex()})
+                         "power": 10, "node_key": nkey.public_key.hex(),
+                         "operator_account": okey.public_key.hex()})
             nodes.append(NodeProc(i, home, base_port + 2 * i, base_port + 2 * i + 1))
         params = rule_profile(profile)
         if params_override:
@@ -157,22 +197,54 @@ class Cluster:
             config.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in nodes
                                            if n is not node]
             (node.home / "config.toml").write_text(cfg.render(config))
-        (data_dir / "devnet.json").write_text(json.dumps({
-            "validators": validators, "base_port": base_port, "chain_id": chain_id}))
+        write_meta(data_dir, {
+            "validators": validators, "base_port": base_port, "chain_id": chain_id,
+            "nodes": [{"index": n.index, "api_port": n.api_port, "p2p_port": n.p2p_port,
+                       "removed": False} for n in nodes]})
         return cls(data_dir, nodes)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> Cluster:
         """Re-open an existing devnet folder (to restart it)."""
         data_dir = Path(data_dir).resolve()
-        try:
-            meta = json.loads((data_dir / "devnet.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ClusterError(f"{data_dir} is not a devnet folder: {exc}") from None
-        base = meta["base_port"]
-        nodes = [NodeProc(i, data_dir / f"node{i}", base + 2 * i, base + 2 * i + 1)
-                 for i in range(meta["validators"])]
+        meta = read_meta(data_dir)
+        nodes = [NodeProc(n["index"], data_dir / f"node{n['index']}", n["api_port"],
+                          n["p2p_port"], removed=bool(n.get("removed")))
+                 for n in meta["nodes"]]
         return cls(data_dir, nodes)
+
+    def refresh(self) -> tuple[list[int], list[int]]:
+        """Re-read ``devnet.json`` (another command may have added or retired a node while
+        ``devnet up`` runs): append nodes new to this object, mark retired ones. Returns
+        (indices added, indices newly marked removed); starts and stops nothing."""
+        meta = read_meta(self.data_dir)
+        known = {n.index for n in self.nodes}
+        added, retired = [], []
+        for entry in meta["nodes"]:
+            i = entry["index"]
+            if i not in known:
+                self.nodes.append(NodeProc(i, self.data_dir / f"node{i}", entry["api_port"],
+                                           entry["p2p_port"], removed=bool(entry.get("removed"))))
+                added.append(i)
+            elif entry.get("removed") and not self.nodes[i].removed:
+                self.nodes[i].removed = True
+                retired.append(i)
+        return added, retired
+
+    @property
+    def active(self) -> list[int]:
+        """Indices of the nodes that belong to the devnet (not retired)."""
+        return [n.index for n in self.nodes if not n.removed]
+
+    def node_pub_key(self, index: int) -> bytes | None:
+        """The consensus key a node's home holds (None: a full node without one)."""
+        path = self.nodes[index].home / "validator_key.json"
+        return read_key(path).public_key.raw if path.exists() else None
+
+    def operator_key(self, index: int) -> PrivateKey | None:
+        """The operator account key in a node's home (None if it has none)."""
+        path = self.nodes[index].home / OPERATOR_KEY_FILE
+        return read_key(path) if path.exists() else None
 
     @property
     def genesis_path(self) -> Path:
@@ -211,16 +283,18 @@ class Cluster:
             )
         finally:
             log.close()
+        # so that a test or an operator can find (and kill -9) a node devnet up started
+        (node.home / "node.pid").write_text(f"{node.proc.pid}\n")
 
     def start(self, wait_s: float = 60.0) -> None:
-        for node in self.nodes:
-            self.start_node(node.index)
+        for i in self.active:
+            self.start_node(i)
         self.wait_ready(wait_s)
 
     def wait_ready(self, timeout_s: float = 60.0, indices: list[int] | None = None) -> None:
         """Wait (bounded) until every selected node answers /status."""
         deadline = time.monotonic() + timeout_s
-        pending = set(indices if indices is not None else range(len(self.nodes)))
+        pending = set(indices if indices is not None else self.active)
         while pending and time.monotonic() < deadline:
             for i in list(pending):
                 node = self.nodes[i]
@@ -246,7 +320,7 @@ class Cluster:
                     indices: list[int] | None = None) -> None:
         """Wait (bounded) until every selected node has committed ``height``."""
         deadline = time.monotonic() + timeout_s
-        pending = set(indices if indices is not None else range(len(self.nodes)))
+        pending = set(indices if indices is not None else self.active)
         while pending and time.monotonic() < deadline:
             for i in list(pending):
                 try:
