@@ -86,6 +86,30 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def write_node_config(data_dir: Path, node: NodeProc, peer_ports: list[int]) -> None:
+    """A devnet node's ``config.toml``: loopback ports, the folder's genesis, its peers."""
+    from node import config as cfg
+
+    config = cfg.Config(home=node.home)
+    config.node.moniker = f"node{node.index}"
+    config.node.genesis_file = str(data_dir / "genesis.json")
+    config.api.listen = f"127.0.0.1:{node.api_port}"
+    config.p2p.listen = f"127.0.0.1:{node.p2p_port}"
+    config.p2p.persistent_peers = [f"127.0.0.1:{port}" for port in peer_ports]
+    (node.home / "config.toml").write_text(cfg.render(config))
+
+
+def ports_free(*ports: int) -> bool:
+    """Whether every port can be bound on 127.0.0.1 right now (checked, not reserved)."""
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 @dataclass
 class NodeProc:
     index: int
@@ -135,7 +159,6 @@ class Cluster:
     ) -> Cluster:
         """Write keys, genesis and configs for ``validators`` nodes (fresh data dir)."""
         from contracts.params import profile as rule_profile
-        from node import config as cfg
 
         data_dir = Path(data_dir).resolve()
         if validators < 1:
@@ -189,14 +212,7 @@ class Cluster:
         genesis = Genesis.from_doc(doc)
         genesis.dump(data_dir / "genesis.json")
         for node in nodes:
-            config = cfg.Config(home=node.home)
-            config.node.moniker = f"node{node.index}"
-            config.node.genesis_file = str(data_dir / "genesis.json")
-            config.api.listen = f"127.0.0.1:{node.api_port}"
-            config.p2p.listen = f"127.0.0.1:{node.p2p_port}"
-            config.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in nodes
-                                           if n is not node]
-            (node.home / "config.toml").write_text(cfg.render(config))
+            write_node_config(data_dir, node, [n.p2p_port for n in nodes if n is not node])
         write_meta(data_dir, {
             "validators": validators, "base_port": base_port, "chain_id": chain_id,
             "nodes": [{"index": n.index, "api_port": n.api_port, "p2p_port": n.p2p_port,
@@ -240,6 +256,29 @@ class Cluster:
         """The consensus key a node's home holds (None: a full node without one)."""
         path = self.nodes[index].home / "validator_key.json"
         return read_key(path).public_key.raw if path.exists() else None
+
+    def voting_power(self, indices: list[int]) -> tuple[int, int]:
+        """(power of the validators the nodes ``indices`` hold, total power) in the set a
+        running node reports for its next height; the genesis set if none answers."""
+        current: dict[str, int] | None = None
+        for i in indices:
+            try:
+                doc = self.nodes[i].client.validators()
+                current = {v["pub_key"]: int(v["power"]) for v in doc["validators"]}
+                break
+            except (ClientError, KeyError, TypeError, ValueError):
+                continue
+        if current is None:
+            current = {v.pub_key.hex(): v.power for v in self.genesis.validators.validators}
+        live = 0
+        for i in indices:
+            try:
+                pub = self.node_pub_key(i)
+            except Exception:  # noqa: BLE001 - an unreadable key file holds no power here
+                pub = None
+            if pub is not None:
+                live += current.get(pub.hex(), 0)
+        return live, sum(current.values())
 
     def operator_key(self, index: int) -> PrivateKey | None:
         """The operator account key in a node's home (None if it has none)."""
@@ -361,7 +400,7 @@ class Cluster:
         self.wait_ready(wait_s, [index])
 
     def stop(self) -> None:
-        """Stop every process this cluster started."""
+        """Stop every process this cluster started (and forget their ``node.pid``)."""
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGTERM)
@@ -374,6 +413,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 node.proc.kill()
                 node.proc.wait(timeout=10)
+            (node.home / "node.pid").unlink(missing_ok=True)
 
     def tail(self, index: int, lines: int = 20) -> str:
         try:

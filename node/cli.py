@@ -88,10 +88,6 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
             raise CliError(f"--validator {v['name']}: its operator account is a consensus "
                            "key; give each validator a separate operator key "
                            "(`mutual keys new --out operator_key.json`)")
-    if not any(v.get("operator_account") for v in validators):
-        print("mutual: warning: no validator names an operator account (operator=...): "
-              "nobody will be able to propose or vote on governance changes",
-              file=sys.stderr)
     try:
         params = profile(args.profile)
     except (KeyError, ValueError) as exc:
@@ -116,6 +112,10 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise CliError(f"{out} already exists (use --force to overwrite)")
     genesis.dump(out)
+    if not any(v.get("operator_account") for v in validators):
+        print("mutual: warning: no validator names an operator account (operator=...): "
+              "nobody will be able to propose or vote on governance changes",
+              file=sys.stderr)
     print_json({"file": str(out), "chain_id": genesis.chain_id, "hash": genesis.hash.hex()})
     return 0
 
