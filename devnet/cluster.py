@@ -249,8 +249,9 @@ class Cluster:
 
     @property
     def active(self) -> list[int]:
-        """Indices of the nodes that belong to the devnet (not retired)."""
-        return [n.index for n in self.nodes if not n.removed]
+        """Positions in ``nodes`` of the nodes not retired (a devnet folder's node i is at
+        position i; a Cluster of extra nodes built by hand may number them otherwise)."""
+        return [pos for pos, n in enumerate(self.nodes) if not n.removed]
 
     def node_pub_key(self, index: int) -> bytes | None:
         """The consensus key a node's home holds (None: a full node without one)."""
