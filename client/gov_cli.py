@@ -402,9 +402,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"  change:   {summary(p)}")
     print(f"  proposer: {p.get('proposer')}")
     print(f"  deadline: {when} ({rel})")
-    print(f"  yes power {p.get('yes_power')} of {p.get('total_power')}, "
-          f"more than {p.get('needed')} needed" if "needed" in p else
-          f"  yes power {p.get('yes_power')} of {p.get('total_power')}")
+    print(f"  yes power {p.get('yes_power')} of {p.get('total_power')}"
+          + (f", {p['needed']} needed to pass" if "needed" in p else ""))
     for v in p.get("votes") or []:
         if isinstance(v, dict):
             choice = "yes" if v.get("yes") else "no"

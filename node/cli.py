@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -226,8 +227,15 @@ NEXT_KEY_FILE = "next_validator_key.json"
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from chain.crypto import PrivateKey
     from chain.keyfile import read_key, write_key
-    from client import Client
-    from client.gov_cli import change_doc, parse_deadline, propose_body, send_governance
+    from client import Client, ClientError
+    from client.gov_cli import (
+        change_doc,
+        get_proposal,
+        parse_deadline,
+        proposal_id_from_receipt,
+        propose_body,
+        send_governance,
+    )
     from node import config as cfg
 
     home = Path(args.home)
@@ -284,8 +292,13 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
         "rotate_key", pub_key=old.public_key.hex(), new_pub_key=new.public_key.hex()),
         deadline_ms)
     result = send_governance(client, str(op_path), "propose", body)
+    pid = proposal_id_from_receipt(result)
+    status = None
+    if pid is not None:
+        with contextlib.suppress(ClientError):  # the proposal is in; this is a courtesy
+            status = get_proposal(client, pid).get("status")
     out.update({"hash": result.get("hash"), "height": result.get("height"),
-                "code": result.get("code"),
+                "code": result.get("code"), "proposal_id": pid, "status": status,
                 "next": "signed by this validator's own operator account, the rotation "
                         "passes at once and the new key signs from two heights after "
                         f"{result.get('height')}; a node started before this command must "

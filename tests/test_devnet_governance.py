@@ -3,9 +3,11 @@
 
 Fast tests (no node process): the new node's home, the folder ``up`` re-reads, the
 one-line errors. The real-process test (127.0.0.1 only, every wait bounded, every process
-stopped): a fifth validator joins a running 4-validator devnet and signs; an original one
-leaves; one of the new set is killed with SIGKILL and the rest commit on; the whole devnet
-restarts on the right set; ``mutual audit`` of the chain from genesis passes. It needs the
+stopped): a fifth validator joins a running 4-validator devnet and signs (``mutual gov
+list`` shows its proposal passed); an original one leaves; one of the new set is killed
+with SIGKILL and the rest commit on; the whole devnet restarts on the right set; one
+validator rotates its key with ``mutual node rotate-key`` and signs with the new one;
+``mutual audit`` of the chain from genesis passes. It needs the
 governance transactions (contracts) and the node's ``/proposals`` and
 ``/validators?height=`` (node); it is skipped where the build has neither.
 """
@@ -206,6 +208,11 @@ class Up:
                     os.kill(pid, signal.SIGKILL)
 
 
+def _mutual(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mutual", *argv], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout)
+
+
 def _devnet(*argv: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "devnet", *argv], cwd=ROOT, text=True,
                           capture_output=True, timeout=timeout)
@@ -243,6 +250,15 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
 
         _until("a certificate signed by node4", 30, signed_later)
 
+        # the operators' view: `mutual gov list` shows the passed proposal and its tally
+        listed = _mutual("gov", "list", "--status", "passed", "--json", "--node", url)
+        assert listed.returncode == 0, listed.stderr
+        (prop,) = json.loads(listed.stdout)["proposals"]
+        assert prop["kind"] == "add_validator" and prop["change"]["pub_key"] == new_pub
+        assert prop["yes_power"] >= prop["needed"] > 2 * 40 // 3
+        table = _mutual("gov", "list", "--node", url)
+        assert table.returncode == 0 and "add_validator" in table.stdout and "CST" in table.stdout
+
         removed = _devnet("remove-validator", "--data", str(data), "0", "--timeout", "60")
         assert removed.returncode == 0, removed.stderr + removed.stdout
         expected = [*originals[1:], new_pub]
@@ -257,6 +273,12 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
         _until("the other three committing", 30,
                lambda: (_status(live) or {}).get("height", 0) >= h0 + 3)
 
+        # node2 prepares a key rotation (new key beside the old one, named in its config);
+        # the restart below loads it
+        prepared = _mutual("node", "rotate-key", "--home", str(data / "node2"), "--no-submit")
+        assert prepared.returncode == 0, prepared.stderr
+        rotated_pub = json.loads(prepared.stdout)["new_pub_key"]
+
         # restart everything: the same set, node0 stays retired, node1 back
         up.stop()
         assert all(_status(n.url) is None for n in cluster.nodes)
@@ -268,6 +290,23 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
         h = _status(urls[0])["height"]
         assert _set_at(urls[0], h) == expected and _set_at(urls[3], h) == expected
         assert _status(cluster.nodes[0].url) is None
+
+        # node2's own operator rotates its key: it passes at once, the new key signs
+        rotation = _mutual("node", "rotate-key", "--home", str(data / "node2"))
+        assert rotation.returncode == 0, rotation.stderr
+        assert json.loads(rotation.stdout)["new_pub_key"] == rotated_pub
+        after = [rotated_pub if k == originals[2] else k for k in expected]
+        _until("the rotated key in /validators", 30, lambda: _set_at(urls[0]) == after)
+
+        def rotated_signs() -> bool:
+            h = _status(urls[0])["height"]
+            vals = _set_at(urls[0], h)
+            if vals != after:
+                return False
+            cert = Client(urls[0])._request("GET", f"/certificates/{h}")
+            return any(s[0] == vals.index(rotated_pub) for s in cert["sigs"])
+
+        _until("a certificate signed by node2's new key", 30, rotated_signs)
 
         audit = subprocess.run(
             [sys.executable, "-m", "mutual", "audit", "--node", urls[1], "--genesis",
