@@ -198,6 +198,15 @@ def _signed_by(client: Client, pub_hex: str) -> int | None:
     return h if any(int(s[0]) == idx for s in cert.get("sigs", [])) else None
 
 
+def retire(cluster: Cluster, index: int) -> None:
+    """Mark node ``index`` removed in ``devnet.json``: ``up`` stops it and never restarts it."""
+    meta = read_meta(cluster.data_dir)
+    for entry in meta["nodes"]:
+        if entry["index"] == index:
+            entry["removed"] = True
+    write_meta(cluster.data_dir, meta)
+
+
 # --- add ------------------------------------------------------------------------------------
 
 def create_home(cluster: Cluster, power: int = 10) -> NodeProc:
@@ -257,7 +266,20 @@ def add_validator(data: str | Path, power: int = 10, timeout_s: float = 90.0,
               lambda: int(node.client.status()["height"]) >= target)
         say(f"devnet: node{node.index} has caught up (height {target})")
 
-    _run_proposal(api, chain_id, "add_validator", change, voters, say, between=catch_up)
+    opened: list[int] = []
+
+    def after_open(pid: int) -> None:
+        opened.append(pid)
+        catch_up(pid)
+
+    try:
+        _run_proposal(api, chain_id, "add_validator", change, voters, say, between=after_open)
+    except GovernanceError as exc:
+        if opened:  # the proposal may still pass: leave the node to the operator
+            raise
+        # refused at once (e.g. over the one-third bound): the node is of no use; up stops it
+        retire(cluster, node.index)
+        raise GovernanceError(f"{exc} (node{node.index} retired: devnet up stops it)") from None
     _wait("the new validator in /validators", timeout_s,
           lambda: _index_in(_validators(api), pub) is not None)
     height = _wait(f"a commit certificate signed by node{node.index}", timeout_s,
@@ -298,11 +320,7 @@ def remove_validator(data: str | Path, index: int, timeout_s: float = 90.0,
     height = _wait(f"a committed height whose set no longer holds node{index}", timeout_s,
                    lambda: (lambda h: h if _index_in(_validators(api, h), pub) is None
                             else None)(int(api.status()["height"])))
-    meta = read_meta(cluster.data_dir)
-    for entry in meta["nodes"]:
-        if entry["index"] == index:
-            entry["removed"] = True
-    write_meta(cluster.data_dir, meta)
+    retire(cluster, index)
     node = cluster.nodes[index]
 
     def stopped() -> bool:

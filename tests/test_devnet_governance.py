@@ -250,6 +250,17 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
 
         _until("a certificate signed by node4", 30, signed_later)
 
+        # a candidate over the one-third bound (40 of 90) is refused with the chain's code,
+        # in one line, and its node is retired; the set is unchanged
+        refused = _devnet("add-validator", "--data", str(data), "--power", "40",
+                          "--timeout", "30")
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "power_shift_too_large" in refused.stderr and "node5 retired" in refused.stderr
+        assert read_meta(data)["nodes"][5]["removed"] is True
+        _until("devnet up stopping node5", 20,
+               lambda: _status(Cluster.open(data).nodes[5].url) is None)
+        assert _set_at(url) == [*originals, new_pub]
+
         # the operators' view: `mutual gov list` shows the passed proposal and its tally
         listed = _mutual("gov", "list", "--status", "passed", "--json", "--node", url)
         assert listed.returncode == 0, listed.stderr
