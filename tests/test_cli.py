@@ -413,3 +413,40 @@ def test_rotate_key_refuses_before_writing_anything(tmp_path, capsys):
     assert run(capsys, "init", "--home", str(full), "--no-validator")[0] == 0
     code, _, err = run(capsys, "node", "rotate-key", "--home", str(full))
     assert code == 2 and ("is a full node" in err or "next_validator_key_file" in err)
+
+
+def _has_propose() -> bool:
+    from contracts.txtypes import TX_TYPES
+
+    return "propose" in TX_TYPES
+
+
+@pytest.mark.skipif(not _has_propose(), reason="needs the governance transactions")
+def test_every_kind_builds_a_body_the_schema_accepts_and_a_wrong_one_is_named():
+    from chain.crypto import PrivateKey
+    from client.cliutil import CliError
+    from client.gov_cli import change_doc, propose_body, vote_body
+
+    k = [PrivateKey.generate().public_key.hex() for _ in range(4)]
+    changes = {
+        "add_validator": dict(pub_key=k[0], power=10, node_key=k[1], name="v4", operator=k[2]),
+        "remove_validator": dict(pub_key=k[0]),
+        "set_power": dict(pub_key=k[0], power=0),
+        "rotate_key": dict(pub_key=k[0], new_pub_key=k[1], new_node_key=k[3]),
+        "grant_role": dict(account=k[2], role="registrar"),
+        "revoke_role": dict(account=k[2], role="assessor"),
+        "set_params": dict(params={"fee_bps": 600}, from_period=5),
+    }
+    for kind, fields in changes.items():
+        body = propose_body(kind, change_doc(kind, **fields), 1_800_000_000_000)
+        assert body["kind"] == kind and body["deadline_ms"] == 1_800_000_000_000
+        flat = body.get("change", body)  # the change beside kind, or nested
+        for name, value in fields.items():
+            assert flat[name] == (bytes.fromhex(value) if name in (
+                "pub_key", "node_key", "operator", "new_pub_key", "new_node_key", "account")
+                else value)
+    assert vote_body(3, False) == {"proposal_id": 3, "yes": False}
+    with pytest.raises(CliError, match="add_validator needs --name"):
+        change_doc("add_validator", pub_key=k[0], power=1, node_key=k[1], operator=k[2])
+    with pytest.raises(CliError, match="remove_validator takes no --power"):
+        change_doc("remove_validator", pub_key=k[0], power=3)
