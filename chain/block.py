@@ -30,7 +30,7 @@ from typing import Any
 
 from chain import encoding
 from chain.certificate import CommitCertificate
-from chain.evidence import DuplicateVoteEvidence
+from chain.evidence import Evidence, evidence_from_map
 from chain.hashing import HASH_SIZE, merkle_root, sha256
 from chain.vote import MessageError
 
@@ -116,7 +116,7 @@ def txs_hash(txs: list[bytes]) -> bytes:
     return merkle_root([sha256(tx) for tx in txs])
 
 
-def evidence_hash(evidence: list[DuplicateVoteEvidence]) -> bytes:
+def evidence_hash(evidence: list[Evidence]) -> bytes:
     return merkle_root([ev.hash() for ev in evidence])
 
 
@@ -124,7 +124,7 @@ def evidence_hash(evidence: list[DuplicateVoteEvidence]) -> bytes:
 class Block:
     header: BlockHeader
     txs: tuple[bytes, ...]
-    evidence: tuple[DuplicateVoteEvidence, ...]
+    evidence: tuple[Evidence, ...]
     last_commit: CommitCertificate | None
 
     @property
@@ -156,7 +156,7 @@ class Block:
         header = BlockHeader.from_map(m["header"])
         last_commit = (None if m["last_commit"] is None
                        else CommitCertificate.from_map(m["last_commit"]))
-        evidence = tuple(DuplicateVoteEvidence.from_map(e) for e in m["evidence"])
+        evidence = tuple(evidence_from_map(e) for e in m["evidence"])
         return cls(header, tuple(m["txs"]), evidence, last_commit)
 
     @classmethod

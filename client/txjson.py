@@ -3,15 +3,18 @@
 JSON has no byte strings, so ``bin32`` fields are given as 64 hex characters; the schema
 of each type comes from ``contracts.txtypes`` and the result is checked against it. An
 optional field (``assess_claim``'s ``accident``) is converted the same way when given and
-left out of the body when not.
+left out of the body when not. A ``map`` field (``propose``'s ``params``) is a JSON
+object, or text holding one (as typed on a command line). ``propose`` takes the fields of
+its ``kind`` (``kind_fields_help``; docs/transactions.md).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from contracts.errors import RuleError
-from contracts.txtypes import TX_TYPES, check_body
+from contracts.txtypes import GOV_KIND_FIELDS, GOV_KIND_OPTIONAL, TX_TYPES, check_body
 
 
 def body_from_json(tx_type: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +32,11 @@ def body_from_json(tx_type: str, doc: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"field {name!r} must be 64 hex characters") from None
         elif kind == "bool" and isinstance(value, str) and value in ("true", "false"):
             value = value == "true"
+        elif kind == "map" and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(f"field {name!r} must be a JSON object") from None
         body[name] = value
     try:
         check_body(tx_type, body)
@@ -43,3 +51,11 @@ def fields_help(tx_type: str) -> str:
         return ""
     return ", ".join([f"{k}:{v}" for k, v in t.fields.items()]
                      + [f"[{k}:{v}]" for k, v in t.optional.items()])
+
+
+def kind_fields_help() -> dict[str, str]:
+    """For each ``propose`` kind, the fields it takes (optional ones in brackets)."""
+    kinds = TX_TYPES["propose"].all_fields
+    return {kind: ", ".join([f"{f}:{kinds[f]}" for f in need]
+                            + [f"[{f}:{kinds[f]}]" for f in GOV_KIND_OPTIONAL.get(kind, ())])
+            for kind, need in GOV_KIND_FIELDS.items()}

@@ -29,6 +29,7 @@ from typing import Any
 
 from chain import encoding
 from chain.certificate import CommitCertificate
+from chain.evidence import DuplicateProposalEvidence
 from chain.genesis import DEFAULT_CONSENSUS
 from chain.validators import ValidatorSet
 from chain.vote import MAX_ROUND, MessageError, Proposal, Vote, VoteType
@@ -168,6 +169,7 @@ class ConsensusMachine:
         self._buffer: list[VoteReceived | ProposalReceived] = []
         self._buffer_counts: dict[int, int] = {}
         self._buffer_set: ValidatorSet | None = None
+        self._next_validators: ValidatorSet | None = None
         self._now = 0
         self._reset_height_state()
 
@@ -217,6 +219,32 @@ class ConsensusMachine:
     def proposer(self, height: int, round: int) -> int:
         return self._proposer(height, round)
 
+    def use_signer(self, signer: Signer | None, committed: int | None = None) -> None:
+        """Sign with ``signer`` from the next ``start_height`` on (a key rotation).
+
+        A validator whose consensus key is rotated at height E (docs/governance.md) calls
+        this after height E-1 is over and before ``start_height(E, ...)``, so that every
+        message of E and later is signed by the new key and none by the old one. ``None``
+        turns the machine into an observer (e.g. a validator removed at E).
+
+        A height is over when this machine decided it or, for a height the driver
+        committed by block sync without the machine's decision, when the driver says so
+        with ``committed`` (the height it committed). Raises ``ValueError`` when a height
+        is under way: the machine has taken its index and signing state from the old
+        signer for that height, and a switch now would let one index sign steps of one
+        height with two keys.
+        """
+        if signer is not None and not isinstance(signer, Signer):
+            raise ValueError("signer must be a consensus.signer.Signer or None")
+        if committed is not None and not _is_uint(committed):
+            raise ValueError("committed must be a height")
+        over = (self._validators is None or self._decision is not None
+                or (committed is not None and committed >= self._height))
+        if not over:
+            raise ValueError(f"cannot change the signer in the middle of height "
+                             f"{self._height}; do it between heights")
+        self.signer = signer
+
     def round_state(self) -> RoundState:
         return RoundState(self._height, self._round, self._step, self._locked_round,
                           self._locked_value, self._valid_round, self._valid_value)
@@ -239,10 +267,19 @@ class ConsensusMachine:
         self._prevote_timeout_rounds: set[int] = set()
         self._precommit_timeout_rounds: set[int] = set()
         self._polka_rounds: set[int] = set()
+        self._proposal_evidence_rounds: set[int] = set()
 
     def start_height(self, height: int, validators: ValidatorSet, now_ms: int,
-                     resume: RoundState | None = None) -> list[Action]:
+                     resume: RoundState | None = None,
+                     next_validators: ValidatorSet | None = None) -> list[Action]:
         """Begin consensus on ``height`` ([L10] upon start, [L52-54] after a decision).
+
+        ``validators`` is the set of ``height`` (the set changes between heights under
+        governance: every vote, proposal and quorum of this height is judged against it
+        alone). ``next_validators``, the set of ``height + 1`` if the driver knows it
+        (header ``next_validators_hash`` commits to it), is used to check messages for
+        the next height that arrive early; without it they are checked against
+        ``validators`` and checked again at the next ``start_height`` if the set changed.
 
         Also the restart path: if the signer (or ``resume``, e.g. from a WAL) shows this
         node already acted at ``height``, the machine continues from the latest round it
@@ -254,6 +291,8 @@ class ConsensusMachine:
             raise ValueError("height and now_ms must be non-negative integers")
         if not isinstance(validators, ValidatorSet):
             raise ValueError("validators must be a ValidatorSet")
+        if next_validators is not None and not isinstance(next_validators, ValidatorSet):
+            raise ValueError("next_validators must be a ValidatorSet or None")
         self._prev_votes = (self._votes if self._votes is not None
                             and self._votes.height == height - 1 else None)
         self._height = height
@@ -262,9 +301,12 @@ class ConsensusMachine:
         self._me = (validators.index_of(self.signer.public_key)
                     if self.signer is not None else None)
         self._votes = HeightVotes(height, validators)
+        self._next_validators = next_validators
         self._reset_height_state()
         self._now = now_ms
-        buffered, same_set = self._buffer, self._buffer_set is validators
+        # buffered messages were checked against the set we then expected for this height
+        buffered, same_set = self._buffer, (self._buffer_set is validators
+                                            or self._buffer_set == validators)
         self._buffer, self._buffer_counts, self._buffer_set = [], {}, None
         out: list[Action] = []
 
@@ -344,17 +386,32 @@ class ConsensusMachine:
             _reject(out, RejectKind.MALFORMED, f"unknown event {cls.__name__}")
         return out
 
-    def _verify(self, msg: Vote | Proposal) -> bool:
+    def _verify(self, msg: Vote | Proposal, validators: ValidatorSet | None = None) -> bool:
+        """The signature, checked against the set of the message's height (``validators``,
+        default the current height's)."""
         if not self.verify_signatures:
             return True
-        return msg.verify(self.chain_id, self._validators)
+        return msg.verify(self.chain_id, validators or self._validators)
+
+    def _set_for(self, height: int) -> ValidatorSet | None:
+        """The set messages of ``height`` are judged against, if this machine knows it."""
+        if height == self._height:
+            return self._validators
+        if height == self._height + 1:
+            return self._next_validators or self._validators
+        if height == self._height - 1 and self._prev_votes is not None:
+            return self._prev_votes.validators
+        return None
 
     def _on_vote(self, vote: Any, out: list[Action], verified: bool = False) -> None:
         if vote.__class__ is not Vote:
             return _reject(out, RejectKind.MALFORMED, "not a Vote")
-        if not vote.validator < len(self._validators):
+        # an index is only meaningful in the set of the vote's own height
+        vset = self._set_for(vote.height) or self._validators
+        if not vote.validator < len(vset):
             return _reject(out, RejectKind.UNKNOWN_VALIDATOR,
-                           f"validator index {vote.validator} is not in the set")
+                           f"validator index {vote.validator} is not in the set of "
+                           f"height {vote.height}")
         if vote.height != self._height:
             return self._other_height_vote(vote, out)
         votes = self._votes
@@ -389,7 +446,7 @@ class ConsensusMachine:
             # still worth checking for equivocation after we moved on (e.g. Twins)
             prior = prev.existing(vote)
             if prior is not None and not prev.contains(vote):
-                if not self._verify(vote):
+                if not self._verify(vote, prev.validators):
                     return _reject(out, RejectKind.BAD_SIGNATURE, "bad signature on vote")
                 res = prev.add(vote)
                 if res.evidence is not None:
@@ -405,10 +462,11 @@ class ConsensusMachine:
             return _reject(out, RejectKind.BUFFER_FULL,
                            f"too many next-height messages from validator {msg.validator}")
         # checked now so forgeries cannot crowd out a validator's real messages
-        if not self._verify(msg):
+        expected = self._next_validators or self._validators
+        if not self._verify(msg, expected):
             return _reject(out, RejectKind.BAD_SIGNATURE, "bad signature on next-height message")
         self._buffer_counts[msg.validator] = count + 1
-        self._buffer_set = self._validators
+        self._buffer_set = expected
         self._buffer.append(event)
         return None
 
@@ -417,9 +475,11 @@ class ConsensusMachine:
         if (p.__class__ is not Proposal or event.valid not in (None, True, False)
                 or not _is_uint(event.block_time_ms)):
             return _reject(out, RejectKind.MALFORMED, "malformed proposal event")
-        if not p.validator < len(self._validators):
+        vset = self._set_for(p.height) or self._validators
+        if not p.validator < len(vset):
             return _reject(out, RejectKind.UNKNOWN_VALIDATOR,
-                           f"validator index {p.validator} is not in the set")
+                           f"validator index {p.validator} is not in the set of "
+                           f"height {p.height}")
         if p.height != self._height:
             if p.height == self._height + 1:
                 return self._buffer_message(event, p, out)
@@ -428,12 +488,11 @@ class ConsensusMachine:
         if p.validator != self._proposer(p.height, p.round):
             return _reject(out, RejectKind.NOT_PROPOSER,
                            f"validator {p.validator} is not the proposer of round {p.round}")
-        if self._decision is not None:
-            return _reject(out, RejectKind.STALE, "height already decided")
         existing = self._proposals.get(p.round)
         if existing is not None:
             if existing.sign_payload() == p.sign_payload():
-                if event.valid is not None and p.block_id not in self._verdicts:
+                if (self._decision is None and event.valid is not None
+                        and p.block_id not in self._verdicts):
                     # a driver may deliver the verdict by re-sending the proposal
                     self._verdicts[p.block_id] = (event.valid, event.block_time_ms)
                     self._run_rules(out)
@@ -441,8 +500,16 @@ class ConsensusMachine:
                 return _reject(out, RejectKind.DUPLICATE, "proposal already received")
             if not verified and not self._verify(p):
                 return _reject(out, RejectKind.BAD_SIGNATURE, "bad signature on proposal")
+            # checked even after the decision: equivocation is worth proving whenever seen
+            if ((existing.block_id, existing.pol_round) != (p.block_id, p.pol_round)
+                    and p.round not in self._proposal_evidence_rounds):
+                self._proposal_evidence_rounds.add(p.round)
+                out.append(EmitEvidence(DuplicateProposalEvidence.create(existing, p)))
+            # the first proposal of the round stays the one this node acts on
             return _reject(out, RejectKind.CONFLICTING_PROPOSAL,
                            f"proposer {p.validator} sent two proposals for round {p.round}")
+        if self._decision is not None:
+            return _reject(out, RejectKind.STALE, "height already decided")
         if p.round > self._round + MAX_FUTURE_PROPOSAL_ROUNDS:
             return _reject(out, RejectKind.BUFFER_FULL, f"proposal round {p.round} too far ahead")
         if not verified and not self._verify(p):

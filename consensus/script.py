@@ -24,13 +24,14 @@ Commands (``h`` defaults to the current height, ``r`` to the current round):
 
 Output lines: ``proposal h r pol block``, ``prevote h r block``, ``precommit h r block``
 (our own broadcasts), ``timeout <step> h r <ms>``, ``request-value h r``,
-``request-block h X``, ``commit h r X signers=...``, ``evidence v=I h r <type> X/Y``,
+``request-block h X``, ``commit h r X signers=...``, ``evidence v=I h r <type> X/Y`` (type prevote, precommit or proposal),
 ``rejected <kind>``, ``signer-refused h r <step>``.
 """
 
 from __future__ import annotations
 
 from chain.crypto import PrivateKey
+from chain.evidence import DuplicateProposalEvidence
 from chain.hashing import sha256
 from chain.validators import Validator, ValidatorSet
 from chain.vote import Proposal, Vote, VoteType
@@ -194,9 +195,14 @@ class Script:
                              f"signers={signers}")
             elif c is EmitEvidence:
                 e = a.evidence
-                kind = "prevote" if e.vote_a.type == VoteType.PREVOTE else "precommit"
-                lines.append(f"evidence v={e.validator} {e.height} {e.vote_a.round} {kind} "
-                             f"{self.name(e.vote_a.block_id)}/{self.name(e.vote_b.block_id)}")
+                if isinstance(e, DuplicateProposalEvidence):
+                    x, y = e.proposal_a, e.proposal_b
+                    kind = "proposal"
+                else:
+                    x, y = e.vote_a, e.vote_b
+                    kind = "prevote" if x.type == VoteType.PREVOTE else "precommit"
+                lines.append(f"evidence v={e.validator} {e.height} {x.round} {kind} "
+                             f"{self.name(x.block_id)}/{self.name(y.block_id)}")
             elif c is Rejected:
                 lines.append(f"rejected {a.kind.value}")
             elif c is SignerRefused:

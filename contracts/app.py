@@ -23,14 +23,15 @@ from contracts.errors import RuleError
 from contracts.memstate import Overlay
 from contracts.params import Params
 from contracts.records import State
-from contracts.rules import HANDLERS, payout, schedule
+from contracts.rules import HANDLERS, governance, payout, schedule
 from contracts.rules.context import Ctx, Event
+from contracts.rules.paramhist import ParamHistory
 from contracts.rules.settlement import (
     member_billed,
     member_charge,
     member_group,
 )
-from contracts.txtypes import ASSESSOR, MEMBER, REGISTRAR, check_body
+from contracts.txtypes import ASSESSOR, GOVERNOR, MEMBER, REGISTRAR, check_body
 
 __all__ = ["Application", "Event", "Receipt", "State", "member_key", "claim_key",
            "period_key"]
@@ -100,10 +101,13 @@ class Application:
         self.schedule = self.params.make_schedule(genesis.genesis_time_ms)
         self.state = state
         self._block: tuple[int, int, bytes] | None = None
-        # roles come from genesis alone (init_chain writes them, no transaction changes
-        # them), so the check a registrar's or assessor's every transaction makes reads
-        # this map rather than decoding the role record from the state each time
-        self._role_map = {pk: frozenset(r) for pk, r in genesis_roles(genesis).items()}
+        # roles live in the state (genesis writes them, governance changes them); each
+        # check reads the record's bytes and decodes only when they differ from the ones
+        # cached, so a rolled-back grant or revoke (a rejected transaction, a failed
+        # block) can never leave a stale role behind
+        self._role_cache: dict[bytes, tuple[bytes | None, frozenset[str]]] = {}
+        # the rule parameters of each period (genesis params, then set_params versions)
+        self.history = ParamHistory(self.params)
         # validator sets by the height they start at: a set record never changes once its
         # height is reached (only a pending one, for the next two heights, still can)
         self._vsets: dict[int, ValidatorSet] = {}
@@ -158,6 +162,9 @@ class Application:
             records.store(self.state, records.account_key(pk), {"nonce": 0})
         records.store(self.state, records.vset_key(1), {
             "validators": g.validators.to_maps(), "changes": []})
+        # a consensus key is never used again once a validator used it (governance)
+        for v in g.validators.validators:
+            records.store(self.state, records.used_key(v.pub_key), {"height": 1})
         records.store(self.state, records.VSETS_KEY, {"heights": [1]})
         meta = records.new_meta()
         meta["time_ms"] = g.genesis_time_ms
@@ -169,23 +176,47 @@ class Application:
         acct = records.load(self.state, records.account_key(sender))
         return 1 if acct is None else acct["nonce"] + 1
 
-    def _roles(self, sender: bytes) -> frozenset[str]:
-        return self._role_map.get(sender, frozenset())
+    def _roles(self, sender: bytes, state: State | None = None) -> frozenset[str]:
+        """The account's roles as ``state`` (default: the committed state) holds them."""
+        data = (self.state if state is None else state).get(records.role_key(sender))
+        hit = self._role_cache.get(sender)
+        if hit is not None and hit[0] == data:
+            return hit[1]
+        roles = frozenset() if data is None else frozenset(records.decode_record(data)["roles"])
+        if len(self._role_cache) > 4096:
+            self._role_cache.clear()
+        self._role_cache[sender] = (data, roles)
+        return roles
 
-    def _admit(self, state: State, tx: Transaction) -> dict[str, Any] | None:
+    def operator_of(self, account: bytes, height: int | None = None) -> bytes | None:
+        """The consensus key of the validator (in the set of ``height``, default the next
+        height) whose operator account is ``account``; None if there is none."""
+        h = self._meta()["height"] + 1 if height is None else height
+        for v in self.validators_at(h).validators:
+            if v.operator == account:
+                return v.pub_key
+        return None
+
+    def _admit(self, state: State, tx: Transaction,
+               height: int | None = None) -> dict[str, Any] | None:
         """The stateless-ish checks shared by check_tx and deliver_tx; returns the
-        sender's account record (None before their first transaction)."""
+        sender's account record (None before their first transaction). ``height`` is
+        the executing block's (default: the next block, for the mempool)."""
         if tx.chain_id != self.genesis.chain_id:
             raise RuleError(errors.WRONG_CHAIN_ID,
                             f"chain id {tx.chain_id!r} is not {self.genesis.chain_id!r}")
         t = check_body(tx.type, tx.body)
         if t.role == MEMBER:
             ok = state.get(records.member_key(tx.sender)) is not None
+        elif t.role == GOVERNOR:
+            # the operator account of a validator in the set of the executing height
+            ok = self.operator_of(tx.sender, height) is not None
         else:
-            ok = not self._roles(tx.sender).isdisjoint(t.roles)
+            ok = not self._roles(tx.sender, state).isdisjoint(t.roles)
         if not ok:
-            raise RuleError(errors.NOT_PERMITTED,
-                            f"{tx.type} needs the {' or '.join(t.roles)} role")
+            need = ("the operator account of a validator in the set" if t.role == GOVERNOR
+                    else f"the {' or '.join(t.roles)} role")
+            raise RuleError(errors.NOT_PERMITTED, f"{tx.type} needs {need}")
         acct = records.load(state, records.account_key(tx.sender))
         expected = 1 if acct is None else acct["nonce"] + 1
         if tx.nonce != expected:
@@ -205,7 +236,10 @@ class Application:
         if self._block is None:
             raise RuntimeError("no block in progress (call begin_block first)")
         height, time_ms, seed = self._block
-        return Ctx(state, self.params, self.schedule, time_ms, height, seed)
+        # a transaction runs under the parameters of the first period not in notice yet
+        meta = records.load_meta(state)
+        params = self.history.params_at(state, meta["next_notice"]) if meta else self.params
+        return Ctx(state, params, self.schedule, time_ms, height, seed, history=self.history)
 
     def begin_block(self, height: int, time_ms: int, seed: bytes,
                     offences: Sequence[tuple[int, bytes, bytes]] = ()) -> list[Event]:
@@ -231,6 +265,9 @@ class Application:
         ctx = self._ctx(overlay)
         ctx.meta["height"] = height
         ctx.meta["time_ms"] = time_ms
+        governance.expire_due(ctx)
+        for off_height, pub_key, evidence in offences:
+            governance.jail(ctx, off_height, pub_key, evidence)
         schedule.run_due(ctx)
         ctx.save_meta()
         overlay.commit()
@@ -241,7 +278,7 @@ class Application:
         overlay = Overlay(self.state)
         ctx = self._ctx(overlay)
         try:
-            acct = self._admit(overlay, tx)
+            acct = self._admit(overlay, tx, self._block[0] if self._block else None)
             HANDLERS[tx.type](ctx, tx.sender, tx.body)
         except RuleError as exc:
             return Receipt(exc.code, exc.reason)
@@ -319,6 +356,7 @@ class Application:
             "pubkey": pubkey.hex(), "nonce": nonce, "next_nonce": nonce + 1,
             "roles": sorted(self._roles(pubkey)),
             "member": self.state.get(records.member_key(pubkey)) is not None,
+            "operator_of": None if (pk := self.operator_of(pubkey)) is None else pk.hex(),
         }
 
     def member_share(self, member_id: str, period: int) -> dict[str, Any] | None:
@@ -339,7 +377,8 @@ class Application:
         return {
             "member": pk.hex(), "period": period, "shares": shares,
             "cohort": m["cohort"], "exit_period": m["exit_period"],
-            "P": rec["P"], "F": rec["F"], "fee_bps": self.params.fee_bps, "S": rec["S"],
+            "P": rec["P"], "F": rec["F"],
+            "fee_bps": self.history.params_at(self.state, period).fee_bps, "S": rec["S"],
             "need": rec["need"], "M": rec["M"], "cases": rec["cases"],
             "share_raw": rec["share_raw"], "case_cap": rec["case_cap"],
             "share": rec["share"], "annual_cap": rec["annual_cap"],
@@ -351,6 +390,78 @@ class Application:
             "surplus_new": rec["surplus_new"], "claims": rec["claims"],
             "formula": "charge = min(min(ceil((P+F-S)/M), case_cap), annual_cap - ytd_before)",
         }
+
+    # governance queries (docs/governance.md, "Records") --------------------------------
+
+    def get_proposal(self, proposal_id: int | str) -> dict[str, Any] | None:
+        """A proposal as JSON: change, proposer, deadline, status, each vote with its
+        power, and the tally (an open one against the set of the next height)."""
+        try:
+            pid = int(proposal_id)
+        except (TypeError, ValueError):
+            return None
+        if pid < 1 or pid >= 1 << 64:
+            return None
+        prop = records.load(self.state, records.proposal_key(pid))
+        if prop is None:
+            return None
+        return governance.proposal_view(
+            prop, self.validators_at(self._meta()["height"] + 1))
+
+    def list_proposals(self, status: str | None = None, after_id: int = 0,
+                       limit: int = 50) -> list[dict[str, Any]]:
+        """Proposals with id > ``after_id`` in id order, at most ``limit`` (1..500), of
+        one ``status`` (open, passed, failed, expired) or all."""
+        if status not in (None, "open", "passed", "failed", "expired"):
+            raise ValueError(f"unknown proposal status {status!r}")
+        limit = max(1, min(int(limit), 500))
+        idx = records.load(self.state, records.PROPS_KEY)
+        if idx is None:
+            return []
+        vset = self.validators_at(self._meta()["height"] + 1)
+        out: list[dict[str, Any]] = []
+        if status == "open":
+            ids = sorted(pid for pid, _ in idx["open"] if pid > after_id)
+        else:
+            ids = range(max(1, int(after_id) + 1), idx["next"])
+        for pid in ids:
+            prop = records.load(self.state, records.proposal_key(pid))
+            if prop is None or (status is not None and prop["status"] != status):
+                continue
+            out.append(governance.proposal_view(prop, vset))
+            if len(out) >= limit:
+                break
+        return out
+
+    def validator_changes(self) -> list[dict[str, Any]]:
+        """Every height at which the validator set changed (1: genesis), with the set
+        (keys as hex) and the changes that made it."""
+        out = []
+        for h in self.validator_set_heights():
+            rec = records.load(self.state, records.vset_key(h))
+            vset = ValidatorSet.from_maps(rec["validators"])
+            out.append({"height": h, "validators": to_jsonable(rec["validators"]),
+                        "total_power": vset.total_power, "hash": vset.hash().hex(),
+                        "changes": to_jsonable(rec["changes"])})
+        return out
+
+    def params_history(self) -> list[dict[str, Any]]:
+        """Each parameter version in force from a period: genesis (version 0) first."""
+        idx = self.history.index(self.state)
+        out = []
+        for start, v in idx["versions"]:
+            if v == 0:
+                out.append({"version": 0, "from_period": start, "proposal": None,
+                            "height": 0, "params": self.params.to_dict()})
+                continue
+            rec = records.load(self.state, records.params_version_key(v))
+            out.append({"version": v, "from_period": start, "proposal": rec["proposal"],
+                        "height": rec["height"], "params": to_jsonable(rec["params"])})
+        return out
+
+    def params_at(self, period: int) -> Params:
+        """The rule parameters of ``period``."""
+        return self.history.params_at(self.state, period)
 
     def member_key(self, member_id: str | bytes) -> bytes:
         return member_key(member_id)

@@ -64,6 +64,26 @@ GUARDIAN_REQUIRED = "guardian_required"
 GUARDIAN_NOT_ALLOWED = "guardian_not_allowed"
 GUARDIAN_IS_MEMBER = "guardian_is_member"
 
+# governance (docs/governance.md, "Error codes")
+UNKNOWN_PROPOSAL = "unknown_proposal"
+PROPOSAL_EXPIRED = "proposal_expired"
+PROPOSAL_CLOSED = "proposal_closed"
+ALREADY_VOTED_PROPOSAL = "already_voted_proposal"
+BAD_DEADLINE = "bad_deadline"
+TOO_MANY_PROPOSALS = "too_many_proposals"
+POWER_SHIFT_TOO_LARGE = "power_shift_too_large"
+EMPTY_VALIDATOR_SET = "empty_validator_set"
+KEY_USED = "key_used"
+NODE_KEY_IN_USE = "node_key_in_use"
+BAD_OPERATOR = "bad_operator"
+UNKNOWN_VALIDATOR = "unknown_validator"
+BAD_VALIDATOR = "bad_validator"
+ROLE_HELD = "role_held"
+ROLE_NOT_HELD = "role_not_held"
+BAD_PARAMS = "bad_params"
+PARAM_NOT_CHANGEABLE = "param_not_changeable"
+BAD_FROM_PERIOD = "bad_from_period"
+
 #: every code with a one-line meaning; docs/transactions.md lists the same table and a test
 #: checks they agree.
 ALL_CODES: dict[str, str] = {
@@ -115,6 +135,27 @@ ALL_CODES: dict[str, str] = {
     GUARDIAN_REQUIRED: "a member under the adult age joins on a guardian's attestation",
     GUARDIAN_NOT_ALLOWED: "only a member under the adult age names a guardian",
     GUARDIAN_IS_MEMBER: "the guardian's identity is the member's own",
+    UNKNOWN_PROPOSAL: "no proposal with that id",
+    PROPOSAL_EXPIRED: "the proposal's deadline has passed",
+    PROPOSAL_CLOSED: "the proposal already passed or failed",
+    ALREADY_VOTED_PROPOSAL: "this operator already voted on this proposal",
+    BAD_DEADLINE: "the deadline is not after the block time or is too far ahead",
+    TOO_MANY_PROPOSALS: "the number of open proposals is at its bound",
+    POWER_SHIFT_TOO_LARGE: "the change would move a third or more of the voting power",
+    EMPTY_VALIDATOR_SET: "the change would leave no validator",
+    KEY_USED: "the consensus key is, or was once, used by a validator (or is an "
+              "operator account)",
+    NODE_KEY_IN_USE: "the node key is used by a validator in the set",
+    BAD_OPERATOR: "the operator account is a consensus key or missing",
+    UNKNOWN_VALIDATOR: "no validator with that consensus key in the set (nor jailed, for "
+                       "set_power)",
+    BAD_VALIDATOR: "the change's fields do not make a valid validator or set",
+    ROLE_HELD: "the account already holds that role",
+    ROLE_NOT_HELD: "the account does not hold that role",
+    BAD_PARAMS: "the changed parameters are unknown, mistyped or inconsistent",
+    PARAM_NOT_CHANGEABLE: "the parameter may not be changed on a running chain",
+    BAD_FROM_PERIOD: "from_period is already in notice, too far ahead, or before a "
+                     "pending change",
 }
 
 

@@ -34,6 +34,17 @@ kind sort in numeric order:
     b"vset/" + u64be(h)            {"validators": [validator record], "changes": [change]}
                                    the set that signs heights h .. (next entry - 1)
                                    (docs/governance.md)
+    b"usedkey/" + pk32             {"height": uint} a consensus key some validator used
+                                   (genesis keys at height 1): never usable again
+    b"jail/" + pk32                {"evidence": bin32, "height": offence height,
+                                   "jailed_height": uint, "validator": validator record,
+                                   "restored_height": uint | None}
+    b"props"                       {"next": next proposal id, "open": [[id, deadline_ms]]}
+    b"prop/" + u64be(id)           proposal record (docs/governance.md, "Records")
+    b"paramh"                      {"next_v": uint, "versions": [[from_period, v]]}
+                                   parameter history index (absent: genesis params only)
+    b"paramv/" + u64be(v)          {"v", "from_period", "params": params object,
+                                   "proposal": id, "height": uint} a parameter version
 
 u64be is an unsigned 64-bit big-endian integer; pk32 a 32-byte Ed25519 public key.
 """
@@ -141,6 +152,27 @@ VSETS_KEY = b"vsets"
 
 def vset_key(height: int) -> bytes:
     return b"vset/" + u64(height)
+
+
+USEDKEYS_PREFIX = b"usedkey/"
+PROPS_KEY = b"props"
+PARAMH_KEY = b"paramh"
+
+
+def used_key(pk: bytes) -> bytes:
+    return USEDKEYS_PREFIX + pk
+
+
+def jail_key(pk: bytes) -> bytes:
+    return b"jail/" + pk
+
+
+def proposal_key(proposal_id: int) -> bytes:
+    return b"prop/" + u64(proposal_id)
+
+
+def params_version_key(v: int) -> bytes:
+    return b"paramv/" + u64(v)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

@@ -8,10 +8,21 @@ extra), plus any of its optional fields. Field kinds and their msgpack types:
 * ``bool``  - true / false
 * ``date``  - str ``YYYY-MM-DD`` (a real calendar date)
 * ``code``  - str, a disease code ``[a-z0-9][a-z0-9_.-]{0,47}``
+* ``name``  - str of at most 64 characters (a validator's name)
+* ``gkind`` - str, one of ``GOV_KINDS`` (a governance change kind)
+* ``role``  - str, one of ``GRANTABLE_ROLES``
+* ``map``   - a map with str keys (``set_params``' changed parameters; what may be in it is
+  a rule: docs/governance.md, "Rule parameters")
 
-Roles: ``registrar``, ``assessor`` and ``operator`` keys are listed in genesis (a type
-may accept more than one role: ``TxType.roles``); ``member`` means the
-sender has a member record (whether the member is active is a rule, checked later).
+``propose`` has per-kind fields: ``GOV_KIND_FIELDS`` names, for each kind, exactly the
+optional fields that kind requires (and ``GOV_KIND_OPTIONAL`` those it may add); any
+other optional field is refused with ``bad_body``.
+
+Roles: ``registrar``, ``assessor`` and ``operator`` keys are listed in genesis and then
+granted or revoked by governance (a type may accept more than one role:
+``TxType.roles``); ``member`` means the sender has a member record (whether the member is
+active is a rule, checked later); ``governor`` means the sender is the operator account
+of a validator in the set of the executing height (docs/governance.md).
 docs/transactions.md documents every type.
 """
 
@@ -29,7 +40,25 @@ REGISTRAR = "registrar"
 ASSESSOR = "assessor"
 MEMBER = "member"
 OPERATOR = "operator"
-ROLES = (REGISTRAR, ASSESSOR, MEMBER, OPERATOR)
+GOVERNOR = "governor"
+ROLES = (REGISTRAR, ASSESSOR, MEMBER, OPERATOR, GOVERNOR)
+#: the roles governance may grant and revoke (role records in the state)
+GRANTABLE_ROLES = (REGISTRAR, ASSESSOR, OPERATOR)
+
+#: change kinds of ``propose`` and the optional body fields each requires
+GOV_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "add_validator": ("pub_key", "power", "node_key", "name", "operator"),
+    "remove_validator": ("pub_key",),
+    "set_power": ("pub_key", "power"),
+    "rotate_key": ("pub_key", "new_pub_key"),
+    "grant_role": ("account", "role"),
+    "revoke_role": ("account", "role"),
+    "set_params": ("params", "from_period"),
+}
+#: the optional body fields a kind may add
+GOV_KIND_OPTIONAL: dict[str, tuple[str, ...]] = {"rotate_key": ("new_node_key",)}
+GOV_KINDS = tuple(GOV_KIND_FIELDS)
+MAX_NAME_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,14 @@ TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType("record_refund", REGISTRAR, {"member": "bin32", "payment_ref": "bin32"},
            "record the refund of the shares a member barred by rule 3 paid",
            other_roles=(OPERATOR,)),
+    TxType("propose", GOVERNOR, {"kind": "gkind", "deadline_ms": "uint"},
+           "a validator's operator proposes one governance change (counts as its yes)",
+           optional={"pub_key": "bin32", "power": "uint", "node_key": "bin32",
+                     "name": "name", "operator": "bin32", "new_pub_key": "bin32",
+                     "new_node_key": "bin32", "account": "bin32", "role": "role",
+                     "params": "map", "from_period": "uint"}),
+    TxType("vote_proposal", GOVERNOR, {"proposal_id": "uint", "yes": "bool"},
+           "a validator's operator votes yes or no on an open proposal"),
 )}
 
 _UINT_MAX = (1 << 63) - 1
@@ -102,6 +139,14 @@ def _check_field(name: str, kind: str, value: Any) -> None:
             ok = False
     elif kind == "code":
         ok = isinstance(value, str) and bool(CODE_RE.match(value))
+    elif kind == "name":
+        ok = isinstance(value, str) and len(value) <= MAX_NAME_LEN
+    elif kind == "gkind":
+        ok = isinstance(value, str) and value in GOV_KIND_FIELDS
+    elif kind == "role":
+        ok = isinstance(value, str) and value in GRANTABLE_ROLES
+    elif kind == "map":
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     else:  # pragma: no cover - the table above only uses the kinds listed
         raise AssertionError(kind)
     if not ok:
@@ -124,4 +169,19 @@ def check_body(type_name: str, body: Any) -> TxType:
     for name, kind in t.all_fields.items():
         if name in body:
             _check_field(name, kind, body[name])
+    if t.name == "propose":
+        _check_kind_fields(body)
     return t
+
+
+def _check_kind_fields(body: dict[str, Any]) -> None:
+    """A ``propose`` body carries exactly its kind's fields (and its optional ones)."""
+    kind = body["kind"]
+    need = set(GOV_KIND_FIELDS[kind])
+    allowed = need | set(GOV_KIND_OPTIONAL.get(kind, ())) | {"kind", "deadline_ms"}
+    missing = need - set(body)
+    if missing:
+        raise RuleError(errors.BAD_BODY, f"{kind} needs {sorted(missing)}")
+    extra = set(body) - allowed
+    if extra:
+        raise RuleError(errors.BAD_BODY, f"{kind} does not take {sorted(extra)}")

@@ -1,6 +1,7 @@
 """Votes, proposals, certificates, evidence, block headers and genesis."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,12 @@ from chain import encoding
 from chain.block import Block, BlockHeader, evidence_hash, txs_hash
 from chain.certificate import CommitCertificate, verify_certificate, weighted_median_time
 from chain.crypto import PrivateKey
-from chain.evidence import DuplicateVoteEvidence
+from chain.evidence import (
+    DuplicateProposalEvidence,
+    DuplicateVoteEvidence,
+    decode_evidence,
+    evidence_from_map,
+)
 from chain.genesis import Genesis, GenesisError
 from chain.hashing import sha256
 from chain.validators import Validator, ValidatorSet
@@ -102,6 +108,96 @@ def test_evidence():
     assert not same.verify(CHAIN, VSET)[0]
     other_round = Vote(VoteType.PREVOTE, 4, 2, None, 11, 2).signed(KEYS[2], CHAIN)
     assert not DuplicateVoteEvidence.create(a, other_round).verify(CHAIN, VSET)[0]
+
+
+def _proposal(block_id=BID, pol=-1, ts=10, rnd=1, who=2, key=None):
+    return Proposal(4, rnd, pol, block_id, ts, who).signed(key or KEYS[who], CHAIN)
+
+
+def test_proposal_evidence():
+    a, b = _proposal(), _proposal(block_id=sha256(b"other"))
+    ev = DuplicateProposalEvidence.create(b, a)
+    assert ev == DuplicateProposalEvidence.create(a, b)
+    assert ev.proposal_a.encode() < ev.proposal_b.encode()
+    assert ev.verify(CHAIN, VSET) == (True, "ok")
+    assert (ev.height, ev.validator) == (4, 2)
+    assert DuplicateProposalEvidence.from_map(encoding.decode(ev.encode())) == ev
+    assert ev.hash() == sha256(ev.encode())
+    # the same block with another POL round is an equivocation too
+    pol = DuplicateProposalEvidence.create(a, _proposal(pol=0))
+    assert pol.verify(CHAIN, VSET) == (True, "ok")
+    refused = {
+        "proposals are for the same block and POL round":
+            DuplicateProposalEvidence.create(a, _proposal(ts=11)),
+        "proposals are not for the same height, round and validator":
+            DuplicateProposalEvidence.create(a, _proposal(rnd=2, block_id=sha256(b"x"))),
+        "proposals are not in canonical order": DuplicateProposalEvidence(ev.proposal_b,
+                                                                          ev.proposal_a),
+        "a proposal signature is invalid": DuplicateProposalEvidence.create(
+            a, _proposal(block_id=sha256(b"x"), key=KEYS[3])),
+    }
+    for reason, bad in refused.items():
+        assert bad.verify(CHAIN, VSET) == (False, reason)
+    # checked against the set of its height: a set without the proposer's key refuses it
+    other = ValidatorSet(Validator(k.public_key.raw, 10) for k in (KEYS[0], KEYS[1], KEYS[3]))
+    assert ev.verify(CHAIN, other) == (False, "a proposal signature is invalid")
+
+
+def test_evidence_from_map_tells_the_kinds_apart():
+    v = DuplicateVoteEvidence.create(
+        Vote(VoteType.PREVOTE, 4, 1, BID, 10, 2).signed(KEYS[2], CHAIN),
+        Vote(VoteType.PREVOTE, 4, 1, None, 11, 2).signed(KEYS[2], CHAIN))
+    p = DuplicateProposalEvidence.create(_proposal(), _proposal(block_id=sha256(b"other")))
+    assert evidence_from_map(v.to_map()) == v and evidence_from_map(p.to_map()) == p
+    assert decode_evidence(v.encode()) == v and decode_evidence(p.encode()) == p
+    bad_maps = [
+        {"vote_a": v.to_map()["vote_a"], "proposal_b": p.to_map()["proposal_b"]},
+        {**v.to_map(), "extra": 1},
+        {"proposal_a": v.to_map()["vote_a"], "proposal_b": v.to_map()["vote_b"]},
+        [v.to_map()],
+        None,
+    ]
+    for m in bad_maps:
+        with pytest.raises(MessageError):
+            evidence_from_map(m)
+    with pytest.raises(MessageError):
+        decode_evidence(b"\xc1")
+    with pytest.raises(MessageError):
+        DuplicateVoteEvidence.from_map(p.to_map())
+    with pytest.raises(MessageError):
+        DuplicateProposalEvidence.from_map(v.to_map())
+
+
+def test_block_carries_both_kinds_of_evidence():
+    v = DuplicateVoteEvidence.create(
+        Vote(VoteType.PREVOTE, 1, 0, BID, 10, 2).signed(KEYS[2], CHAIN),
+        Vote(VoteType.PREVOTE, 1, 0, None, 11, 2).signed(KEYS[2], CHAIN))
+    p = DuplicateProposalEvidence.create(_proposal(), _proposal(block_id=sha256(b"other")))
+    cert = CommitCertificate.from_votes([precommit(i, height=1) for i in range(3)])
+    header = _header(evidence_hash=evidence_hash([v, p]), last_commit_hash=cert.hash(),
+                     last_block_id=BID)
+    block = Block(header, (), (v, p), cert)
+    block.check_structure()
+    back = Block.decode(block.encode())
+    assert back == block and back.evidence == (v, p)
+    swapped = Block(header, (), (p, v), cert)  # the evidence hash fixes the order
+    with pytest.raises(MessageError, match="evidence_hash"):
+        Block.decode(swapped.encode()).check_structure()
+
+
+def test_evidence_vectors_read_back_with_their_verdicts():
+    doc = json.loads((Path(__file__).parent / "vectors" / "evidence.json").read_text())
+    vset = ValidatorSet(Validator(bytes.fromhex(v["public_key_hex"]), v["power"])
+                        for v in doc["validators"])
+    for v in doc["vectors"] + doc["proposal_vectors"]:
+        ev = decode_evidence(bytes.fromhex(v["canonical_hex"]))
+        assert ev.hash().hex() == v["hash_hex"]
+        assert ev.verify(doc["chain_id"], vset) == (v["valid"], v["reason"]), v["note"]
+    assert {type(decode_evidence(bytes.fromhex(v["canonical_hex"])))
+            for v in doc["proposal_vectors"]} == {DuplicateProposalEvidence}
+    for bad in doc["invalid_encodings"]:
+        with pytest.raises(MessageError):
+            decode_evidence(bytes.fromhex(bad["hex"]))
 
 
 def _header(height=2, **kw):

@@ -98,7 +98,9 @@ def test_bad_inputs_change_nothing() -> None:
         (VoteReceived("not a vote"), RejectKind.MALFORMED),
         (VoteReceived(vote(VoteType.PREVOTE, 2, B)), RejectKind.DUPLICATE),
         (ProposalReceived(proposal(sender=3)), RejectKind.NOT_PROPOSER),
-        (ProposalReceived(proposal(block=B)), RejectKind.CONFLICTING_PROPOSAL),
+        # same block and POL round, another timestamp: refused, but no value equivocated
+        (ProposalReceived(Proposal(1, 0, -1, A, 2001, 1).signed(KEYS[1], CHAIN)),
+         RejectKind.CONFLICTING_PROPOSAL),
         (ProposalReceived(Proposal(1, 0, -1, B, 5, 1, KEYS[1].sign_raw(b"y"))),
          RejectKind.BAD_SIGNATURE),
         (ProposalReceived(proposal(), valid="yes"), RejectKind.MALFORMED),

@@ -144,7 +144,7 @@ def test_queries() -> None:
     assert h.app.member_share(k.public_key.hex(), 1) is None
     acct = h.app.get_account(OPERATOR.public_key.raw)
     assert acct == {"pubkey": OPERATOR.public_key.hex(), "nonce": 0, "next_nonce": 1,
-                    "roles": ["operator"], "member": False}
+                    "roles": ["operator"], "member": False, "operator_of": None}
     assert member_key(k.public_key.hex()) == b"member/" + k.public_key.raw
     assert h.app.member_key(k.public_key.raw) == member_key(k.public_key.hex())
     assert claim_key("7") == b"claim/" + (7).to_bytes(8, "big")

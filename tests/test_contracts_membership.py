@@ -28,7 +28,8 @@ def test_join_records_member_identity_cohort_and_account() -> None:
     m = h.app.get_member(k.public_key.hex())
     assert m["status"] == "active" and m["cohort"] == 1 and m["billed_fen"] == 0
     assert h.app.get_account(k.public_key.raw) == {
-        "pubkey": k.public_key.hex(), "nonce": 0, "next_nonce": 1, "roles": [], "member": True}
+        "pubkey": k.public_key.hex(), "nonce": 0, "next_nonce": 1, "roles": [], "member": True,
+        "operator_of": None}
     assert h.app.get_account(REGISTRAR.public_key.raw)["nonce"] == 1
 
 

@@ -3,7 +3,7 @@
 Prints a table per fault family and a final JSON line::
 
     {"scenarios": K, "violations": 0, "heights_committed": ..., "evidence": ...,
-     "seconds": ...}
+     "set_changes": ..., "seconds": ...}
 
 and exits 1 on any violation after printing the first bad scenario's seed, violations,
 replay command and the last ``--trace`` lines of its trace. See docs/simulator.md.
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"simulated ms after healing to finish in (default {LIVENESS_MS})")
     p.add_argument("--trace", type=int, default=80, metavar="LINES",
                    help="trace lines printed for the first bad scenario (default 80)")
+    p.add_argument("--changes", action="store_true",
+                   help="give every scenario a schedule of validator-set changes (add, "
+                        "remove, power, key rotation, jailing; effective two heights after "
+                        "the block deciding them); needs --heights >= 3")
     p.add_argument("--bench", action="store_true",
                    help="measure committed heights per second (n = 4 and 10, signatures "
                         "on and off) instead of running scenarios")
@@ -92,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = range(args.start_seed, args.start_seed + args.seeds)
     try:
         summary = run_many(seeds, args.faults, args.validators, args.heights,
-                           args.byzantine, signatures, args.liveness_ms)
+                           args.byzantine, signatures, args.liveness_ms,
+                           changes=args.changes)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "violations": summary.violations,
         "heights_committed": summary.heights,
         "evidence": summary.evidence,
+        "set_changes": summary.set_changes,
         "seconds": round(seconds, 2),
     }))
     return 1 if summary.violations else 0

@@ -5,26 +5,34 @@
 * **validity**: every committed block was built valid for that height and proposed by
   someone at that height;
 * **certificates**: every commit carries a certificate for that height and block id that
-  ``chain.certificate.verify_certificate`` accepts (with signatures off, the same checks
-  minus Ed25519: distinct known validators holding more than 2/3 of the power);
+  ``chain.certificate.verify_certificate`` accepts against **the validator set of that
+  height** (with signatures off, the same checks minus Ed25519: distinct validators of
+  that set holding more than 2/3 of its power);
+* **membership**: every message any endpoint signed for a height was signed by the key
+  the set of that height holds at the message's validator index: a removed or jailed
+  validator, a validator not added yet, and a rotated-away key sign nothing there
+  (**retired keys** names the last case: an old key signing at or after its switch);
 * **no honest double-sign**: across the whole message log, no honest validator signed two
   different messages for one (height, round, step);
 * **liveness**: after the global stabilisation time every honest validator committed again
   and reached the scenario's height within the liveness budget;
 * **evidence**: every endpoint that processed two conflicting votes of one validator for
-  one (height, round, type) emitted duplicate-vote evidence for it; all evidence verifies
-  (``DuplicateVoteEvidence.verify``, or its structural half with signatures off) and
-  accuses only validators that really signed two different votes.
+  one (height, round, type), or two proposals with different values for one (height,
+  round), emitted evidence for it; all evidence verifies against the set of its height
+  (``verify``, or its structural half ``check_shape`` with signatures off) and accuses
+  only validators that really signed two different votes or proposals at that height.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chain.evidence import DuplicateProposalEvidence
 from consensus.sim.cluster import RunRecord
 from consensus.sim.verify import certificate_ok, evidence_ok
 
-CHECKS = ("agreement", "validity", "certificates", "double_sign", "liveness", "evidence")
+CHECKS = ("agreement", "validity", "certificates", "membership", "retired_key",
+          "double_sign", "liveness", "evidence")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ def check_run(rec: RunRecord) -> list[Violation]:
     """All violations of the invariants in one run (empty when the run is correct)."""
     out: list[Violation] = []
     _agreement_validity_certificates(rec, out)
+    _membership(rec, out)
     _double_sign(rec, out)
     _liveness(rec, out)
     _evidence(rec, out)
@@ -74,11 +83,28 @@ def _agreement_validity_certificates(rec: RunRecord, out: list[Violation]) -> No
             if tag in checked_certs:
                 continue  # the same certificate was already verified
             checked_certs.add(tag)
-            ok, why = certificate_ok(c.certificate, rec.validators, h, c.block_id,
+            ok, why = certificate_ok(c.certificate, rec.schedule.set_at(h), h, c.block_id,
                                      rec.signatures)
             if not ok:
                 out.append(Violation("certificates",
                                      f"endpoint {ep} height {h}: certificate refused: {why}"))
+
+
+def _membership(rec: RunRecord, out: list[Violation]) -> None:
+    switch = {old: (member, height) for member, old, height in rec.schedule.rotations}
+    for key, h, index in sorted(rec.signed_keys):
+        vs = rec.schedule.set_at(h)
+        if index < len(vs) and vs[index].pub_key == key:
+            continue
+        retired = switch.get(key)
+        if retired is not None and h >= retired[1]:
+            out.append(Violation("retired_key", (
+                f"the old key {key.hex()[:8]} of member {retired[0]} signed at height {h}, "
+                f"at or after its rotation at height {retired[1]}")))
+        else:
+            out.append(Violation("membership", (
+                f"key {key.hex()[:8]} signed as validator {index} at height {h}, which the "
+                f"set of that height does not give it")))
 
 
 def _double_sign(rec: RunRecord, out: list[Violation]) -> None:
@@ -110,16 +136,22 @@ def _liveness(rec: RunRecord, out: list[Violation]) -> None:
 def _evidence(rec: RunRecord, out: list[Violation]) -> None:
     emitted: set[tuple[int, tuple[int, int, int, int]]] = set()
     for ep, ev in rec.evidence:
-        a = ev.vote_a
-        emitted.add((ep, (a.validator, a.height, a.round, int(a.type))))
-        ok, why = evidence_ok(ev, rec.validators, rec.signatures)
+        if isinstance(ev, DuplicateProposalEvidence):
+            p = ev.proposal_a
+            emitted.add((ep, (p.validator, p.height, p.round, 0)))
+        else:
+            a = ev.vote_a
+            emitted.add((ep, (a.validator, a.height, a.round, int(a.type))))
+        ok, why = evidence_ok(ev, rec.schedule.set_at(ev.height), rec.signatures)
         if not ok:
             out.append(Violation("evidence", f"endpoint {ep} emitted bad evidence: {why}"))
-        elif a.validator not in rec.equivocators:
+        elif (ev.height, ev.validator) not in rec.equivocators:
             out.append(Violation("evidence", (
-                f"endpoint {ep} accused validator {a.validator}, which never equivocated")))
+                f"endpoint {ep} accused validator {ev.validator} at height {ev.height}, "
+                "which never equivocated there")))
+    what = {0: "proposals", 1: "prevotes", 2: "precommits"}
     for ep, (v, h, r, t) in sorted(rec.conflicts_seen):
         if ep in rec.honest_code and (ep, (v, h, r, int(t))) not in emitted:
             out.append(Violation("evidence", (
-                f"endpoint {ep} processed conflicting {'prevotes' if t == 1 else 'precommits'}"
+                f"endpoint {ep} processed conflicting {what[int(t)]}"
                 f" of validator {v} at height {h} round {r} but emitted no evidence")))

@@ -17,9 +17,12 @@ The cluster is the *driver* of every machine (what ``node/`` is in production):
   answers with its precommits, which the lagging machine counts like any votes (the
   paper's L49 "commit from precommits" path, with the block fetched by ``RequestBlock``).
 
-Endpoints are validators ``0..n-1`` plus one extra endpoint per Twin (same validator
-index and key, its own signer). Everything observed is recorded in a ``RunRecord`` for
-``consensus.sim.checks``.
+Endpoints are the genesis validators ``0..n-1`` (members, in ``consensus.sim.changes``
+terms), one extra endpoint per Twin (same member and key, its own signer), and one per
+validator the scenario's change schedule adds later (it runs from the start as an
+observer). Every endpoint starts height h with the set of h and the set of h+1 from the
+schedule, and switches to its rotated key (``ConsensusMachine.use_signer``) between
+heights. Everything observed is recorded in a ``RunRecord`` for ``consensus.sim.checks``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 
 from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
-from chain.evidence import DuplicateVoteEvidence
+from chain.evidence import Evidence
 from chain.genesis import DEFAULT_CONSENSUS
 from chain.hashing import sha256
 from chain.validators import Validator, ValidatorSet
@@ -58,7 +61,8 @@ from consensus.events import (
 from consensus.machine import ConsensusMachine, TimeoutConfig
 from consensus.signer import MemorySignerBackend, Signer
 from consensus.sim.byzantine import FAKE_SIG, Adversary
-from consensus.sim.faults import HONEST, Scenario
+from consensus.sim.changes import SetSchedule, member_key
+from consensus.sim.faults import HONEST, Scenario, faulty_members
 from consensus.sim.network import (
     DELIVER,
     FAULT,
@@ -77,16 +81,12 @@ LIVENESS_MS = 30_000
 PER_HEIGHT_MS = 1_000
 MAX_EVENTS = 3_000_000
 
-_KEYS: dict[int, PrivateKey] = {}
 _SETS: dict[int, ValidatorSet] = {}
 
 
 def validator_key(i: int) -> PrivateKey:
     """The simulator's fixed key of validator ``i`` (the same in every scenario)."""
-    key = _KEYS.get(i)
-    if key is None:
-        key = _KEYS[i] = PrivateKey(sha256(b"sim-validator-key" + i.to_bytes(4, "big")))
-    return key
+    return member_key(i)
 
 
 def validator_set(n: int) -> ValidatorSet:
@@ -151,8 +151,8 @@ class RunRecord:
 
     scenario: Scenario
     signatures: bool
-    validators: ValidatorSet
-    endpoints: list[int]  # endpoint -> validator index
+    schedule: SetSchedule  # the validator set of every height
+    endpoints: list[int]  # endpoint -> member (genesis validator index, or added member)
     honest: set[int]  # endpoints of honest validators (no-double-sign, liveness)
     honest_code: set[int]  # endpoints running the unmodified machine (agreement, evidence)
     commits: list[dict[int, CommitRecord]]  # per endpoint
@@ -160,10 +160,15 @@ class RunRecord:
     proposed: set[tuple[int, bytes]]  # (height, block id) of every proposal sent
     # (validator, height, round, step) -> distinct signed contents, honest endpoints only
     honest_signed: dict[tuple[int, int, int, int], set[tuple]]
-    evidence: list[tuple[int, DuplicateVoteEvidence]]  # (endpoint, evidence)
-    # (endpoint, (validator, height, round, type)) of conflicting votes an endpoint processed
+    evidence: list[tuple[int, Evidence]]  # (endpoint, evidence)
+    # (endpoint, (validator, height, round, type)) of conflicting votes (type 1, 2) or
+    # proposals (type 0) an endpoint processed
     conflicts_seen: set[tuple[int, tuple[int, int, int, int]]]
-    equivocators: set[int]  # validators that signed two different votes for one step
+    # (height, validator index) of validators that signed two different votes for one
+    # step or two proposals with different values for one round
+    equivocators: set[tuple[int, int]]
+    # (signing public key, height, validator index) of every message any endpoint signed
+    signed_keys: set[tuple[bytes, int, int]]
     signer_refusals: list[tuple[int, SignerRefused]]
     heal_at: int
     end_time: int
@@ -173,11 +178,17 @@ class RunRecord:
     recovery_ms: int = -1  # time from heal until every honest endpoint committed again
     stats: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def validators(self) -> ValidatorSet:
+        """The genesis set (the set of height 1)."""
+        return self.schedule.set_at(1)
+
 
 class Endpoint:
     """One running copy of a validator (or a Twin copy)."""
 
-    __slots__ = ("ep", "validator", "role", "key", "backend", "machine", "height",
+    __slots__ = ("ep", "validator", "role", "key", "backends", "machine", "height",
+                 "first_proposal",
                  "commits", "sent", "asked", "tick_height", "first_vote", "incarnation",
                  "adversary", "persisted", "up", "last_commit_time", "top", "relay",
                  "relay_next", "wal", "wal_height", "replaying")
@@ -186,8 +197,9 @@ class Endpoint:
         self.ep = ep
         self.validator = validator
         self.role = role
-        self.key = key
-        self.backend = MemorySignerBackend()
+        self.key = key  # the consensus key it signs with now (rotations change it)
+        # one signer store per key (a node keeps its old key's record when it rotates)
+        self.backends: dict[bytes, MemorySignerBackend] = {}
         self.machine: ConsensusMachine | None = None
         self.height = 0
         self.commits: dict[int, CommitRecord] = {}
@@ -203,6 +215,8 @@ class Endpoint:
         self.tick_height = -1
         # (validator, height, round, type) -> first block id this incarnation processed
         self.first_vote: dict[tuple[int, int, int, int], bytes | None] = {}
+        # (validator, height, round) -> (block id, pol round) of the first proposal taken
+        self.first_proposal: dict[tuple[int, int, int], tuple[bytes, int]] = {}
         self.incarnation = 0
         self.adversary: Adversary | None = None
         self.persisted = None
@@ -244,7 +258,11 @@ class EndpointActions:
 
     def broadcast_proposal(self, a: BroadcastProposal) -> None:
         """Send the proposal (the block is an id the cluster's registry knows)."""
-        self.cluster._send_signed(self.e, a.proposal)
+        p = a.proposal
+        if p.height == self.e.height:
+            self.e.first_proposal.setdefault((p.validator, p.height, p.round),
+                                             (p.block_id, p.pol_round))
+        self.cluster._send_signed(self.e, p)
 
     def request_value(self, a: RequestValue) -> None:
         """Build a block now; its ``ValueReady`` follows the action list."""
@@ -285,7 +303,7 @@ class Cluster:
         self.signatures = signatures
         self.rng = random.Random(f"sim:{scenario.seed}:{scenario.family}:{scenario.n}")
         self.sched = Scheduler()
-        self.vset = validator_set(scenario.n)
+        self.schedule = SetSchedule(scenario.n, scenario.changes, faulty_members(scenario))
         self.timeouts = timeouts or TimeoutConfig()
         self.timeout_commit_ms = timeout_commit_ms
         self.gossip = gossip
@@ -296,10 +314,11 @@ class Cluster:
         self.blocks: dict[bytes, BlockInfo] = {}
         self.proposed: set[tuple[int, bytes]] = set()
         self.honest_signed: dict[tuple[int, int, int, int], set[tuple]] = {}
-        self.evidence: list[tuple[int, DuplicateVoteEvidence]] = []
+        self.evidence: list[tuple[int, Evidence]] = []
         self.conflicts_seen: set[tuple[int, tuple[int, int, int, int]]] = set()
-        self.signed_by: dict[tuple[int, int, int, int], bytes | None] = {}
-        self.equivocators: set[int] = set()
+        self.signed_by: dict[tuple[int, int, int, int], tuple] = {}
+        self.equivocators: set[tuple[int, int]] = set()
+        self.signed_keys: set[tuple[bytes, int, int]] = set()
         self.refusals: list[tuple[int, SignerRefused]] = []
         self.events = 0
         self.synced = 0
@@ -310,6 +329,8 @@ class Cluster:
         for i, role in enumerate(scenario.roles):
             if role == "twins":
                 self.eps.append(Endpoint(len(self.eps), i, role, validator_key(i)))
+        for m in self.schedule.added:  # honest validators added by the change schedule
+            self.eps.append(Endpoint(len(self.eps), m, HONEST, member_key(m)))
         for e in self.eps:
             if e.role in ("equivocate", "double_vote"):
                 e.adversary = Adversary(e.role, e.key, CHAIN_ID, signatures, self.rng,
@@ -338,22 +359,31 @@ class Cluster:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _signer(self, e: Endpoint, key: PrivateKey) -> Signer:
+        backend = e.backends.get(key.public_key.raw)
+        if backend is None:
+            backend = e.backends[key.public_key.raw] = MemorySignerBackend()
+        return Signer(key if self.signatures else FakeKey(key), backend)
+
     def _machine(self, e: Endpoint) -> ConsensusMachine:
-        key = e.key if self.signatures else FakeKey(e.key)
-        return ConsensusMachine(CHAIN_ID, Signer(key, e.backend), self.timeouts,
+        e.key = self.schedule.key_of(e.validator, e.top + 1)
+        if e.adversary is not None:
+            e.adversary.key = e.key
+        return ConsensusMachine(CHAIN_ID, self._signer(e, e.key), self.timeouts,
                                 verify_signatures=self.signatures)
 
     def _boot(self, e: Endpoint, mode: str = "fresh") -> None:
         e.up = True
         e.incarnation += 1
         e.first_vote = {}
+        e.first_proposal = {}
         e.sent = []
         e.relay = []
         e.relay_next = []
         e.asked = set()
         e.tick_height = -1
         if mode == "wipe":
-            e.backend = MemorySignerBackend()
+            e.backends = {}
         e.machine = self._machine(e)
         height = e.top + 1
         if mode in ("wal", "wal+state") and e.wal_height == height:
@@ -395,12 +425,23 @@ class Cluster:
             e.wal_height = height
         if self.tracing:
             self.trace.append((self.sched.now, e.ep, "start", height))
+        key = self.schedule.key_of(e.validator, height)
+        if key is not e.key:
+            # a key rotation takes effect: the old key signs nothing of this height on
+            e.key = key
+            e.machine.use_signer(self._signer(e, key), committed=height - 1)
+            if e.adversary is not None:
+                e.adversary.key = key
+            if self.tracing:
+                self.trace.append((self.sched.now, e.ep, "rotate",
+                                   key.public_key.raw.hex()[:8]))
+        vset, nxt = self.schedule.set_at(height), self.schedule.set_at(height + 1)
         clock = self.core_clock
         if clock is None:
-            actions = e.machine.start_height(height, self.vset, self.sched.now, resume)
+            actions = e.machine.start_height(height, vset, self.sched.now, resume, nxt)
         else:
             t0 = clock()
-            actions = e.machine.start_height(height, self.vset, self.sched.now, resume)
+            actions = e.machine.start_height(height, vset, self.sched.now, resume, nxt)
             self.core_seconds += clock() - t0
         self._execute(e, actions)
 
@@ -532,12 +573,25 @@ class Cluster:
         elif cls is Proposal:
             if msg.height > e.height + 1:
                 self._ask(e, src)
-            if msg.height == e.height:
+            current = msg.height == e.height
+            if current:
                 e.wal.append(("p", msg))
             verdict = self._verdict(msg.height, msg.block_id)
             event = (ProposalReceived(msg) if verdict is None
                      else ProposalReceived(msg, verdict[0], verdict[1]))
-            if not self._feed(e, event):
+            rejected = self._feed(e, event)
+            if current and e.machine is not None and e.height == msg.height:
+                # the machine keeps the first proposal of a round; a second one with
+                # another value must become evidence
+                key = (msg.validator, msg.height, msg.round)
+                value = (msg.block_id, msg.pol_round)
+                first = e.first_proposal.get(key)
+                if first is None:
+                    if not rejected:
+                        e.first_proposal[key] = value
+                elif first != value:
+                    self.conflicts_seen.add((e.ep, (*key, 0)))
+            if not rejected:
                 if msg.height == e.height:
                     e.relay.append(msg)
                 elif msg.height == e.height + 1:
@@ -563,8 +617,8 @@ class Cluster:
             if msg.height in e.commits or e.machine is None:
                 return
         verdict = self._verdict(msg.height, msg.block_id)
-        ok, _ = certificate_ok(msg.certificate, self.vset, msg.height, msg.block_id,
-                               self.signatures)
+        ok, _ = certificate_ok(msg.certificate, self.schedule.set_at(msg.height), msg.height,
+                               msg.block_id, self.signatures)
         if not ok or verdict is None or not verdict[0]:
             return
         if self.tracing:
@@ -629,7 +683,7 @@ class Cluster:
 
     def _build(self, e: Endpoint, a: RequestValue) -> ValueReady:
         prev = e.commits.get(a.height - 1)
-        time_ms = block_time(prev.certificate, self.vset) if prev else 0
+        time_ms = block_time(prev.certificate, self.schedule.set_at(a.height - 1)) if prev else 0
         valid = e.role != "invalid"
         block_id = self._new_block(a.height, a.round, valid, e.validator, time_ms)
         return ValueReady(a.height, a.round, block_id, time_ms)
@@ -651,6 +705,8 @@ class Cluster:
     def _send_signed(self, e: Endpoint, msg: Vote | Proposal, record: bool = True) -> None:
         """Send a message the endpoint's machine signed, through its adversary if any."""
         peers = self.all_eps
+        if e.adversary is not None:
+            e.adversary.key = self.schedule.key_of(e.validator, msg.height)
         sends = [(msg, peers)] if e.adversary is None else e.adversary.outgoing(msg, peers)
         for m, dests in sends:
             if record:
@@ -664,17 +720,21 @@ class Cluster:
             e.sent.append(m)
             if not e.replaying:
                 e.wal.append(("own", m))
+        signer = (e.adversary.key if e.adversary is not None else e.key).public_key.raw
+        self.signed_keys.add((signer, m.height, m.validator))
         if m.__class__ is Proposal:
             step = 1
             content: tuple = (m.block_id, m.pol_round, m.timestamp)
+            value: tuple = (m.block_id, m.pol_round)
             self.proposed.add((m.height, m.block_id))
         else:
             step = 1 + m.type
             content = (m.block_id, m.timestamp)
-            key = (m.validator, m.height, m.round, step)
-            prior = self.signed_by.setdefault(key, m.block_id)
-            if prior != m.block_id:
-                self.equivocators.add(m.validator)
+            value = (m.block_id,)
+        key = (m.validator, m.height, m.round, step)
+        prior = self.signed_by.setdefault(key, value)
+        if prior != value:
+            self.equivocators.add((m.height, m.validator))
         if e.ep in self.honest:
             key = (m.validator, m.height, m.round, step)
             seen = self.honest_signed.get(key)
@@ -695,12 +755,13 @@ class Cluster:
                 firsts.append(min(after) if after else heal)
             recovery = max(firsts, default=heal) - heal
         return RunRecord(
-            scenario=self.sc, signatures=self.signatures, validators=self.vset,
+            scenario=self.sc, signatures=self.signatures, schedule=self.schedule,
             endpoints=[e.validator for e in self.eps], honest=set(self.honest),
             honest_code=set(self.honest_code), commits=[e.commits for e in self.eps],
             blocks=self.blocks, proposed=self.proposed, honest_signed=self.honest_signed,
             evidence=self.evidence, conflicts_seen=self.conflicts_seen,
-            equivocators=self.equivocators, signer_refusals=self.refusals, heal_at=heal,
+            equivocators=self.equivocators, signed_keys=self.signed_keys,
+            signer_refusals=self.refusals, heal_at=heal,
             end_time=self.sched.now, events=self.events, timed_out=timed_out,
             trace=self.trace, recovery_ms=recovery,
             stats={"sent": self.net.sent, "dropped": self.net.dropped,

@@ -25,6 +25,10 @@ mixed           random Byzantine kinds for the F validators plus a random networ
 ==============  ==============================================================================
 
 F is ``byzantine`` if given, else f = (n - 1) // 3.
+
+With ``changes`` every family also gets a schedule of validator-set changes (add, remove,
+power change, key rotation, jailing; ``consensus.sim.changes``), drawn from its own PRNG
+so the faults of a seed are the same with and without changes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from consensus.sim.changes import SetChange, draw_changes
 from consensus.sim.network import SYNCHRONOUS, LinkConditions
 
 NETWORK_FAMILIES = ("drop", "delay", "duplicate", "partition", "crash")
@@ -59,6 +64,8 @@ class Scenario:
     # (time_ms, op, args) with op in: conditions, partition, heal, crash, restart
     events: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
     heal_at: int = 0
+    # validator-set changes (empty: the genesis set for the whole run)
+    changes: tuple[SetChange, ...] = ()
 
     @property
     def faulty(self) -> frozenset[int]:
@@ -68,7 +75,17 @@ class Scenario:
         byz = {i: r for i, r in enumerate(self.roles) if r != HONEST}
         return (f"seed={self.seed} family={self.family} n={self.n} heights={self.heights} "
                 f"byzantine={byz or '{}'} heal_at={self.heal_at}ms "
-                f"fault_ops={len(self.events)}")
+                f"fault_ops={len(self.events)}"
+                + (f" changes=[{', '.join(c.describe() for c in self.changes)}]"
+                   if self.changes else ""))
+
+
+def faulty_members(sc: Scenario) -> frozenset[int]:
+    """Validators that count against f: the Byzantine roles, and honest validators whose
+    restart loses their WAL or signer state ("signer" and "wipe" restarts)."""
+    lossy = {args[0] for _, op, args in sc.events
+             if op == "restart" and args[1] in ("signer", "wipe")}
+    return sc.faulty | frozenset(lossy)
 
 
 def max_faulty(n: int) -> int:
@@ -76,8 +93,18 @@ def max_faulty(n: int) -> int:
 
 
 def make_scenario(family: str, n: int, heights: int, rng: random.Random, seed: int,
-                  byzantine: int | None = None) -> Scenario:
-    """Draw a scenario of ``family`` for ``n`` validators from ``rng``."""
+                  byzantine: int | None = None, changes: bool = False) -> Scenario:
+    """Draw a scenario of ``family`` for ``n`` validators from ``rng`` (and, with
+    ``changes``, a validator-set change schedule from a PRNG of its own)."""
+    sc = _make_faults(family, n, heights, rng, seed, byzantine)
+    if changes:
+        crng = random.Random(f"changes:{seed}:{family}:{n}:{byzantine}")
+        sc.changes = draw_changes(n, heights, sc.roles, faulty_members(sc), crng)
+    return sc
+
+
+def _make_faults(family: str, n: int, heights: int, rng: random.Random, seed: int,
+                 byzantine: int | None) -> Scenario:
     if family not in FAMILIES:
         raise ScenarioError(f"unknown fault family {family!r}; known: {', '.join(FAMILIES)}")
     if n < 1 or heights < 1:

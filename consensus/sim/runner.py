@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from chain.evidence import DuplicateProposalEvidence
 from chain.vote import Proposal, Vote, VoteType
 from consensus.events import (
     BlockValidated,
@@ -56,6 +57,7 @@ class FamilyStats:
     bad_scenarios: int = 0
     max_recovery_ms: int = 0
     events: int = 0
+    set_changes: int = 0
 
 
 @dataclass
@@ -79,14 +81,18 @@ class Summary:
     def evidence(self) -> int:
         return sum(s.evidence for s in self.families.values())
 
+    @property
+    def set_changes(self) -> int:
+        return sum(s.set_changes for s in self.families.values())
+
 
 def scenario_for(seed: int, families: Sequence[str], sizes: Sequence[int], heights: int,
-                 byzantine: int | None = None) -> Scenario:
+                 byzantine: int | None = None, changes: bool = False) -> Scenario:
     """The scenario that ``seed`` names in a run over ``families`` and ``sizes``."""
     family = families[seed % len(families)]
     n = sizes[(seed // len(families)) % len(sizes)]
     rng = random.Random(f"scenario:{seed}:{family}:{n}:{byzantine}")
-    return make_scenario(family, n, heights, rng, seed, byzantine)
+    return make_scenario(family, n, heights, rng, seed, byzantine, changes)
 
 
 def run_scenario(sc: Scenario, signatures: bool = True, trace_limit: int = 0,
@@ -105,11 +111,12 @@ def run_scenario(sc: Scenario, signatures: bool = True, trace_limit: int = 0,
 def run_many(seeds: Sequence[int], families: Sequence[str], sizes: Sequence[int],
              heights: int, byzantine: int | None = None, signatures: bool = True,
              liveness_ms: int = LIVENESS_MS,
-             progress: Callable[[int, ScenarioResult], None] | None = None) -> Summary:
+             progress: Callable[[int, ScenarioResult], None] | None = None,
+             changes: bool = False) -> Summary:
     """Run one scenario per seed; collect per-family figures and the first failure."""
     summary = Summary({f: FamilyStats() for f in families})
     for k, seed in enumerate(seeds):
-        sc = scenario_for(seed, families, sizes, heights, byzantine)
+        sc = scenario_for(seed, families, sizes, heights, byzantine, changes)
         res = run_scenario(sc, signatures, liveness_ms=liveness_ms)
         st = summary.families[sc.family]
         st.scenarios += 1
@@ -118,6 +125,7 @@ def run_many(seeds: Sequence[int], families: Sequence[str], sizes: Sequence[int]
         st.violations += len(res.violations)
         st.events += res.events
         st.max_recovery_ms = max(st.max_recovery_ms, res.recovery_ms)
+        st.set_changes += len(sc.changes)
         if res.violations:
             st.bad_scenarios += 1
             if summary.first_bad is None:
@@ -139,15 +147,17 @@ def parse_families(text: str) -> list[str]:
 
 def format_table(summary: Summary) -> str:
     head = (f"{'family':<12} {'scenarios':>9} {'heights':>9} {'evidence':>9} "
-            f"{'violations':>10} {'bad':>5} {'max recovery ms':>15} {'events':>10}")
+            f"{'violations':>10} {'bad':>5} {'max recovery ms':>15} {'events':>10} "
+            f"{'set changes':>11}")
     lines = [head, "-" * len(head)]
     for name, s in summary.families.items():
         lines.append(f"{name:<12} {s.scenarios:>9} {s.heights:>9} {s.evidence:>9} "
                      f"{s.violations:>10} {s.bad_scenarios:>5} {s.max_recovery_ms:>15} "
-                     f"{s.events:>10}")
+                     f"{s.events:>10} {s.set_changes:>11}")
     lines.append("-" * len(head))
     lines.append(f"{'total':<12} {summary.scenarios:>9} {summary.heights:>9} "
-                 f"{summary.evidence:>9} {summary.violations:>10}")
+                 f"{summary.evidence:>9} {summary.violations:>10} {'':>5} {'':>15} "
+                 f"{'':>10} {summary.set_changes:>11}")
     return "\n".join(lines)
 
 
@@ -196,8 +206,11 @@ def describe(obj: object) -> str:
         signers = [s.validator for s in obj.certificate.sigs]
         return f"COMMIT h{obj.height} r{obj.round} {_b(obj.block_id)} signers={signers}"
     if cls is EmitEvidence:
-        a, b = obj.evidence.vote_a, obj.evidence.vote_b
-        return f"EVIDENCE {_vote(a)} vs {_b(b.block_id)}"
+        ev = obj.evidence
+        if isinstance(ev, DuplicateProposalEvidence):
+            return (f"EVIDENCE {_proposal(ev.proposal_a)} vs {_b(ev.proposal_b.block_id)} "
+                    f"pol{ev.proposal_b.pol_round}")
+        return f"EVIDENCE {_vote(ev.vote_a)} vs {_b(ev.vote_b.block_id)}"
     if cls is Rejected:
         return f"rejected {obj.kind.value}: {obj.reason}"
     if cls is SignerRefused:
@@ -212,7 +225,7 @@ def format_trace(rec: RunRecord, last: int | None = None) -> list[str]:
         entries = entries[-last:]
     lines = []
     for t, ep, kind, obj in entries:
-        who = "net" if ep < 0 else f"e{ep}/v{rec.endpoints[ep]}"
+        who = "net" if ep < 0 else f"e{ep}/m{rec.endpoints[ep]}"
         if kind in ("in", "out", "rejected"):
             text = describe(obj)
         elif kind == "start":
@@ -230,6 +243,8 @@ def format_trace(rec: RunRecord, last: int | None = None) -> list[str]:
 def replay_command(sc: Scenario, signatures: bool, byzantine: int | None) -> str:
     cmd = (f"python -m consensus.sim --validators {sc.n} --faults {sc.family} "
            f"--start-seed {sc.seed} --seeds 1 --heights {sc.heights}")
+    if sc.changes:
+        cmd += " --changes"
     if byzantine is not None:
         cmd += f" --byzantine {byzantine}"
     if not signatures:

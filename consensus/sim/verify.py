@@ -2,14 +2,14 @@
 
 With signatures on these are exactly ``consensus.certificate.verify`` (the standalone
 certificate check block sync and the auditor use, over ``chain.certificate``) and
-``DuplicateVoteEvidence.verify``. With signatures off (the simulator's fast mode, in which
+the evidence's own ``verify`` (duplicate votes or proposals). With signatures off (the simulator's fast mode, in which
 every signature is 64 zero bytes) they perform the same checks minus Ed25519.
 """
 
 from __future__ import annotations
 
 from chain.certificate import CommitCertificate
-from chain.evidence import DuplicateVoteEvidence
+from chain.evidence import Evidence
 from chain.validators import ValidatorSet
 from consensus.certificate import verify
 
@@ -33,7 +33,10 @@ def certificate_ok(cert: CommitCertificate, validators: ValidatorSet, height: in
     return True, "ok"
 
 
-def evidence_ok(ev: DuplicateVoteEvidence, validators: ValidatorSet,
+def evidence_ok(ev: Evidence, validators: ValidatorSet,
                 signatures: bool) -> tuple[bool, str]:
-    """``DuplicateVoteEvidence.verify``, or its signature-free part."""
+    """``ev.verify`` against ``validators`` (the set of the evidence's height), or its
+    signature-free part; with signatures off the validator index is still checked."""
+    if not signatures and not 0 <= ev.validator < len(validators):
+        return False, f"validator {ev.validator} is not in the set of height {ev.height}"
     return ev.verify(CHAIN_ID, validators) if signatures else ev.check_shape()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from contracts.rules import arrears, claims, jury, membership, waiting
+from contracts.rules import arrears, claims, governance, jury, membership, waiting
 from contracts.rules.context import Ctx
 
 Handler = Callable[[Ctx, bytes, dict[str, Any]], None]
@@ -26,4 +26,6 @@ HANDLERS: dict[str, Handler] = {
     "record_arrears": arrears.record_arrears,
     "record_payment": arrears.record_payment,
     "record_refund": waiting.record_refund,
+    "propose": governance.propose,
+    "vote_proposal": governance.vote_proposal,
 }

@@ -18,7 +18,9 @@ from contracts.rules.settlement import member_charge
 
 
 def deadline_ms(ctx: Ctx, n: int) -> int:
-    return ctx.schedule.settlement_ms(n + 1) - ctx.params.arrears_grace_ms
+    # period n's grace (deadlines stay in period order: any grace is shorter than the gap
+    # between settlements, contracts.params)
+    return ctx.schedule.settlement_ms(n + 1) - ctx.params_at(n).arrears_grace_ms
 
 
 def _member(ctx: Ctx, pk: bytes) -> dict[str, Any]:

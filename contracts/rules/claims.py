@@ -69,6 +69,12 @@ def file_claim(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
         "notice_period": None, "objection_close_ms": None, "objections": 0, "jury": None,
         "pay_period": None, "deduction": None, "net": None, "paid_ms": None,
     }
+    if ctx.history is not None:
+        # the claim keeps the parameters it was filed under (jury mode and sizes); only a
+        # claim filed after a change names its version, so older records keep their bytes
+        v = ctx.history.version_at(ctx.state, meta["next_notice"])
+        if v:
+            c["params_v"] = v
     if in_waiting and not body["accident"] and m["status"] != "active":
         # aged out since: their counts are already out, only the bar and refund apply
         waiting.reject(ctx, c, m)

@@ -28,6 +28,8 @@ class Event:
 @dataclass
 class Ctx:
     state: State
+    #: the parameters of transactions now: those of the first period not in notice yet
+    #: (the period a join or an approval made now feeds)
     params: Params
     schedule: Schedule
     time_ms: int
@@ -36,6 +38,21 @@ class Ctx:
     events: list[Event] = field(default_factory=list)
     _meta: dict[str, Any] | None = None
     _meta_saved: dict[str, Any] | None = None
+    #: the parameter history (contracts.rules.paramhist.ParamHistory); None: ``params``
+    #: for every period (tests that build a Ctx by hand)
+    history: Any = None
+
+    def params_at(self, n: int) -> Params:
+        """The parameters of period ``n`` (fee, caps, grace for its arrears)."""
+        return self.params if self.history is None else self.history.params_at(self.state, n)
+
+    def claim_params(self, c: dict[str, Any]) -> Params:
+        """The parameters a claim was filed under (a claim keeps them: docs/governance.md,
+        "Rule parameters")."""
+        v = c.get("params_v", 0)
+        if self.history is None:
+            return self.params
+        return self.history.params_v(self.state, v)
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ hashing (seed, claim id, attempt) modulo the pool size, skipping conflicts and r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from chain.hashing import sha256
@@ -28,7 +29,8 @@ SEED_TAG = b"mutual-ledger/jury-draw/v1\x00"
 def open_jury(ctx: Ctx, c: dict[str, Any], origin: str) -> None:
     """Move ``c`` to ``disputed`` with a fresh jury (caller stores ``c``)."""
     c["status"] = "disputed"
-    jp = ctx.params.jury
+    # mode and sizes are the claim's own (filed under them); the window is not changeable
+    jp = ctx.claim_params(c).jury
     c["jury"] = {
         "mode": jp.mode, "origin": origin, "opened_ms": ctx.time_ms,
         "opened_height": ctx.height, "start_ms": None, "close_ms": None,
@@ -75,7 +77,7 @@ def draw_panel(ctx: Ctx, c: dict[str, Any], block_seed: bytes,
                aged: list[bytes] | None = None) -> list[bytes]:
     """Draw up to K distinct, unconflicted, active jurors from the pool, deterministically
     (aged-out jurors met are appended to ``aged``)."""
-    k = ctx.params.jury.panel_size
+    k = ctx.claim_params(c).jury.panel_size
     n = ctx.meta["pool"]
     seed = sha256(SEED_TAG + block_seed + records.u64(c["id"]))
     chosen: list[bytes] = []
@@ -165,6 +167,8 @@ def jury_vote(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
 
 
 def verdict(ctx: Ctx, j: dict[str, Any]) -> str:
+    """The jury's verdict under ``ctx.params``' quorum and threshold (the caller passes a
+    context carrying the claim's own parameters)."""
     jp = ctx.params.jury
     votes = j["yes"] + j["no"]
     quorum = jp.open_quorum if j["mode"] == "open" else jp.panel_min_votes
@@ -181,7 +185,8 @@ def close_next_jury(ctx: Ctx) -> None:
     ctx.state.delete(qkey)
     meta["jury_head"] += 1
     j = c["jury"]
-    v = verdict(ctx, j)
+    # the quorum and threshold the claim was filed under (a read-only view of ctx)
+    v = verdict(replace(ctx, params=ctx.claim_params(c)), j)
     j["verdict"] = v
     # without quorum the assessor's decision stands: approved (objection) pays
     pay = v == "pay" or (v == "no_quorum" and j["origin"] == "objection")

@@ -117,7 +117,8 @@ def compute_shares(P: int, fee_bps: int, S: int, M: int, cases: int, cap_case: i
 
 
 def settle(ctx: Ctx, n: int) -> None:
-    p = ctx.params
+    # the fee and caps of period n itself (a later change never alters a settled period)
+    p = ctx.params_at(n)
     sch = ctx.schedule
     meta = ctx.meta
     rec = records.load(ctx.state, records.period_key(n))

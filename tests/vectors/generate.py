@@ -1,6 +1,8 @@
 """Generate tests/vectors/transactions.json: one signed example of every transaction type,
 then examples of optional fields (``assess_claim`` with its ``accident`` finding,
-``register_member`` of a minor with its ``guardian_hash``).
+``register_member`` of a minor with its ``guardian_hash``), then the governance types
+(``propose`` once per change kind, ``vote_proposal``) last, so that adding them kept every
+earlier vector's nonce and bytes.
 
 Each vector gives the inputs (chain id, type, sender, nonce, body with every field's kind)
 and the exact bytes another implementation must produce: the canonical unsigned payload,
@@ -55,6 +57,38 @@ def bodies(member: bytes) -> dict[str, dict[str, Any]]:
     }
 
 
+#: the governance types, vectors after every other (docs/governance.md)
+GOV_TYPES = ("propose", "vote_proposal")
+_DEADLINE = 1_705_000_000_000
+
+
+def gov_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """``propose`` once per change kind, then ``vote_proposal``."""
+    base = {"deadline_ms": _DEADLINE}
+    return [
+        ("propose", {**base, "kind": "add_validator", "pub_key": _h("new validator"),
+                     "power": 10, "node_key": _h("new node"), "name": "v4",
+                     "operator": _h("new operator")}),
+        ("propose", {**base, "kind": "remove_validator", "pub_key": _h("old validator")}),
+        ("propose", {**base, "kind": "set_power", "pub_key": _h("old validator"),
+                     "power": 7}),
+        ("propose", {**base, "kind": "rotate_key", "pub_key": _h("old validator"),
+                     "new_pub_key": _h("rotated validator")}),
+        ("propose", {**base, "kind": "rotate_key", "pub_key": _h("old validator"),
+                     "new_pub_key": _h("rotated validator 2"),
+                     "new_node_key": _h("rotated node")}),
+        ("propose", {**base, "kind": "grant_role", "account": _h("new registrar"),
+                     "role": "registrar"}),
+        ("propose", {**base, "kind": "revoke_role", "account": _h("old assessor"),
+                     "role": "assessor"}),
+        ("propose", {**base, "kind": "set_params", "from_period": 12,
+                     "params": {"fee_bps": 600, "jury": {"mode": "panel"},
+                                "disease_overrides": {"thyroid_cancer": 4_000_000}}}),
+        ("vote_proposal", {"proposal_id": 1, "yes": True}),
+        ("vote_proposal", {"proposal_id": 2, "yes": False}),
+    ]
+
+
 def extra_bodies() -> list[tuple[str, dict[str, Any]]]:
     """Further examples, after one of each type: the optional fields' forms."""
     return [
@@ -74,10 +108,11 @@ def build() -> dict[str, Any]:
     key = PrivateKey(SEED)
     pk = key.public_key.raw
     all_bodies = bodies(pk)
-    if set(all_bodies) != set(TX_TYPES):
+    if set(all_bodies) | set(GOV_TYPES) != set(TX_TYPES):
         raise SystemExit("vectors must cover exactly the transaction types in TX_TYPES")
     vectors = []
-    cases = [(name, all_bodies[name]) for name in sorted(TX_TYPES)] + extra_bodies()
+    cases = ([(name, all_bodies[name]) for name in sorted(all_bodies)] + extra_bodies()
+             + gov_bodies())
     for nonce, (name, body) in enumerate(cases, start=1):
         tx = Transaction.create(key, CHAIN_ID, name, nonce, body)
         payload = tx.signing_payload()

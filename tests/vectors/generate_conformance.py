@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,11 @@ from chain.certificate import (  # noqa: E402
     weighted_median_time,
 )
 from chain.crypto import Domain, PrivateKey, sign_bytes  # noqa: E402
-from chain.evidence import DuplicateVoteEvidence  # noqa: E402
+from chain.evidence import (  # noqa: E402
+    DuplicateProposalEvidence,
+    DuplicateVoteEvidence,
+    Evidence,
+)
 from chain.hashing import merkle_root, sha256  # noqa: E402
 from chain.tx import Transaction, to_jsonable  # noqa: E402
 from chain.validators import Validator, ValidatorSet  # noqa: E402
@@ -254,16 +259,20 @@ def certificates() -> dict[str, Any]:
 
 def evidence() -> dict[str, Any]:
     ks = keys()
-    doc = _common("Duplicate-vote evidence (chain/evidence.py): two votes of one validator "
-                  "for the same height, round and type with different block ids; vote_a is "
-                  "the one whose canonical bytes sort first. hash = sha256(canonical).")
+    doc = _common("Evidence (chain/evidence.py). vectors: duplicate-vote evidence, two votes "
+                  "of one validator for the same height, round and type with different "
+                  "block ids; vote_a is the one whose canonical bytes sort first. "
+                  "proposal_vectors: duplicate-proposal evidence, two proposals of one "
+                  "validator for the same height and round with a different block id or "
+                  "pol_round; proposal_a is the one whose canonical bytes sort first. The "
+                  "two kinds are told apart by their keys. hash = sha256(canonical).")
     a = Vote(VoteType.PREVOTE, 9, 0, _h("block x"), T0 + 9100, 2).signed(ks[2], CHAIN_ID)
     b = Vote(VoteType.PREVOTE, 9, 0, _h("block y"), T0 + 9101, 2).signed(ks[2], CHAIN_ID)
     c = Vote(VoteType.PRECOMMIT, 9, 1, None, T0 + 9200, 3).signed(ks[3], CHAIN_ID)
     d = Vote(VoteType.PRECOMMIT, 9, 1, _h("block z"), T0 + 9201, 3).signed(ks[3], CHAIN_ID)
     vset = validator_set()
 
-    def case(note: str, ev: DuplicateVoteEvidence) -> dict[str, Any]:
+    def case(note: str, ev: Evidence) -> dict[str, Any]:
         ok, why = ev.verify(CHAIN_ID, vset)
         return {"note": note, "fields": to_jsonable(ev.to_map()),
                 "canonical_hex": ev.encode().hex(), "hash_hex": ev.hash().hex(),
@@ -277,6 +286,33 @@ def evidence() -> dict[str, Any]:
         case("the same vote twice", DuplicateVoteEvidence(a, a)),
         case("different validators", DuplicateVoteEvidence.create(a, Vote(
             VoteType.PREVOTE, 9, 0, _h("block y"), T0 + 9101, 1).signed(ks[1], CHAIN_ID))),
+    ]
+    pa = Proposal(9, 2, -1, _h("block x"), T0 + 9300, 1).signed(ks[1], CHAIN_ID)
+    pb = Proposal(9, 2, -1, _h("block y"), T0 + 9300, 1).signed(ks[1], CHAIN_ID)
+    pc = Proposal(9, 2, 1, _h("block x"), T0 + 9300, 1).signed(ks[1], CHAIN_ID)
+    pd = Proposal(9, 2, -1, _h("block x"), T0 + 9301, 1).signed(ks[1], CHAIN_ID)
+    pe = Proposal(9, 3, -1, _h("block y"), T0 + 9300, 1).signed(ks[1], CHAIN_ID)
+    forged = Proposal(9, 2, -1, _h("block y"), T0 + 9300, 1, ks[2].sign_raw(b"forged"))
+    doc["proposal_vectors"] = [
+        case("two proposals for different blocks", DuplicateProposalEvidence.create(pa, pb)),
+        case("the same block with another pol_round", DuplicateProposalEvidence.create(pa, pc)),
+        case("only the timestamps differ", DuplicateProposalEvidence.create(pa, pd)),
+        case("different rounds", DuplicateProposalEvidence.create(pa, pe)),
+        case("proposals in the wrong order", DuplicateProposalEvidence(*sorted(
+            (pa, pb), key=lambda p: p.encode(), reverse=True))),
+        case("a forged signature", DuplicateProposalEvidence.create(pa, forged)),
+    ]
+    vote_ev = DuplicateVoteEvidence.create(a, b).to_map()
+    prop_ev = DuplicateProposalEvidence.create(pa, pb).to_map()
+    doc["invalid_encodings"] = [
+        {"note": "vote_a with proposal_b (mixed kinds)",
+         "hex": encoding.encode({"vote_a": vote_ev["vote_a"],
+                                 "proposal_b": prop_ev["proposal_b"]}).hex()},
+        {"note": "an extra key", "hex": encoding.encode({**prop_ev, "vote_a": vote_ev[
+            "vote_a"]}).hex()},
+        {"note": "a vote where a proposal belongs",
+         "hex": encoding.encode({"proposal_a": vote_ev["vote_a"],
+                                 "proposal_b": vote_ev["vote_b"]}).hex()},
     ]
     return doc
 
@@ -308,14 +344,30 @@ def blocks() -> dict[str, Any]:
     block = Block(header, tuple(txs), (ev,), last_commit)
     block.check_structure()
     doc["parent_header_hex"] = parent.encode().hex()
-    doc["vectors"] = [{
-        "note": "height 2 with two transactions, one evidence and the parent's certificate",
-        "canonical_hex": block.encode().hex(), "block_id_hex": block.block_id().hex(),
-        "header_hex": header.encode().hex(),
-        "tx_hashes_hex": [sha256(t).hex() for t in txs],
-        "txs_hash_hex": header.txs_hash.hex(), "evidence_hash_hex": header.evidence_hash.hex(),
-        "last_commit_hash_hex": header.last_commit_hash.hex(), "time": header.time,
-    }]
+
+    def case(note: str, block: Block) -> dict[str, Any]:
+        header = block.header
+        return {
+            "note": note,
+            "canonical_hex": block.encode().hex(), "block_id_hex": block.block_id().hex(),
+            "header_hex": header.encode().hex(),
+            "tx_hashes_hex": [sha256(t).hex() for t in block.txs],
+            "txs_hash_hex": header.txs_hash.hex(),
+            "evidence_hash_hex": header.evidence_hash.hex(),
+            "last_commit_hash_hex": header.last_commit_hash.hex(), "time": header.time,
+        }
+
+    pev = DuplicateProposalEvidence.create(
+        Proposal(1, 0, -1, _h("p"), T0 + 1, 1).signed(ks[1], CHAIN_ID),
+        Proposal(1, 0, -1, _h("q"), T0 + 1, 1).signed(ks[1], CHAIN_ID))
+    both = Block(replace(header, evidence_hash=evidence_hash([ev, pev])), tuple(txs),
+                 (ev, pev), last_commit)
+    both.check_structure()
+    doc["vectors"] = [
+        case("height 2 with two transactions, one evidence and the parent's certificate",
+             block),
+        case("the same block carrying duplicate-vote and duplicate-proposal evidence", both),
+    ]
     return doc
 
 
