@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +30,7 @@ from chain.block import Block
 from chain.certificate import CommitCertificate
 from chain.evidence import DuplicateVoteEvidence
 from chain.tx import Transaction
+from chain.validators import ValidatorSet
 from chain.vote import MessageError, Proposal, Vote
 from consensus.events import (
     MISBEHAVIOUR,
@@ -136,18 +137,23 @@ class ConsensusDriver:
     """Feeds the node's inputs to the consensus machine and carries out its actions."""
 
     def __init__(self, host: DriverHost, signer: Signer | None, wal: WAL, *,
-                 empty_block_interval_ms: int, catching_up: Callable[[], bool]) -> None:
+                 empty_block_interval_ms: int, catching_up: Callable[[], bool],
+                 more_signers: Sequence[Signer] = ()) -> None:
         """``empty_block_interval_ms`` (a config setting) and ``catching_up`` (is block
         sync behind a peer?) are the two pieces of the node the driver needs beyond
-        ``DriverHost``."""
+        ``DriverHost``. ``signer`` and ``more_signers`` are every consensus key this node
+        holds (its key, and the next one after a rotation); at each height the driver
+        signs with the one in that height's validator set, or with none (an observer)."""
         self.host = host
         self.empty_block_interval_ms = empty_block_interval_ms
         self.catching_up = catching_up
         self.genesis = host.genesis
         self.chain_id = host.genesis.chain_id
-        self.signer = signer
+        self.signers: list[Signer] = [s for s in (signer, *more_signers) if s is not None]
+        # the signer of the current height (None: not in its set); set by _begin_height
+        self.signer: Signer | None = None
         self.wal = wal
-        self.machine = ConsensusMachine(self.chain_id, signer,
+        self.machine = ConsensusMachine(self.chain_id, None,
                                         TimeoutConfig.from_params(self.genesis.consensus))
         self.inbox: asyncio.Queue[_Item] = asyncio.Queue(INBOX_SIZE)
         # blocks proposed at the current or next height, by id, with their decoded txs
@@ -212,8 +218,9 @@ class ConsensusDriver:
         self.own_messages = []
         self.blocks = {k: b for k, b in self.blocks.items() if b.height >= height}
         self.block_txs = {k: v for k, v in self.block_txs.items() if k in self.blocks}
-        actions = self.machine.start_height(height, self.host.executor.validators_at(height),
-                                           now_ms())
+        validators = self.host.executor.validators_at(height)
+        self._use_signer(height, validators)
+        actions = self.machine.start_height(height, validators, now_ms())
         records = self.wal.replay(height) if replay else []
         self._execute(actions, None)
         if records:
@@ -230,6 +237,29 @@ class ConsensusDriver:
             if block.height == height and block_id not in self.block_txs:
                 self._judge(block_id, block, None)
         self.host.metrics.round.set(self.machine.round)
+
+    def signer_for(self, validators: ValidatorSet) -> Signer | None:
+        """The key of this node that ``validators`` holds (None: not a validator there)."""
+        for s in self.signers:
+            if validators.index_of(s.public_key) is not None:
+                return s
+        return None
+
+    def _use_signer(self, height: int, validators: ValidatorSet) -> None:
+        """Sign ``height`` with the key its set holds: a key added to the set starts
+        signing at its first height, a removed or rotated-away one signs nothing more
+        (each key keeps its own double-sign state file)."""
+        signer = self.signer_for(validators)
+        if signer is not self.signer:
+            event(log, "consensus key for height", height=height,
+                  pub_key=None if signer is None else signer.public_key.hex(),
+                  previous=None if self.signer is None else self.signer.public_key.hex())
+        self.signer = signer
+        use = getattr(self.machine, "use_signer", None)
+        if use is not None:
+            use(signer)
+        else:
+            self.machine.signer = signer
 
     def _replay_record(self, data: bytes) -> None:
         try:

@@ -12,8 +12,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from chain.crypto import PublicKey
 from chain.durable import atomic_write
 from consensus.signer import SignerState, SignerStateError
+
+# the state file of the node's first consensus key (the name from before key rotation)
+PRIMARY_STATE_FILE = "signer_state.json"
+
+
+def state_file_for(data_dir: str | Path, pub_key: bytes, primary: bool) -> Path:
+    """Where the double-sign state of consensus key ``pub_key`` lives in ``data_dir``.
+
+    Every key has its own file, ``signer_state_<64-hex pub_key>.json``, except that the
+    key of ``validator_key_file`` keeps ``signer_state.json`` while no file of its own
+    exists (so nodes from before key rotation keep their state). A key's state must never
+    be read by another key (a fresh state would let the wrong key re-sign a step), so
+    ``load_for`` refuses a file whose last signature is not the key's."""
+    data_dir = Path(data_dir)
+    own = data_dir / f"signer_state_{pub_key.hex()}.json"
+    if primary and not own.exists():
+        return data_dir / PRIMARY_STATE_FILE
+    return own
+
+
+def check_owner(state: SignerState, pub_key: bytes, path: Path) -> None:
+    """Raise ``SignerStateError`` if ``state``'s last signature is not by ``pub_key``
+    (the file belongs to another key: e.g. key files swapped after a rotation)."""
+    last = state.last
+    if last is not None and not PublicKey(pub_key).verify_raw(last.signature,
+                                                              last.sign_bytes):
+        raise SignerStateError(f"signer state {path} was signed by another key than "
+                               f"{pub_key.hex()}: move it to that key's file (docs/node.md, "
+                               "\"Consensus keys and key rotation\")")
 
 
 class FileSignerBackend:
