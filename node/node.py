@@ -136,8 +136,8 @@ class Node:
             if any(sg.public_key == pub for sg in signers):
                 raise NodeError("validator_key_file and next_validator_key_file hold the "
                                 "same key")
-            path = state_file_for(data_dir, pub, primary)
             try:
+                path = state_file_for(data_dir, pub, primary)
                 backend = FileSignerBackend(path)
                 check_owner(backend.load(), pub, path)
                 signers.append(Signer(key, backend))

@@ -23,16 +23,26 @@ PRIMARY_STATE_FILE = "signer_state.json"
 def state_file_for(data_dir: str | Path, pub_key: bytes, primary: bool) -> Path:
     """Where the double-sign state of consensus key ``pub_key`` lives in ``data_dir``.
 
-    Every key has its own file, ``signer_state_<64-hex pub_key>.json``, except that the
-    key of ``validator_key_file`` keeps ``signer_state.json`` while no file of its own
-    exists (so nodes from before key rotation keep their state). A key's state must never
-    be read by another key (a fresh state would let the wrong key re-sign a step), so
-    ``load_for`` refuses a file whose last signature is not the key's."""
+    Every key may have a file of its own, ``signer_state_<64-hex pub_key>.json``; the
+    one ``signer_state.json`` (the name from before key rotation) belongs to the key whose
+    signature its last record carries, or, while it has none, to the key of
+    ``validator_key_file`` (``primary``). So a node keeps its state across the upgrade,
+    and swapping the two key files after a rotation moves no state to the wrong key.
+    Order: the key's own file if it exists; else ``signer_state.json`` if it is this
+    key's (as above); else the key's own file (a fresh state)."""
     data_dir = Path(data_dir)
     own = data_dir / f"signer_state_{pub_key.hex()}.json"
-    if primary and not own.exists():
-        return data_dir / PRIMARY_STATE_FILE
-    return own
+    if own.exists():
+        return own
+    shared = data_dir / PRIMARY_STATE_FILE
+    if shared.exists():
+        last = FileSignerBackend(shared).load().last
+        if last is None:
+            return shared if primary else own
+        if PublicKey(pub_key).verify_raw(last.signature, last.sign_bytes):
+            return shared
+        return own
+    return shared if primary else own
 
 
 def check_owner(state: SignerState, pub_key: bytes, path: Path) -> None:
