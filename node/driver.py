@@ -70,6 +70,8 @@ log = logging.getLogger("node.consensus")
 INBOX_SIZE = 10_000
 REBROADCAST_S = 1.5
 MAX_PENDING_BLOCKS = 64
+# next-height proposals and votes held while the next height has another validator set
+MAX_HELD = 1000
 
 
 def now_ms() -> int:
@@ -176,6 +178,8 @@ class ConsensusDriver:
         # the height this node decided itself (Commit from its own machine): its precommit
         # bookkeeping is complete enough to count missed precommits when it moves on
         self._decided_height: int | None = None
+        # next-height messages waiting for the next height's validator set
+        self._held: list[_Item] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,6 +236,12 @@ class ConsensusDriver:
                 self._replaying = False
             event(log, "replayed consensus WAL", height=height, records=len(records),
                   round=self.machine.round)
+        # messages held for this height's new set (_hold_for_next_set) go in now
+        held, self._held = self._held, []
+        for item in held:
+            msg = item.payload[0] if item.kind == "proposal" else item.payload
+            if msg.height == height:
+                self._dispatch(item)
         # blocks that arrived early for this height can be judged now
         for block_id, block in list(self.blocks.items()):
             if block.height == height and block_id not in self.block_txs:
@@ -309,6 +319,8 @@ class ConsensusDriver:
                 log.exception("error handling consensus input %s", item.kind)
 
     def _dispatch(self, item: _Item) -> None:
+        if item.kind in ("proposal", "vote") and self._hold_for_next_set(item):
+            return
         if item.kind == "proposal":
             proposal, block_bytes = item.payload
             self._on_proposal(proposal, block_bytes, item.peer)
@@ -337,6 +349,27 @@ class ConsensusDriver:
                     self._recheck_later(item.payload)
         elif item.kind == "call":
             item.payload()
+
+    def _hold_for_next_set(self, item: _Item) -> bool:
+        """Keep a next-height proposal or vote here when the next height has another
+        validator set: the machine checks next-height messages against the current set,
+        which would refuse (and blame the sender for) a new validator's or a rotated key's
+        honest message. Held messages (at most MAX_HELD) are handed over once the next
+        height starts with its own set."""
+        msg = item.payload[0] if item.kind == "proposal" else item.payload
+        height = getattr(msg, "height", None)
+        if height != self.machine.height + 1 or self.machine.validators is None:
+            return False
+        try:
+            next_set = self.host.executor.validators_at(height)
+        except ValueError:
+            return False
+        if next_set is self.machine.validators:
+            return False
+        self._next_height_seen = True
+        if len(self._held) < MAX_HELD:
+            self._held.append(item)
+        return True
 
     def on_txs_added(self) -> None:
         """New transactions wait: a node idling in the empty-block wait (timeout_commit_ms

@@ -630,3 +630,124 @@ async def test_proposals_are_served_from_the_rules_queries() -> None:
         assert doc == {"history": [{"from_period": 3, "params": {"fee": 1}}]}
     finally:
         await client.close()
+
+
+# ---------------------------------------------------------------------- live nodes
+
+
+async def test_live_nodes_follow_an_added_validator_and_a_key_rotation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four validators and a fifth node, in-process on loopback. Block 2 adds the fifth
+    (effective 4): the others let its node key in, it syncs and signs from then on with
+    no restart. Block 5 rotates validator 0's key (effective 7): node 0, holding both keys,
+    switches; its old key signs nothing at or after 7. Every certificate verifies against
+    the set of its height."""
+    from chain.genesis import Genesis
+    from chain.keyfile import read_key, write_key
+    from devnet.cluster import Cluster, free_base_port
+    from p2p.network import Network
+
+    base = free_base_port(10)
+    cluster = Cluster.create(tmp_path / "net", validators=4, base_port=base)
+    genesis = Genesis.load(cluster.genesis_path)
+    home4 = tmp_path / "net" / "node4"
+    home4.mkdir()
+    vkey4, nkey4, rotated = PrivateKey.generate(), PrivateKey.generate(), PrivateKey.generate()
+    write_key(home4 / "validator_key.json", vkey4)
+    write_key(home4 / "node_key.json", nkey4)
+    config4 = cfg.Config(home=home4)
+    config4.node.genesis_file = str(cluster.genesis_path)
+    config4.api.listen = f"127.0.0.1:{base + 9}"
+    config4.p2p.listen = f"127.0.0.1:{base + 8}"
+    config4.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in cluster.nodes]
+    (home4 / "config.toml").write_text(cfg.render(config4))
+    write_key(cluster.nodes[0].home / "next_validator_key.json", rotated)
+
+    set1 = genesis.validators
+    set4 = ValidatorSet([*set1.validators, Validator(vkey4.public_key.raw, 10, "validator-4",
+                                                     nkey4.public_key.raw, None)])
+    v0 = set4.validators[0]
+    set7 = ValidatorSet([Validator(rotated.public_key.raw, v0.power, v0.name, v0.node_key,
+                                   None), *set4.validators[1:]])
+    schedule_change(monkeypatch, 2, set4, [{"kind": "add_validator", "index": 4}])
+    schedule_change(monkeypatch, 5, set7, [{"kind": "rotate_key", "index": 0}])
+    # dial again quickly once the new validator is allowed in
+    monkeypatch.setattr(Network, "backoff", lambda self, attempt: 0.2)
+
+    nodes = []
+    for home in [n.home for n in cluster.nodes] + [home4]:
+        config = cfg.load(home)
+        config.consensus.empty_block_interval_ms = 150
+        if home == cluster.nodes[0].home:
+            config.node.next_validator_key_file = "next_validator_key.json"
+        nxt = config.node.next_validator_key_file
+        nodes.append(Node(config, genesis, read_key(home / "node_key.json"),
+                          read_key(home / "validator_key.json"),
+                          read_key(home / nxt) if nxt else None))
+    blamed: list[str] = []
+    real_report = Node.report_peer
+    monkeypatch.setattr(Node, "report_peer", lambda self, peer, reason: (
+        blamed.append(reason), real_report(self, peer, reason)))
+    tasks = [asyncio.create_task(n.run()) for n in nodes]
+    target = 11
+    try:
+        await until(lambda: all(getattr(n, "executor", None) is not None and
+                                n.height >= target for n in nodes) or
+                    any(t.done() for t in tasks), f"every node at height {target}", 90)
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        n0, n4 = nodes[0], nodes[4]
+        store = n0.store
+        for h in range(1, target + 1):
+            vset = set1 if h < 4 else set4 if h < 7 else set7
+            assert n4.executor.validators_at(h) == vset, h
+            block, c = store.block(h), store.certificate(h)
+            ok, why = verify_certificate(c, genesis.chain_id, vset, h, block.block_id())
+            assert ok, (h, why)
+            assert block.header.validators_hash == vset.hash()
+        # the added node signs from its first height on, without a restart
+        assert n4.validator_index == 4
+        assert n4.signers[0].state.last is not None
+        assert n4.signers[0].state.last.height >= 7
+        # node 0: the old key stopped before 7, the rotated one took over at index 0
+        old, new = n0.signers
+        assert old.public_key == set1.validators[0].pub_key
+        assert old.state.last.height < 7
+        assert new.state.last is not None and new.state.last.height >= 7
+        assert n0.validator_index == 0 and n0.signer is new
+        assert nkey4.public_key.raw in n0.network.allowed
+        assert nkey4.public_key.raw in n0.network.peers()
+        # nobody was blamed for an honest message of the new set
+        assert sum(n.network.metrics.bans for n in nodes) == 0
+        assert not blamed, blamed[:3]
+    finally:
+        for n in nodes:
+            n.request_stop()
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+
+
+async def test_next_height_messages_of_a_new_set_wait_for_it_and_blame_nobody() -> None:
+    """At height 3, a prevote for height 4 by validator 0's rotated key (and one by an
+    added validator 4) would fail the machine's check against the set of 3: the driver
+    holds them and hands them over when height 4 starts with its own set."""
+    added = ValidatorSet([*SET_B.validators, Validator(NODE_KEYS[0].public_key.raw, 1, "x")])
+    driver, _ = driver_for({1: SET_A, EFFECTIVE: added}, [VALS[1]])
+    blamed: list[str] = []
+    driver.host.report_peer = lambda peer, reason: blamed.append(reason)
+    run_height(driver, EFFECTIVE - 1)
+    by_new = Vote(VoteType.PREVOTE, EFFECTIVE, 0, None, 5, 0).signed(NEW0, CHAIN)
+    by_added = Vote(VoteType.PREVOTE, EFFECTIVE, 0, None, 5, 4).signed(NODE_KEYS[0], CHAIN)
+    forged = Vote(VoteType.PREVOTE, EFFECTIVE, 0, None, 5, 2).signed(NEW0, CHAIN)
+    for vote in (by_new, by_added, forged):
+        driver._dispatch(SimpleNamespace(kind="vote", payload=vote, peer=PEER))
+    assert blamed == [] and len(driver._held) == 3
+    run_height(driver, EFFECTIVE)
+    votes = driver.machine.votes
+    assert votes.prevotes(0) is not None
+    assert votes.prevotes(0).get(0) is not None and votes.prevotes(0).get(4) is not None
+    # the forgery is judged by the right set once it applies, and its sender blamed
+    assert len(blamed) == 1 and "signature" in blamed[0]
+    assert driver._held == []
