@@ -751,3 +751,12 @@ async def test_next_height_messages_of_a_new_set_wait_for_it_and_blame_nobody() 
     # the forgery is judged by the right set once it applies, and its sender blamed
     assert len(blamed) == 1 and "signature" in blamed[0]
     assert driver._held == []
+
+
+def test_next_validator_key_file_is_a_config_option(tmp_path: Path) -> None:
+    text = cfg.render_default()
+    assert 'next_validator_key_file = ""' in text
+    config = cfg.from_dict({"node": {"next_validator_key_file": "next.json"}}, tmp_path)
+    assert config.path(config.node.next_validator_key_file) == tmp_path / "next.json"
+    with pytest.raises(cfg.ConfigError, match="next_validator_key_file"):
+        cfg.from_dict({"node": {"next_validator_key_file": 3}}, tmp_path)
