@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -58,10 +59,12 @@ EFFECTIVE = DECIDED_IN + 2  # the first height SET_B signs
 REASON = {"kind": "rotate_key", "index": 0, "pub_key": NEW0.public_key.raw}
 
 
-def schedule_change(monkeypatch: pytest.MonkeyPatch, decided_in: int, new_set: ValidatorSet,
+def schedule_change(monkeypatch: pytest.MonkeyPatch, decided_in: int,
+                    new_set: ValidatorSet | Callable[[], ValidatorSet],
                     reasons: list[dict[str, Any]]) -> None:
-    """Make every Application write ``new_set`` as the set of ``decided_in + 2`` when it
-    executes block ``decided_in`` (the record layout of contracts/records.py)."""
+    """Make every Application write ``new_set`` (or what it returns then) as the set of
+    ``decided_in + 2`` when it executes block ``decided_in`` (the record layout of
+    contracts/records.py)."""
     real = Application.end_block
 
     def end_block(self: Application) -> Any:
@@ -69,9 +72,10 @@ def schedule_change(monkeypatch: pytest.MonkeyPatch, decided_in: int, new_set: V
         out = real(self)
         if height == decided_in:
             effective = height + 2
+            vset = new_set if isinstance(new_set, ValidatorSet) else new_set()
             heights = records.load(self.state, records.VSETS_KEY)["heights"]
             records.store(self.state, records.vset_key(effective),
-                          {"validators": new_set.to_maps(), "changes": reasons})
+                          {"validators": vset.to_maps(), "changes": reasons})
             records.store(self.state, records.VSETS_KEY, {"heights": [*heights, effective]})
         return out
 
@@ -643,37 +647,68 @@ async def test_live_nodes_follow_an_added_validator_and_a_key_rotation(
     switches; its old key signs nothing at or after 7. Every certificate verifies against
     the set of its height."""
     from chain.genesis import Genesis
-    from chain.keyfile import read_key, write_key
+    from chain.keyfile import write_key
     from devnet.cluster import Cluster, free_base_port
     from p2p.network import Network
 
-    base = free_base_port(10)
-    cluster = Cluster.create(tmp_path / "net", validators=4, base_port=base)
-    genesis = Genesis.load(cluster.genesis_path)
-    home4 = tmp_path / "net" / "node4"
-    home4.mkdir()
     vkey4, nkey4, rotated = PrivateKey.generate(), PrivateKey.generate(), PrivateKey.generate()
-    write_key(home4 / "validator_key.json", vkey4)
-    write_key(home4 / "node_key.json", nkey4)
-    config4 = cfg.Config(home=home4)
-    config4.node.genesis_file = str(cluster.genesis_path)
-    config4.api.listen = f"127.0.0.1:{base + 9}"
-    config4.p2p.listen = f"127.0.0.1:{base + 8}"
-    config4.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in cluster.nodes]
-    (home4 / "config.toml").write_text(cfg.render(config4))
-    write_key(cluster.nodes[0].home / "next_validator_key.json", rotated)
 
-    set1 = genesis.validators
-    set4 = ValidatorSet([*set1.validators, Validator(vkey4.public_key.raw, 10, "validator-4",
-                                                     nkey4.public_key.raw, None)])
-    v0 = set4.validators[0]
-    set7 = ValidatorSet([Validator(rotated.public_key.raw, v0.power, v0.name, v0.node_key,
-                                   None), *set4.validators[1:]])
-    schedule_change(monkeypatch, 2, set4, [{"kind": "add_validator", "index": 4}])
-    schedule_change(monkeypatch, 5, set7, [{"kind": "rotate_key", "index": 0}])
+    def make_cluster(root: Path) -> tuple[Cluster, Path]:
+        """Four validator homes (devnet's layout) and a fifth node's home."""
+        base = free_base_port(10)
+        cluster = Cluster.create(root, validators=4, base_port=base)
+        home4 = root / "node4"
+        home4.mkdir()
+        write_key(home4 / "validator_key.json", vkey4)
+        write_key(home4 / "node_key.json", nkey4)
+        config4 = cfg.Config(home=home4)
+        config4.node.genesis_file = str(cluster.genesis_path)
+        config4.api.listen = f"127.0.0.1:{base + 9}"
+        config4.p2p.listen = f"127.0.0.1:{base + 8}"
+        config4.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in cluster.nodes]
+        (home4 / "config.toml").write_text(cfg.render(config4))
+        write_key(cluster.nodes[0].home / "next_validator_key.json", rotated)
+        return cluster, home4
+
+    def sets_for(genesis: Genesis) -> tuple[ValidatorSet, ValidatorSet, ValidatorSet]:
+        set1 = genesis.validators
+        set4 = ValidatorSet([*set1.validators, Validator(
+            vkey4.public_key.raw, 10, "validator-4", nkey4.public_key.raw, None)])
+        v0 = set4.validators[0]
+        set7 = ValidatorSet([Validator(rotated.public_key.raw, v0.power, v0.name,
+                                       v0.node_key, None), *set4.validators[1:]])
+        return set1, set4, set7
+
+    # each attempt has its own genesis keys: the changes read the sets of the attempt
+    current: dict[str, ValidatorSet] = {}
+    schedule_change(monkeypatch, 2, lambda: current["4"],
+                    [{"kind": "add_validator", "index": 4}])
+    schedule_change(monkeypatch, 5, lambda: current["7"], [{"kind": "rotate_key", "index": 0}])
     # dial again quickly once the new validator is allowed in
     monkeypatch.setattr(Network, "backoff", lambda self, attempt: 0.2)
+    blamed: list[str] = []
+    real_report = Node.report_peer
+    monkeypatch.setattr(Node, "report_peer", lambda self, peer, reason: (
+        blamed.append(reason), real_report(self, peer, reason)))
 
+    for attempt in range(3):  # another process may take a port between pick and bind
+        cluster, home4 = make_cluster(tmp_path / f"net{attempt}")
+        genesis = Genesis.load(cluster.genesis_path)
+        set1, set4, set7 = sets_for(genesis)
+        current.update({"4": set4, "7": set7})
+        if await _run_live(cluster, home4, genesis, (set1, set4, set7), nkey4, blamed):
+            return
+    pytest.fail("no free ports for the in-process nodes in three attempts")
+
+
+async def _run_live(cluster: Any, home4: Path, genesis: Any,
+                    sets: tuple[ValidatorSet, ValidatorSet, ValidatorSet],
+                    nkey4: PrivateKey, blamed: list[str]) -> bool:
+    """Run the five nodes to height 11 and check them; False if a node could not bind
+    its ports (the caller retries on others)."""
+    from chain.keyfile import read_key
+
+    set1, set4, set7 = sets
     nodes = []
     for home in [n.home for n in cluster.nodes] + [home4]:
         config = cfg.load(home)
@@ -684,17 +719,24 @@ async def test_live_nodes_follow_an_added_validator_and_a_key_rotation(
         nodes.append(Node(config, genesis, read_key(home / "node_key.json"),
                           read_key(home / "validator_key.json"),
                           read_key(home / nxt) if nxt else None))
-    blamed: list[str] = []
-    real_report = Node.report_peer
-    monkeypatch.setattr(Node, "report_peer", lambda self, peer, reason: (
-        blamed.append(reason), real_report(self, peer, reason)))
     tasks = [asyncio.create_task(n.run()) for n in nodes]
     target = 11
     try:
-        await until(lambda: all(getattr(n, "executor", None) is not None and
-                                n.height >= target for n in nodes) or
-                    any(t.done() for t in tasks), f"every node at height {target}", 90)
-        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        def signed_since(node: Node, index: int, height: int) -> bool:
+            signers = getattr(node, "signers", [])
+            last = signers[index].state.last if len(signers) > index else None
+            return last is not None and last.height >= height
+
+        # every node at the target, and the added node and node 0's rotated key signing
+        await until(lambda: any(t.done() for t in tasks) or (
+            all(getattr(n, "executor", None) is not None and n.height >= target
+                for n in nodes)
+            and signed_since(nodes[4], 0, 7) and signed_since(nodes[0], 1, 7)),
+            f"every node at height {target}, the new keys signing", 90)
+        failed = [str(t.exception()) for t in tasks if t.done()]
+        if failed and all("cannot start p2p" in f or "cannot listen" in f for f in failed):
+            return False
+        assert not failed, failed
         n0, n4 = nodes[0], nodes[4]
         store = n0.store
         for h in range(1, target + 1):
@@ -719,6 +761,7 @@ async def test_live_nodes_follow_an_added_validator_and_a_key_rotation(
         # nobody was blamed for an honest message of the new set
         assert sum(n.network.metrics.bans for n in nodes) == 0
         assert not blamed, blamed[:3]
+        return True
     finally:
         for n in nodes:
             n.request_stop()
