@@ -417,7 +417,7 @@ class Api:
                                              f"{', '.join(PROPOSAL_STATUSES)}, got "
                                              f"{status[:40]!r}")
         text = request.query.get("after")
-        after = None if text is None else _number(text, "after")
+        after = 0 if text is None else _number(text, "after")
         found = self._governance("list_proposals", status, after, _limit(request))
         return json_response(found if isinstance(found, dict) else {"proposals": found})
 

@@ -265,9 +265,12 @@ class ConsensusDriver:
                   pub_key=None if signer is None else signer.public_key.hex(),
                   previous=None if self.signer is None else self.signer.public_key.hex())
         self.signer = signer
+        if self.machine.signer is signer:
+            return
         use = getattr(self.machine, "use_signer", None)
         if use is not None:
-            use(signer)
+            # height - 1 is over: decided by this machine, or committed from block sync
+            use(signer, committed=height - 1)
         else:
             self.machine.signer = signer
 

@@ -33,6 +33,8 @@ EVIDENCE_PER_BLOCK = 10
 # the pool takes no evidence about a height this far below the latest block (a policy of
 # this node's pool, not a rule of block validity)
 MAX_EVIDENCE_AGE = 100_000
+# open proposals read per call of the rules' list_proposals (it serves at most 500)
+PROPOSAL_PAGE = 500
 
 try:  # every kind of evidence (helper B's second kind), once chain/ has it
     from chain.evidence import evidence_from_map  # type: ignore[attr-defined]
@@ -67,10 +69,10 @@ def proposed_node_keys(app: Any) -> set[bytes]:
     if lister is None:
         return set()
     keys: set[bytes] = set()
-    after = None
+    after = 0
     for _ in range(100):  # bounded: at most 100 pages
         try:
-            page = lister("open", after, 1000)
+            page = lister("open", after, PROPOSAL_PAGE)
         except (TypeError, ValueError, KeyError):
             return keys
         items = page.get("proposals", []) if isinstance(page, dict) else page
@@ -83,7 +85,7 @@ def proposed_node_keys(app: Any) -> set[bytes]:
                     keys.add(key)
         last = items[-1]
         after = last.get("id") if isinstance(last, dict) else None
-        if after is None or len(items) < 1000:
+        if not isinstance(after, int) or len(items) < PROPOSAL_PAGE:
             break
     return keys
 

@@ -314,7 +314,7 @@ def test_proposed_node_keys_come_from_open_add_proposals() -> None:
         ]}
 
     assert proposed_node_keys(SimpleNamespace(list_proposals=list_proposals)) == {key}
-    assert calls == [("open", None, 1000)]
+    assert calls == [("open", 0, 500)]
     assert proposed_node_keys(SimpleNamespace()) == set()
 
 
@@ -624,7 +624,7 @@ async def test_proposals_are_served_from_the_rules_queries() -> None:
         assert doc == {"proposals": [{"id": 7, "kind": "add_validator",
                                       "pub_key": "01" * 32}]}
         status, doc = await get(client, "/proposals")
-        assert seen[-1] == (None, None, 100)
+        assert seen[-1] == (None, 0, 100)
         assert (await get(client, "/proposals/7")) == (200, {"id": 7, "status": "open"})
         status, doc = await get(client, "/proposals/8")
         assert status == 404
