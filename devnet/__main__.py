@@ -1,6 +1,7 @@
 """``python -m devnet``: a local multi-validator network in one command, and benchmarks.
 
-Commands: ``up``, ``load``, ``bench``, ``bench-state``.
+Commands: ``up``, ``add-validator``, ``remove-validator``, ``load``, ``bench``,
+``bench-state``.
 
 ``up`` creates keys, a genesis (devnet rule profile) and configs for N validators under
 a data folder (or reuses the folder's existing devnet), starts N node processes on
@@ -9,52 +10,88 @@ network running until Ctrl-C; it stops every process it started. A node that exi
 that you kill, to watch the others carry on) is reported, with whether the rest can
 still commit; ``up`` itself ends once no node is left. ``bench`` measures the network,
 ``bench-state`` the state and rules alone (``devnet/bench_state.py``).
+
+While ``up`` runs, ``add-validator --data DIR`` and ``remove-validator --data DIR N``
+change the validator set through governance (``devnet/governance.py``): ``up`` re-reads
+``DIR/devnet.json`` every second, starts the nodes added there and stops the ones marked
+removed; it records its own pid in ``DIR/up.json`` so that those commands find it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from devnet.cluster import DEFAULT_BASE_PORT, Cluster, ClusterError
 
 
 def supervise(cluster: Cluster, say: Callable[[str], None], poll_s: float = 1.0,
-              max_polls: int | None = None) -> int:
+              max_polls: int | None = None,
+              on_poll: Callable[[], Iterable[int]] | None = None) -> int:
     """Watch the nodes: report each one that exits (once) and whether the validators
-    still running hold a quorum, and keep the others running. Returns 1 once every node
-    has exited, 0 after ``max_polls`` polls (None: no limit)."""
-    vset = cluster.genesis.validators
+    still running hold a quorum of the current set, and keep the others running.
+    ``on_poll`` runs first at every poll and returns the nodes it stopped on purpose (not
+    reported as exits). Returns 1 once every node has exited, 0 after ``max_polls`` polls
+    (None: no limit)."""
     gone: set[int] = set()
     polls = 0
     while max_polls is None or polls < max_polls:
         polls += 1
         time.sleep(poll_s)
+        if on_poll is not None:
+            gone.update(on_poll())
+        # a node removed from the devnet before this run was never started
+        gone.update(n.index for n in cluster.nodes if getattr(n, "removed", False)
+                    and n.proc is None)
         exited = [n for n in cluster.nodes if n.index not in gone and not n.alive()]
         if not exited:
             continue
         gone.update(n.index for n in exited)
         running = [n.index for n in cluster.nodes if n.index not in gone]
-        live = vset.power_of([i for i in running if i < len(vset)])
         for n in exited:
             code = n.proc.returncode if n.proc is not None else None
             say(f"devnet: node{n.index} exited (code {code}); its log: {n.log_path}")
         if not running:
             say("devnet: no node is left")
             return 1
-        if vset.has_quorum(live):
+        live, total = cluster.voting_power(running)
+        if 3 * live > 2 * total:
             say(f"devnet: nodes {running} keep running and hold {live} of "
-                f"{vset.total_power} voting power, more than 2/3: the chain goes on")
+                f"{total} voting power, more than 2/3: the chain goes on")
         else:
             say(f"devnet: nodes {running} keep running but hold only {live} of "
-                f"{vset.total_power} voting power, not more than 2/3: no block commits "
+                f"{total} voting power, not more than 2/3: no block commits "
                 "until enough validators are back (Ctrl-C, then `make devnet` again "
                 "restarts them on the same chain)")
     return 0
+
+
+def follow_folder(cluster: Cluster, say: Callable[[str], None]) -> Callable[[], list[int]]:
+    """``supervise``'s ``on_poll`` for ``up``: start the nodes ``add-validator`` appended to
+    ``devnet.json``, stop the ones ``remove-validator`` marked removed."""
+    def poll() -> list[int]:
+        try:
+            added, retired = cluster.refresh()
+        except ClusterError as exc:
+            say(f"devnet: cannot re-read {cluster.data_dir / 'devnet.json'}: {exc}")
+            return []
+        for i in added:
+            if not cluster.nodes[i].removed:
+                cluster.start_node(i)
+                say(f"devnet: node{i} started (added to the devnet); API "
+                    f"{cluster.nodes[i].url}, log {cluster.nodes[i].log_path}")
+        for i in retired:
+            code = cluster.terminate(i)
+            say(f"devnet: node{i} stopped (removed from the validator set; code {code})")
+        return retired
+
+    return poll
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -84,11 +121,15 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     # also when started from a shell that ignores SIGINT for background jobs
     signal.signal(signal.SIGINT, on_signal)
+    # add-validator / remove-validator find the running devnet by this file
+    up_file = cluster.data_dir / "up.json"
+    up_file.write_text(json.dumps({"pid": os.getpid()}))
     try:
         cluster.start(wait_s=60)
         cluster.wait_height(1, timeout_s=60)
         print("validators:")
-        for node in cluster.nodes:
+        for i in cluster.active:
+            node = cluster.nodes[i]
             print(f"  node{node.index}: API {node.url}  p2p 127.0.0.1:{node.p2p_port}  "
                   f"log {node.log_path}")
         if not args.no_demo:
@@ -98,7 +139,7 @@ def _up(args: argparse.Namespace) -> int:
                 run_demo(cluster)
             except (DemoError, Exception) as exc:  # keep the network up to look at
                 print(f"\ndemo stopped: {exc}", file=sys.stderr)
-        url = cluster.nodes[0].url
+        url = cluster.nodes[cluster.active[0]].url
         print(f"\nlook at: {url}/status  {url}/blocks/latest  {url}/metrics  "
               f"{url}/openapi.json  {url}/events")
         print(f"audit it: .venv/bin/mutual audit --node {url} --genesis "
@@ -106,7 +147,13 @@ def _up(args: argparse.Namespace) -> int:
         if args.exit_after_demo:
             return 0
         print("the network keeps running; Ctrl-C stops every node")
-        return supervise(cluster, lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"change its validators: python -m devnet add-validator --data {args.data}  "
+              f"|  python -m devnet remove-validator --data {args.data} N", flush=True)
+
+        def say(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        return supervise(cluster, say, on_poll=follow_folder(cluster, say))
     except KeyboardInterrupt:
         print("\nstopping the devnet …")
         return 0
@@ -116,6 +163,19 @@ def _up(args: argparse.Namespace) -> int:
     finally:
         stopping = True
         cluster.stop()
+        up_file.unlink(missing_ok=True)
+
+
+def _add_validator(args: argparse.Namespace) -> int:
+    from devnet.governance import add_validator, run
+
+    return run(lambda: add_validator(args.data, power=args.power, timeout_s=args.timeout))
+
+
+def _remove_validator(args: argparse.Namespace) -> int:
+    from devnet.governance import remove_validator, run
+
+    return run(lambda: remove_validator(args.data, args.node, timeout_s=args.timeout))
 
 
 def _load(args: argparse.Namespace) -> int:
@@ -146,6 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-demo", action="store_true")
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=_up)
+    av = sub.add_parser("add-validator", help="add a validator to the devnet `up` is running: "
+                                              "new node, sync, proposal, votes")
+    av.add_argument("--data", default="devnet-data", help="the folder `up --data` runs")
+    av.add_argument("--power", type=int, default=10)
+    av.add_argument("--timeout", type=float, default=90.0, help="seconds for each wait")
+    av.set_defaults(func=_add_validator)
+    rv = sub.add_parser("remove-validator", help="remove node N's validator by proposal "
+                                                 "and votes, then stop it")
+    rv.add_argument("node", type=int, metavar="N", help="the node's number (nodeN in --data)")
+    rv.add_argument("--data", default="devnet-data", help="the folder `up --data` runs")
+    rv.add_argument("--timeout", type=float, default=90.0, help="seconds for each wait")
+    rv.set_defaults(func=_remove_validator)
     ld = sub.add_parser("load", help="signed transaction load against all nodes")
     ld.add_argument("--rate", type=float, default=200, help="transactions per second")
     ld.add_argument("--duration", type=float, default=20, help="seconds")
@@ -164,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, "validators", 1) < 1:
         p.error("--validators must be at least 1")
+    if getattr(args, "power", 1) < 1:
+        p.error("--power must be at least 1")
+    if getattr(args, "node", 0) < 0:
+        p.error("N must be a node number (0, 1, ...)")
+    if not 0 < getattr(args, "timeout", 1) < float("inf"):
+        p.error("--timeout must be a positive number of seconds")
     return args.func(args)
 
 

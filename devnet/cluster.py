@@ -4,6 +4,19 @@
 folder; ``start`` launches ``python -m mutual start`` for each; ``kill``/``restart``
 inject crashes; ``stop`` ends every process it started (SIGTERM, then SIGKILL). Used by
 ``python -m devnet``, the load generator, the benchmark and the multi-process tests.
+
+The data folder (documented in docs/operators-governance.md, "The devnet folder"):
+
+* ``genesis.json``; ``keys/`` (registrar, assessor, fee-operator role keys);
+* ``node<i>/`` per node: ``config.toml``, ``validator_key.json`` (consensus key),
+  ``node_key.json`` (peer identity), ``operator_key.json`` (the validator's operator
+  account, which signs its governance transactions), ``node.log``, ``node.pid`` (while
+  ``devnet up`` runs it), ``data/``;
+* ``devnet.json``: ``{"validators": genesis count, "base_port", "chain_id", "nodes":
+  [{"index", "api_port", "p2p_port", "removed"}]}``; ``nodes`` grows when
+  ``add-validator`` adds a node and marks ``removed`` when ``remove-validator`` retires
+  one (a removed node is not started again);
+* ``up.json``: ``{"pid"}`` of the ``devnet up`` process while it runs.
 """
 
 from __future__ import annotations
@@ -49,6 +62,54 @@ def free_base_port(count: int, start: int = 28000, stop: int = 60000) -> int:
     raise ClusterError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
+OPERATOR_KEY_FILE = "operator_key.json"
+
+
+def write_meta(data_dir: Path, meta: dict[str, Any]) -> None:
+    """Replace ``devnet.json`` atomically (``devnet up`` re-reads it while it runs)."""
+    tmp = data_dir / "devnet.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, data_dir / "devnet.json")
+
+
+def read_meta(data_dir: Path) -> dict[str, Any]:
+    """``devnet.json``, with the ``nodes`` list filled in for folders written before it
+    existed (node i on base_port + 2i and + 2i + 1)."""
+    try:
+        meta = json.loads((data_dir / "devnet.json").read_text())
+        base = meta["base_port"]
+        if "nodes" not in meta:
+            meta["nodes"] = [{"index": i, "api_port": base + 2 * i, "p2p_port": base + 2 * i + 1,
+                              "removed": False} for i in range(meta["validators"])]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{data_dir} is not a devnet folder: {exc}") from None
+    return meta
+
+
+def write_node_config(data_dir: Path, node: NodeProc, peer_ports: list[int]) -> None:
+    """A devnet node's ``config.toml``: loopback ports, the folder's genesis, its peers."""
+    from node import config as cfg
+
+    config = cfg.Config(home=node.home)
+    config.node.moniker = f"node{node.index}"
+    config.node.genesis_file = str(data_dir / "genesis.json")
+    config.api.listen = f"127.0.0.1:{node.api_port}"
+    config.p2p.listen = f"127.0.0.1:{node.p2p_port}"
+    config.p2p.persistent_peers = [f"127.0.0.1:{port}" for port in peer_ports]
+    (node.home / "config.toml").write_text(cfg.render(config))
+
+
+def ports_free(*ports: int) -> bool:
+    """Whether every port can be bound on 127.0.0.1 right now (checked, not reserved)."""
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 @dataclass
 class NodeProc:
     index: int
@@ -56,6 +117,7 @@ class NodeProc:
     api_port: int
     p2p_port: int
     proc: subprocess.Popen[bytes] | None = None
+    removed: bool = False  # retired from the validator set by remove-validator: not started
 
     @property
     def url(self) -> str:
@@ -97,7 +159,6 @@ class Cluster:
     ) -> Cluster:
         """Write keys, genesis and configs for ``validators`` nodes (fresh data dir)."""
         from contracts.params import profile as rule_profile
-        from node import config as cfg
 
         data_dir = Path(data_dir).resolve()
         if validators < 1:
@@ -122,11 +183,13 @@ class Cluster:
         for i in range(validators):
             home = data_dir / f"node{i}"
             home.mkdir(parents=True, exist_ok=True)
-            vkey, nkey = PrivateKey.generate(), PrivateKey.generate()
+            vkey, nkey, okey = (PrivateKey.generate() for _ in range(3))
             write_key(home / "validator_key.json", vkey)
             write_key(home / "node_key.json", nkey)
+            write_key(home / OPERATOR_KEY_FILE, okey)
             vals.append({"name": f"validator-{i}", "pub_key": vkey.public_key.hex(),
-                         "power": 10, "node_key": nkey.public_key.hex()})
+                         "power": 10, "node_key": nkey.public_key.hex(),
+                         "operator_account": okey.public_key.hex()})
             nodes.append(NodeProc(i, home, base_port + 2 * i, base_port + 2 * i + 1))
         params = rule_profile(profile)
         if params_override:
@@ -149,30 +212,79 @@ class Cluster:
         genesis = Genesis.from_doc(doc)
         genesis.dump(data_dir / "genesis.json")
         for node in nodes:
-            config = cfg.Config(home=node.home)
-            config.node.moniker = f"node{node.index}"
-            config.node.genesis_file = str(data_dir / "genesis.json")
-            config.api.listen = f"127.0.0.1:{node.api_port}"
-            config.p2p.listen = f"127.0.0.1:{node.p2p_port}"
-            config.p2p.persistent_peers = [f"127.0.0.1:{n.p2p_port}" for n in nodes
-                                           if n is not node]
-            (node.home / "config.toml").write_text(cfg.render(config))
-        (data_dir / "devnet.json").write_text(json.dumps({
-            "validators": validators, "base_port": base_port, "chain_id": chain_id}))
+            write_node_config(data_dir, node, [n.p2p_port for n in nodes if n is not node])
+        write_meta(data_dir, {
+            "validators": validators, "base_port": base_port, "chain_id": chain_id,
+            "nodes": [{"index": n.index, "api_port": n.api_port, "p2p_port": n.p2p_port,
+                       "removed": False} for n in nodes]})
         return cls(data_dir, nodes)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> Cluster:
         """Re-open an existing devnet folder (to restart it)."""
         data_dir = Path(data_dir).resolve()
-        try:
-            meta = json.loads((data_dir / "devnet.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ClusterError(f"{data_dir} is not a devnet folder: {exc}") from None
-        base = meta["base_port"]
-        nodes = [NodeProc(i, data_dir / f"node{i}", base + 2 * i, base + 2 * i + 1)
-                 for i in range(meta["validators"])]
+        meta = read_meta(data_dir)
+        nodes = [NodeProc(n["index"], data_dir / f"node{n['index']}", n["api_port"],
+                          n["p2p_port"], removed=bool(n.get("removed")))
+                 for n in meta["nodes"]]
         return cls(data_dir, nodes)
+
+    def refresh(self) -> tuple[list[int], list[int]]:
+        """Re-read ``devnet.json`` (another command may have added or retired a node while
+        ``devnet up`` runs): append nodes new to this object, mark retired ones. Returns
+        (indices added, indices newly marked removed); starts and stops nothing."""
+        meta = read_meta(self.data_dir)
+        known = {n.index for n in self.nodes}
+        added, retired = [], []
+        for entry in meta["nodes"]:
+            i = entry["index"]
+            if i not in known:
+                self.nodes.append(NodeProc(i, self.data_dir / f"node{i}", entry["api_port"],
+                                           entry["p2p_port"], removed=bool(entry.get("removed"))))
+                added.append(i)
+            elif entry.get("removed") and not self.nodes[i].removed:
+                self.nodes[i].removed = True
+                retired.append(i)
+        return added, retired
+
+    @property
+    def active(self) -> list[int]:
+        """Positions in ``nodes`` of the nodes not retired (a devnet folder's node i is at
+        position i; a Cluster of extra nodes built by hand may number them otherwise)."""
+        return [pos for pos, n in enumerate(self.nodes) if not n.removed]
+
+    def node_pub_key(self, index: int) -> bytes | None:
+        """The consensus key a node's home holds (None: a full node without one)."""
+        path = self.nodes[index].home / "validator_key.json"
+        return read_key(path).public_key.raw if path.exists() else None
+
+    def voting_power(self, indices: list[int]) -> tuple[int, int]:
+        """(power of the validators the nodes ``indices`` hold, total power) in the set a
+        running node reports for its next height; the genesis set if none answers."""
+        current: dict[str, int] | None = None
+        for i in indices:
+            try:
+                doc = self.nodes[i].client.validators()
+                current = {v["pub_key"]: int(v["power"]) for v in doc["validators"]}
+                break
+            except (ClientError, KeyError, TypeError, ValueError):
+                continue
+        if current is None:
+            current = {v.pub_key.hex(): v.power for v in self.genesis.validators.validators}
+        live = 0
+        for i in indices:
+            try:
+                pub = self.node_pub_key(i)
+            except Exception:  # noqa: BLE001 - an unreadable key file holds no power here
+                pub = None
+            if pub is not None:
+                live += current.get(pub.hex(), 0)
+        return live, sum(current.values())
+
+    def operator_key(self, index: int) -> PrivateKey | None:
+        """The operator account key in a node's home (None if it has none)."""
+        path = self.nodes[index].home / OPERATOR_KEY_FILE
+        return read_key(path) if path.exists() else None
 
     @property
     def genesis_path(self) -> Path:
@@ -211,16 +323,18 @@ class Cluster:
             )
         finally:
             log.close()
+        # so that a test or an operator can find (and kill -9) a node devnet up started
+        (node.home / "node.pid").write_text(f"{node.proc.pid}\n")
 
     def start(self, wait_s: float = 60.0) -> None:
-        for node in self.nodes:
-            self.start_node(node.index)
+        for i in self.active:
+            self.start_node(i)
         self.wait_ready(wait_s)
 
     def wait_ready(self, timeout_s: float = 60.0, indices: list[int] | None = None) -> None:
         """Wait (bounded) until every selected node answers /status."""
         deadline = time.monotonic() + timeout_s
-        pending = set(indices if indices is not None else range(len(self.nodes)))
+        pending = set(indices if indices is not None else self.active)
         while pending and time.monotonic() < deadline:
             for i in list(pending):
                 node = self.nodes[i]
@@ -246,7 +360,7 @@ class Cluster:
                     indices: list[int] | None = None) -> None:
         """Wait (bounded) until every selected node has committed ``height``."""
         deadline = time.monotonic() + timeout_s
-        pending = set(indices if indices is not None else range(len(self.nodes)))
+        pending = set(indices if indices is not None else self.active)
         while pending and time.monotonic() < deadline:
             for i in list(pending):
                 try:
@@ -287,7 +401,7 @@ class Cluster:
         self.wait_ready(wait_s, [index])
 
     def stop(self) -> None:
-        """Stop every process this cluster started."""
+        """Stop every process this cluster started (and forget their ``node.pid``)."""
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGTERM)
@@ -300,6 +414,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 node.proc.kill()
                 node.proc.wait(timeout=10)
+            (node.home / "node.pid").unlink(missing_ok=True)
 
     def tail(self, index: int, lines: int = 20) -> str:
         try:

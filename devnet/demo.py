@@ -55,7 +55,8 @@ def run_demo(cluster: Cluster, say: Callable[[str], None] = print) -> dict[str, 
     genesis = cluster.genesis
     params = genesis.params
     chain_id = genesis.chain_id
-    clients = [n.client for n in cluster.nodes]
+    # the nodes still in the devnet (remove-validator retires one for good)
+    clients = [cluster.nodes[i].client for i in cluster.active]
     node0 = clients[0]
 
     def latest_time() -> int:

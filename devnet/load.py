@@ -81,7 +81,7 @@ class TxFactory:
     def __init__(self, cluster: Cluster, salt: bytes) -> None:
         self.chain_id = cluster.genesis.chain_id
         self.registrars = cluster.registrar_keys()
-        client = cluster.nodes[0].client
+        client = cluster.nodes[cluster.active[0]].client
         self.nonces = [int(client.account(k.public_key.hex())["next_nonce"])
                        for k in self.registrars]
         self.salt = salt
@@ -140,7 +140,7 @@ def run_load(cluster: Cluster, rate: float, duration: float, factory: TxFactory,
     result = LoadResult(rate, duration)
     total = max(1, int(rate * duration))
     txs = factory.make(total)
-    nodes = cluster.nodes
+    nodes = [cluster.nodes[i] for i in cluster.active]  # not the retired ones
     clients = [Client(n.url, timeout=30) for n in nodes]
     sent_at: dict[str, float] = {}
     watcher = CommitWatcher(clients[0])

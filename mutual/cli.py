@@ -1,6 +1,7 @@
 """The ``mutual`` command line: one command, each door's own subcommands.
 
-* operators (``node/cli.py``): keys, genesis, init, start, recover-wal;
+* operators (``node/cli.py``): keys, genesis, init, start, recover-wal, node rotate-key;
+* validator operators' governance (``client/gov_cli.py``): gov propose|vote|list|show;
 * clients and members (``client/cli.py``): status, tx, query;
 * auditors (``audit/cli.py``): export, audit, verify-share.
 
@@ -15,6 +16,7 @@ import sys
 
 from audit import cli as audit_cli
 from client import cli as client_cli
+from client import gov_cli
 from client.cliutil import EXIT_FAIL, EXIT_USAGE, CliError
 from node import cli as node_cli
 
@@ -23,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mutual", description="mutual-ledger node and client")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for door in (node_cli, client_cli, audit_cli):
+    for door in (node_cli, gov_cli, client_cli, audit_cli):
         door.register(sub)
     return p
 

@@ -51,6 +51,10 @@ BODY_TIMEOUT_S = 30.0
 # client sees the answer) for at most this long before the connection is closed.
 LINGER_S = 2.0
 FORMATS = ("json", "msgpack")
+# paged lists (/validators/changes, /proposals): default and largest page
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+PROPOSAL_STATUSES = ("open", "passed", "expired", "failed")
 
 
 class ApiError(Exception):
@@ -145,6 +149,17 @@ def _number(text: str, what: str) -> int:
     return int(text)
 
 
+def _limit(request: web.Request) -> int:
+    """The ``limit`` of a paged list: 1 .. MAX_PAGE, default DEFAULT_PAGE."""
+    text = request.query.get("limit")
+    if text is None:
+        return DEFAULT_PAGE
+    if not text.isdigit() or len(text) > 5 or not 1 <= int(text) <= MAX_PAGE:
+        raise ApiError(400, "bad_limit", f"limit must be an integer from 1 to {MAX_PAGE}, "
+                                         f"got {text[:40]!r}")
+    return int(text)
+
+
 def _record_id(kind: str, text: str) -> str:
     """Refuse malformed ids with a 400 (a well-formed id that is absent is a 404)."""
     if kind == "member":
@@ -222,6 +237,10 @@ class Api:
         r.add_get("/healthz", self.get_health)
         r.add_get("/readyz", self.get_ready)
         r.add_get("/validators", self.get_validators)
+        r.add_get("/validators/changes", self.get_validator_changes)
+        r.add_get("/proposals", self.get_proposals)
+        r.add_get("/proposals/{id}", self.get_proposal)
+        r.add_get("/params/history", self.get_params_history)
         r.add_get("/genesis", self.get_genesis)
         r.add_get("/accounts/{pub_key}", self.get_account)
         r.add_get("/members/{id}", self.get_member)
@@ -369,7 +388,49 @@ class Api:
         return json_response({"ok": ok, "reason": why}, 200 if ok else 503)
 
     async def get_validators(self, request: web.Request) -> web.Response:
-        return json_response(self.queries.validators_json())
+        text = request.query.get("height")
+        height = None if text is None else _number(text, "height")
+        doc = self.queries.validators_json(height)
+        if doc is None:
+            raise ApiError(404, "not_found", f"no validator set known for height {height} "
+                                             f"(known: 1 to {self.queries.height + 2})")
+        return json_response(doc)
+
+    async def get_validator_changes(self, request: web.Request) -> web.Response:
+        text = request.query.get("from")
+        after = 0 if text is None else _number(text, "from")
+        limit = _limit(request)
+        return json_response(self.queries.validator_changes(after, limit))
+
+    def _governance(self, method: str, *args: Any) -> Any:
+        try:
+            return self.queries.governance(method, *args)
+        except NotImplementedError:
+            raise ApiError(501, "not_implemented", f"this node's rules have no {method} "
+                                                   "(governance proposals are not in this "
+                                                   "version)") from None
+
+    async def get_proposals(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        if status is not None and status not in PROPOSAL_STATUSES:
+            raise ApiError(400, "bad_query", f"status must be one of "
+                                             f"{', '.join(PROPOSAL_STATUSES)}, got "
+                                             f"{status[:40]!r}")
+        text = request.query.get("after")
+        after = 0 if text is None else _number(text, "after")
+        found = self._governance("list_proposals", status, after, _limit(request))
+        return json_response(found if isinstance(found, dict) else {"proposals": found})
+
+    async def get_proposal(self, request: web.Request) -> web.Response:
+        pid = _number(request.match_info["id"], "proposal_id")
+        found = self._governance("get_proposal", pid)
+        if found is None:
+            raise ApiError(404, "not_found", f"no proposal {pid}")
+        return json_response(found)
+
+    async def get_params_history(self, request: web.Request) -> web.Response:
+        found = self._governance("params_history")
+        return json_response(found if isinstance(found, dict) else {"history": found})
 
     async def get_genesis(self, request: web.Request) -> web.Response:
         return json_response(self.queries.genesis.doc)

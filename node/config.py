@@ -24,6 +24,7 @@ class NodeSection:
     moniker: str = "node"
     genesis_file: str = "genesis.json"
     validator_key_file: str = "validator_key.json"
+    next_validator_key_file: str = ""
     node_key_file: str = "node_key.json"
     data_dir: str = "data"
 
@@ -99,6 +100,10 @@ _HELP = {
         "moniker": "a human-readable name for this node, used in logs",
         "genesis_file": "the genesis document (relative paths are relative to the home dir)",
         "validator_key_file": "the consensus signing key; leave empty to run a non-validator",
+        "next_validator_key_file": "a second consensus key, for a key rotation: at each "
+                                   "height the node signs with whichever of the two keys "
+                                   "that height's validator set holds (docs/node.md); "
+                                   "empty: none",
         "node_key_file": "the peer-to-peer identity key",
         "data_dir": "LevelDB database, consensus WAL and signer state live here",
     },

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +30,7 @@ from chain.block import Block
 from chain.certificate import CommitCertificate
 from chain.evidence import DuplicateVoteEvidence
 from chain.tx import Transaction
+from chain.validators import ValidatorSet
 from chain.vote import MessageError, Proposal, Vote
 from consensus.events import (
     MISBEHAVIOUR,
@@ -69,6 +70,8 @@ log = logging.getLogger("node.consensus")
 INBOX_SIZE = 10_000
 REBROADCAST_S = 1.5
 MAX_PENDING_BLOCKS = 64
+# next-height proposals and votes held while the next height has another validator set
+MAX_HELD = 1000
 
 
 def now_ms() -> int:
@@ -136,18 +139,23 @@ class ConsensusDriver:
     """Feeds the node's inputs to the consensus machine and carries out its actions."""
 
     def __init__(self, host: DriverHost, signer: Signer | None, wal: WAL, *,
-                 empty_block_interval_ms: int, catching_up: Callable[[], bool]) -> None:
+                 empty_block_interval_ms: int, catching_up: Callable[[], bool],
+                 more_signers: Sequence[Signer] = ()) -> None:
         """``empty_block_interval_ms`` (a config setting) and ``catching_up`` (is block
         sync behind a peer?) are the two pieces of the node the driver needs beyond
-        ``DriverHost``."""
+        ``DriverHost``. ``signer`` and ``more_signers`` are every consensus key this node
+        holds (its key, and the next one after a rotation); at each height the driver
+        signs with the one in that height's validator set, or with none (an observer)."""
         self.host = host
         self.empty_block_interval_ms = empty_block_interval_ms
         self.catching_up = catching_up
         self.genesis = host.genesis
         self.chain_id = host.genesis.chain_id
-        self.signer = signer
+        self.signers: list[Signer] = [s for s in (signer, *more_signers) if s is not None]
+        # the signer of the current height (None: not in its set); set by _begin_height
+        self.signer: Signer | None = None
         self.wal = wal
-        self.machine = ConsensusMachine(self.chain_id, signer,
+        self.machine = ConsensusMachine(self.chain_id, None,
                                         TimeoutConfig.from_params(self.genesis.consensus))
         self.inbox: asyncio.Queue[_Item] = asyncio.Queue(INBOX_SIZE)
         # blocks proposed at the current or next height, by id, with their decoded txs
@@ -170,6 +178,8 @@ class ConsensusDriver:
         # the height this node decided itself (Commit from its own machine): its precommit
         # bookkeeping is complete enough to count missed precommits when it moves on
         self._decided_height: int | None = None
+        # next-height messages waiting for the next height's validator set
+        self._held: list[_Item] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -212,8 +222,9 @@ class ConsensusDriver:
         self.own_messages = []
         self.blocks = {k: b for k, b in self.blocks.items() if b.height >= height}
         self.block_txs = {k: v for k, v in self.block_txs.items() if k in self.blocks}
-        actions = self.machine.start_height(height, self.host.executor.validators_at(height),
-                                           now_ms())
+        validators = self.host.executor.validators_at(height)
+        self._use_signer(height, validators)
+        actions = self.machine.start_height(height, validators, now_ms())
         records = self.wal.replay(height) if replay else []
         self._execute(actions, None)
         if records:
@@ -225,11 +236,43 @@ class ConsensusDriver:
                 self._replaying = False
             event(log, "replayed consensus WAL", height=height, records=len(records),
                   round=self.machine.round)
+        # messages held for this height's new set (_hold_for_next_set) go in now
+        held, self._held = self._held, []
+        for item in held:
+            msg = item.payload[0] if item.kind == "proposal" else item.payload
+            if msg.height == height:
+                self._dispatch(item)
         # blocks that arrived early for this height can be judged now
         for block_id, block in list(self.blocks.items()):
             if block.height == height and block_id not in self.block_txs:
                 self._judge(block_id, block, None)
         self.host.metrics.round.set(self.machine.round)
+
+    def signer_for(self, validators: ValidatorSet) -> Signer | None:
+        """The key of this node that ``validators`` holds (None: not a validator there)."""
+        for s in self.signers:
+            if validators.index_of(s.public_key) is not None:
+                return s
+        return None
+
+    def _use_signer(self, height: int, validators: ValidatorSet) -> None:
+        """Sign ``height`` with the key its set holds: a key added to the set starts
+        signing at its first height, a removed or rotated-away one signs nothing more
+        (each key keeps its own double-sign state file)."""
+        signer = self.signer_for(validators)
+        if signer is not self.signer:
+            event(log, "consensus key for height", height=height,
+                  pub_key=None if signer is None else signer.public_key.hex(),
+                  previous=None if self.signer is None else self.signer.public_key.hex())
+        self.signer = signer
+        if self.machine.signer is signer:
+            return
+        use = getattr(self.machine, "use_signer", None)
+        if use is not None:
+            # height - 1 is over: decided by this machine, or committed from block sync
+            use(signer, committed=height - 1)
+        else:
+            self.machine.signer = signer
 
     def _replay_record(self, data: bytes) -> None:
         try:
@@ -279,6 +322,8 @@ class ConsensusDriver:
                 log.exception("error handling consensus input %s", item.kind)
 
     def _dispatch(self, item: _Item) -> None:
+        if item.kind in ("proposal", "vote") and self._hold_for_next_set(item):
+            return
         if item.kind == "proposal":
             proposal, block_bytes = item.payload
             self._on_proposal(proposal, block_bytes, item.peer)
@@ -307,6 +352,27 @@ class ConsensusDriver:
                     self._recheck_later(item.payload)
         elif item.kind == "call":
             item.payload()
+
+    def _hold_for_next_set(self, item: _Item) -> bool:
+        """Keep a next-height proposal or vote here when the next height has another
+        validator set: the machine checks next-height messages against the current set,
+        which would refuse (and blame the sender for) a new validator's or a rotated key's
+        honest message. Held messages (at most MAX_HELD) are handed over once the next
+        height starts with its own set."""
+        msg = item.payload[0] if item.kind == "proposal" else item.payload
+        height = getattr(msg, "height", None)
+        if height != self.machine.height + 1 or self.machine.validators is None:
+            return False
+        try:
+            next_set = self.host.executor.validators_at(height)
+        except ValueError:
+            return False
+        if next_set is self.machine.validators:
+            return False
+        self._next_height_seen = True
+        if len(self._held) < MAX_HELD:
+            self._held.append(item)
+        return True
 
     def on_txs_added(self) -> None:
         """New transactions wait: a node idling in the empty-block wait (timeout_commit_ms

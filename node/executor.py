@@ -10,8 +10,10 @@ whole block or none of it.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from chain import encoding
 from chain.block import Block, BlockHeader, evidence_hash, txs_hash
@@ -22,6 +24,7 @@ from chain.hashing import sha256
 from chain.tx import MAX_TX_SIZE, Transaction, TxError
 from chain.validators import ValidatorSet
 from chain.vote import MessageError
+from contracts import records
 from contracts.app import Application, Receipt
 from contracts.kv import KV
 from contracts.tree import StateTree
@@ -96,6 +99,10 @@ class Executor:
             raise BlockInvalid(f"block store has no state root for height {self.height}")
         self.tree = StateTree(self.state_kv, root, **self._tree_options)
         self.app = Application(genesis, self.tree)
+        # validator sets by start height (final ones only) and the change heights as of
+        # one executor height: see ``validators_at``
+        self._vset_cache: dict[int, ValidatorSet] = {}
+        self._vset_heights: tuple[int, list[int]] | None = None
 
     # ------------------------------------------------------------------ reading
 
@@ -113,13 +120,40 @@ class Executor:
         return self.genesis.genesis_time_ms if tip is None or tip.height == 0 else tip.time
 
     def validators_at(self, height: int) -> ValidatorSet:
-        """The set that signs block ``height`` (known up to two past the latest block)."""
-        return self.app.validators_at(height)
+        """The set that signs block ``height`` (known up to two past the latest block).
+
+        Final sets (heights up to ``height + 2``) are cached by the height they start at,
+        so every height of one set gets the very same object: the consensus machine
+        reuses next-height messages it already verified only when the set ``is`` the
+        one it verified them against. Raises ``ValueError`` for a height below 1."""
+        if height < 1:
+            raise ValueError("heights start at 1")
+        if height > self.height + 2:
+            # not final yet: a block still to come may change it (no caching)
+            return self.app.validators_at(height)
+        heights = self.validator_set_heights()
+        start = heights[bisect_right(heights, height) - 1]
+        vset = self._vset_cache.get(start)
+        if vset is None:
+            vset = self._vset_cache[start] = self.app.validators_at(start)
+        return vset
+
+    def validator_set_heights(self) -> list[int]:
+        """Heights at which the set changed (1 = genesis), ascending, as far as known after
+        the latest block (a change applies at most two heights after it)."""
+        cached = self._vset_heights
+        if cached is None or cached[0] != self.height:
+            cached = self._vset_heights = (self.height, self.app.validator_set_heights())
+        return cached[1]
+
+    def validator_record(self, start: int) -> dict[str, Any] | None:
+        """The state's ``vset/<start>`` record ({"validators", "changes"}), or None."""
+        return records.load(self.app.state, records.vset_key(start))
 
     @property
     def validators(self) -> ValidatorSet:
         """The set of the next height: the one consensus runs with now."""
-        return self.app.validators_at(self.height + 1)
+        return self.validators_at(self.height + 1)
 
     def view_at(self, root: bytes) -> tuple[Application, StateTree]:
         """A read-only application over the state with ``root`` (for proofs)."""
@@ -260,8 +294,10 @@ class Executor:
             self.tree = StateTree(self.state_kv, self.store.state_root_after(self.height),
                                   **self._tree_options)
             self.app = Application(self.genesis, self.tree)
+            self._vset_heights = None
             raise
         self.height = h.height
+        self._vset_heights = None
         # ``apply`` is only given certificates that were verified (built by consensus from
         # verified votes, or checked by block sync / the auditor) for exactly this block
         self._verified_certs[certificate.hash()] = None

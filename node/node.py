@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -26,13 +27,14 @@ from chain.evidence import DuplicateVoteEvidence
 from chain.genesis import Genesis
 from chain.hashing import sha256
 from chain.tx import Transaction
+from chain.validators import ValidatorSet
 from chain.vote import MessageError, Proposal, Vote
-from consensus.signer import Signer
+from consensus.signer import Signer, SignerStateError
 from node.api import Api
 from node.config import Config, parse_hostport
 from node.driver import ConsensusDriver, FatalError
 from node.eventhub import EventHub
-from node.evidence import EvidencePool
+from node.evidence import EvidencePool, check_evidence, evidence_from_map, proposed_node_keys
 from node.executor import Applied, Executor
 from node.logs import event
 from node.mempool import Mempool, MempoolConfig, TxRejected
@@ -41,12 +43,12 @@ from node.queries import ChainQueries
 from node.store import leveldb_env
 from node.store.blockstore import BlockStore
 from node.store.kvstore import open_kv
-from node.store.signer_file import FileSignerBackend
+from node.store.signer_file import FileSignerBackend, check_owner, state_file_for
 from node.store.wal import WAL
 from node.supervisor import Supervisor
 from node.sync import BlockSync
 from p2p.errors import InvalidMessage
-from p2p.network import Network, NetworkConfig, allowed_from_genesis
+from p2p.network import Network, NetworkConfig
 
 log = logging.getLogger("node")
 
@@ -57,11 +59,16 @@ class NodeError(Exception):
 
 class Node:
     def __init__(self, config: Config, genesis: Genesis, node_key: PrivateKey,
-                 validator_key: PrivateKey | None) -> None:
+                 validator_key: PrivateKey | None,
+                 next_validator_key: PrivateKey | None = None) -> None:
+        """``next_validator_key``: a second consensus key for a key rotation (config
+        ``[node] next_validator_key_file``); at each height the node signs with the key
+        of the two that the height's validator set holds."""
         self.config = config
         self.genesis = genesis
         self.node_key = node_key
         self.validator_key = validator_key
+        self.next_validator_key = next_validator_key
         self.metrics = Metrics()
         self.events = EventHub()
         self.started_at = time.monotonic()
@@ -107,21 +114,66 @@ class Node:
                             recovery_hint=f"mutual recover-wal --home {self.config.home}")
         if self.wal.created:
             self.wal.end_height(self.executor.height)
-        signer = None
-        if self.validator_key is not None:
-            if self.genesis.validators.index_of(self.validator_key.public_key.raw) is None:
-                event(log, "validator key is not in genesis: running as a full node",
-                      logging.WARNING, pub_key=self.validator_key.public_key.hex())
-            else:
-                signer = Signer(self.validator_key,
-                                FileSignerBackend(data_dir / "signer_state.json"))
-        self.signer = signer
+        self.signers = self._open_signers(data_dir)
+        current = self.executor.validators
+        if self.signers and not any(current.index_of(sg.public_key) is not None
+                                    for sg in self.signers):
+            # it may be added by governance later: it then signs from that height on
+            event(log, "validator key is not in the current validator set: running as a "
+                  "full node until it is added", logging.WARNING,
+                  pub_key=[sg.public_key.hex() for sg in self.signers],
+                  height=self.executor.height + 1)
         self.metrics.height.set(self.executor.height)
+
+    def _open_signers(self, data_dir: Path) -> list[Signer]:
+        """A double-sign-safe signer per consensus key this node holds, each over its own
+        state file (``node.store.signer_file.state_file_for``)."""
+        signers: list[Signer] = []
+        for key, primary in ((self.validator_key, True), (self.next_validator_key, False)):
+            if key is None:
+                continue
+            pub = key.public_key.raw
+            if any(sg.public_key == pub for sg in signers):
+                raise NodeError("validator_key_file and next_validator_key_file hold the "
+                                "same key")
+            try:
+                path = state_file_for(data_dir, pub, primary)
+                backend = FileSignerBackend(path)
+                check_owner(backend.load(), pub, path)
+                signers.append(Signer(key, backend))
+            except SignerStateError as exc:
+                raise NodeError(str(exc)) from None
+        return signers
+
+    def allowed_peers(self) -> set[bytes]:
+        """Node keys that may connect: the validators of the sets of heights h, h+1 and h+2
+        (h the latest committed; a validator without a node key uses its consensus key),
+        the node keys named in open add-validator proposals (so a candidate can sync
+        while it is voted on), and config ``[p2p] allowed_keys``."""
+        h = self.executor.height
+        keys = {bytes.fromhex(k) for k in self.config.p2p.allowed_keys}
+        for height in (max(1, h), h + 1, h + 2):
+            keys |= {v.node_key or v.pub_key
+                     for v in self.executor.validators_at(height).validators}
+        keys |= proposed_node_keys(self.executor.app)
+        return keys
+
+    def _update_allowed(self) -> None:
+        """After a commit: follow the validator set; a peer that left is disconnected."""
+        network = getattr(self, "network", None)
+        if network is None:
+            return
+        keys = frozenset(self.allowed_peers())
+        if keys != network.allowed:
+            event(log, "peer allow-list changed", height=self.height,
+                  added=sorted(k.hex()[:16] for k in keys - network.allowed),
+                  removed=sorted(k.hex()[:16] for k in network.allowed - keys))
+            network.set_allowed(keys)
 
     async def start(self) -> None:
         self.open_storage()
         p2p = self.config.p2p
-        allowed = allowed_from_genesis(self.genesis) | {bytes.fromhex(k) for k in p2p.allowed_keys}
+        allowed = self.allowed_peers()
         self.network = Network(
             self.genesis.chain_id, self.node_key, genesis_hash=self.genesis.hash,
             listen=parse_hostport(p2p.listen, "[p2p] listen"),
@@ -133,9 +185,9 @@ class Node:
             on_task_failure=self.supervisor.report,
         )
         self.driver = ConsensusDriver(
-            self, self.signer, self.wal,
+            self, self.signers[0] if self.signers else None, self.wal,
             empty_block_interval_ms=self.config.consensus.empty_block_interval_ms,
-            catching_up=lambda: self.sync.catching_up)
+            catching_up=lambda: self.sync.catching_up, more_signers=self.signers[1:])
         self.sync = BlockSync(self, self.store, self.genesis,
                               lambda behind: self.metrics.catching_up.set(int(behind)))
         net = self.network
@@ -232,9 +284,26 @@ class Node:
 
     @property
     def validator_index(self) -> int | None:
-        if self.signer is None:
-            return None
-        return self.genesis.validators.index_of(self.signer.public_key)
+        """This node's index in the set of the height consensus is on (None: not in it)."""
+        driver = getattr(self, "driver", None)
+        if driver is not None and driver.machine.height >= 1:
+            return driver.machine.validator_index
+        current = self.executor.validators
+        for sg in self.signers:
+            index = current.index_of(sg.public_key)
+            if index is not None:
+                return index
+        return None
+
+    @property
+    def signer(self) -> Signer | None:
+        """The signer of the current height (None: this node does not sign there)."""
+        driver = getattr(self, "driver", None)
+        return driver.signer if driver is not None else None
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set of ``height`` (block sync checks certificates with it)."""
+        return self.executor.validators_at(height)
 
     def _sig_check(self, tx_hash: bytes, tx: Transaction) -> bool:
         return self.mempool.check_signature(tx)
@@ -309,11 +378,12 @@ class Node:
 
     async def _on_evidence(self, peer: bytes, body: Any) -> None:
         try:
-            ev = DuplicateVoteEvidence.from_map(body)
+            ev = evidence_from_map(body)
         except MessageError as exc:
             raise InvalidMessage(f"bad evidence: {exc}") from None
-        ok, why = ev.verify(self.genesis.chain_id, self.genesis.validators)
-        if not ok:
+        why = check_evidence(ev, self.genesis.chain_id, self.executor.height,
+                             self.executor.validators_at)
+        if why is not None:
             raise InvalidMessage(f"invalid evidence: {why}")
         self.add_evidence(ev, gossip=True, exclude=peer)
 
@@ -384,6 +454,7 @@ class Node:
         app = self.executor.app
         self.mempool.update(applied.tx_hashes, app.next_nonce, app.check_tx)
         self.evidence.committed(block)
+        self._update_allowed()
         for index, (tx_hash, receipt) in enumerate(zip(applied.tx_hashes, applied.receipts,
                                                        strict=True)):
             result = {"hash": tx_hash.hex(), "height": block.height, "index": index,
@@ -472,7 +543,7 @@ class Node:
             return ok, why
         if self.sync.catching_up:
             return False, "catching up with peers"
-        if len(self.genesis.validators.validators) > 1 and not self.network.peers():
+        if len(self.executor.validators) > 1 and not self.network.peers():
             return False, "no peer connected"
         stall = self.stall_after_s()
         last = self.driver.last_commit_at or self.started_at

@@ -55,6 +55,32 @@ OPENAPI: dict[str, Any] = {
                 "properties": {"error": {"type": "string", "description": "stable code"},
                                "message": {"type": "string"}},
             },
+            "Validator": {
+                "type": "object",
+                "required": ["index", "name", "pub_key", "power", "node_key", "operator"],
+                "properties": {
+                    "index": {"type": "integer"}, "name": {"type": "string"},
+                    "pub_key": {"type": "string", "description": "hex consensus key"},
+                    "power": {"type": "integer"},
+                    "node_key": {"type": ["string", "null"], "description": "hex p2p key"},
+                    "operator": {"type": ["string", "null"],
+                                 "description": "hex operator account"},
+                },
+            },
+            "ValidatorSet": {
+                "type": "object",
+                "required": ["height", "hash", "next_hash", "total_power", "validators"],
+                "properties": {
+                    "height": {"type": "integer"},
+                    "hash": {"type": "string", "description": "hex set hash"},
+                    "next_hash": {"type": ["string", "null"],
+                                  "description": "hex hash of the set of height + 1, "
+                                                 "null when not known yet"},
+                    "total_power": {"type": "integer"},
+                    "validators": {"type": "array",
+                                   "items": {"$ref": "#/components/schemas/Validator"}},
+                },
+            },
             "TxResult": {
                 "type": "object",
                 "required": ["hash", "code", "reason"],
@@ -142,8 +168,71 @@ OPENAPI: dict[str, Any] = {
         "/readyz": {"get": {"summary": "readiness: alive, not catching up, a peer connected, "
                                        "blocks committing (docs/api.md)",
                             "responses": _resp("ok", {"type": "object"}, (503,))}},
-        "/validators": {"get": {"summary": "the validator set",
-                                "responses": _resp("validators", {"type": "object"})}},
+        "/validators": {"get": {
+            "summary": "The validator set that signs block {height} (default: the next "
+                       "height), known from 1 to latest + 2 (docs/governance.md)",
+            "parameters": [{"name": "height", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0}}],
+            "responses": _resp("the set", {"$ref": "#/components/schemas/ValidatorSet"},
+                               (400, 404)),
+        }},
+        "/validators/changes": {"get": {
+            "summary": "Every height E > 1 (and > from) at which the validator set changed, "
+                       "ascending, with the new set, the recorded reasons, and the header "
+                       "and certificate of block E-1 (null until committed): what a light "
+                       "client walks (docs/governance.md)",
+            "parameters": [{"name": "from", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0}},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                       "default": 100}}],
+            "responses": _resp("changes", {
+                "type": "object", "required": ["changes", "next_from"],
+                "properties": {
+                    "changes": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["height", "hash", "validators", "reasons", "header",
+                                     "certificate"],
+                        "properties": {
+                            "height": {"type": "integer"},
+                            "hash": {"type": "string", "description": "hex set hash"},
+                            "validators": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/Validator"}},
+                            "reasons": {"type": "array", "items": {"type": "object"},
+                                        "description": "the change record's changes, "
+                                                       "bytes as hex"},
+                            "header": {"type": ["string", "null"],
+                                       "description": "hex canonical header of block E-1"},
+                            "certificate": {"type": ["string", "null"],
+                                            "description": "hex canonical certificate of "
+                                                           "block E-1"}}}},
+                    "next_from": {"type": ["integer", "null"],
+                                  "description": "pass as from for the next page"}}},
+                (400,)),
+        }},
+        "/proposals": {"get": {
+            "summary": "Governance proposals, oldest first (501 when this node's rules "
+                       "have no governance)",
+            "parameters": [{"name": "status", "in": "query", "required": False,
+                            "schema": {"type": "string",
+                                       "enum": ["open", "passed", "expired", "failed"]}},
+                           {"name": "after", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "only proposals with a larger id"},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                       "default": 100}}],
+            "responses": _resp("proposals", {"type": "object"}, (400, 501)),
+        }},
+        "/proposals/{id}": {"get": {
+            "summary": "One governance proposal with its votes and tally",
+            "parameters": [_path_param("id", "proposal id", {"type": "integer"})],
+            "responses": _resp("the proposal", {"type": "object"}, (400, 404, 501)),
+        }},
+        "/params/history": {"get": {
+            "summary": "Every rule-parameter change with its effective period",
+            "responses": _resp("the history", {"type": "object"}, (501,)),
+        }},
         "/genesis": {"get": {"summary": "the genesis document this node runs (an auditor "
                                         "should bring its own)",
                              "responses": _resp("genesis", {"type": "object"})}},

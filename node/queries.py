@@ -1,5 +1,6 @@
 """What the API reads from a node's committed chain: blocks, transactions, certificates,
-records with their proofs, accounts, shares and the validator set.
+records with their proofs, accounts, shares, the validator set of any known height and
+its changes, governance proposals and the parameter history.
 
 Every answer comes from the block store and the executor's committed state (or a view of
 an older root), never from consensus in progress; the API sees only this object, not the
@@ -14,6 +15,7 @@ from chain import encoding
 from chain.certificate import CommitCertificate
 from chain.genesis import Genesis
 from chain.tx import Transaction, to_jsonable
+from chain.validators import ValidatorSet
 from node.executor import Executor
 from node.mempool import Mempool
 from node.store.blockstore import BlockStore
@@ -33,11 +35,57 @@ class ChainQueries:
     def height(self) -> int:
         return self.executor.height
 
-    def validators_json(self) -> dict[str, Any]:
-        vs = self.genesis.validators
-        return {"validators": [{"index": i, "name": v.name, "pub_key": v.pub_key.hex(),
-                                "power": v.power} for i, v in enumerate(vs.validators)],
-                "total_power": vs.total_power, "hash": vs.hash().hex()}
+    @staticmethod
+    def _validators_list(vs: ValidatorSet) -> list[dict[str, Any]]:
+        return [{"index": i, "name": v.name, "pub_key": v.pub_key.hex(), "power": v.power,
+                 "node_key": None if v.node_key is None else v.node_key.hex(),
+                 "operator": None if v.operator is None else v.operator.hex()}
+                for i, v in enumerate(vs.validators)]
+
+    def validators_json(self, height: int | None = None) -> dict[str, Any] | None:
+        """The set that signs block ``height`` (default: the next height), or None when
+        the height is below 1 or beyond latest + 2 (not known yet)."""
+        latest = self.executor.height
+        if height is None:
+            height = latest + 1
+        if not 1 <= height <= latest + 2:
+            return None
+        vs = self.executor.validators_at(height)
+        nxt = (self.executor.validators_at(height + 1).hash().hex()
+               if height + 1 <= latest + 2 else None)
+        return {"height": height, "hash": vs.hash().hex(), "next_hash": nxt,
+                "total_power": vs.total_power, "validators": self._validators_list(vs)}
+
+    def validator_changes(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Every height E > max(1, ``after``) at which the set changed, ascending, at most
+        ``limit``: the new set, the reasons recorded with it, and the header and
+        certificate of block E-1 (null until committed) that a light client checks the
+        change with (docs/governance.md). ``next_from``: pass it as ``after`` for the next
+        page (null on the last)."""
+        heights = [e for e in self.executor.validator_set_heights() if e > max(1, after)]
+        page, more = heights[:limit], len(heights) > limit
+        changes = []
+        for e in page:
+            rec = self.executor.validator_record(e)
+            vs = self.executor.validators_at(e)
+            block = self.store.block(e - 1)
+            cert = self.store.certificate_bytes(e - 1) if block is not None else None
+            changes.append({
+                "height": e, "hash": vs.hash().hex(),
+                "validators": self._validators_list(vs),
+                "reasons": to_jsonable(rec["changes"] if rec is not None else []),
+                "header": None if block is None else block.header.encode().hex(),
+                "certificate": None if cert is None else cert.hex(),
+            })
+        return {"changes": changes, "next_from": page[-1] if more else None}
+
+    def governance(self, method: str, *args: Any) -> Any:
+        """Call the application's governance query ``method`` on committed state, with
+        bytes turned to hex; ``NotImplementedError`` when the rules lack it."""
+        fn = getattr(self.executor.app, method, None)
+        if fn is None:
+            raise NotImplementedError(method)
+        return to_jsonable(fn(*args))
 
     def account(self, pub: bytes) -> dict[str, Any]:
         return self.executor.app.get_account(pub)

@@ -60,12 +60,14 @@ def run_node(home: Path) -> int:
         node_key = read_key(config.path(config.node.node_key_file))
         vkey_file = config.node.validator_key_file
         validator_key = read_key(config.path(vkey_file)) if vkey_file else None
+        next_file = config.node.next_validator_key_file
+        next_key = read_key(config.path(next_file)) if next_file else None
     except (cfg.ConfigError, GenesisError, KeyFileError) as exc:
         print(f"mutual: error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log.level, config.log.format, config.node.moniker)
     raise_open_files_limit()
-    node = Node(config, genesis, node_key, validator_key)
+    node = Node(config, genesis, node_key, validator_key, next_key)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -3,9 +3,12 @@
 Every node announces its committed height (``status``) every second and on connect. When
 a peer is ahead, the node asks for the next heights (a small window in flight, each
 request timed out and re-asked from another peer). A fetched block is accepted only with
-a commit certificate that verifies against the genesis validator set for exactly that
-block, and then only as the next block after the driver re-validates it; blocks that
-arrive out of order wait in a bounded buffer. ``catching_up`` is true while a peer is more
+a commit certificate that verifies, for exactly that block, against the validator set of
+its height (which follows governance changes: ``SyncHost.validators_at``), and then only
+as the next block after the driver re-validates it; blocks that arrive out of order wait
+in a bounded buffer. The set of a height is known once the block two below it is
+committed, so a block further ahead waits in the buffer unverified and is checked when
+its turn comes (a bad one is dropped and its sender blamed). ``catching_up`` is true while a peer is more
 than one block ahead.
 
 Wire bodies (p2p message types, canonical msgpack):
@@ -28,6 +31,7 @@ from chain.block import Block
 from chain.certificate import CommitCertificate, verify_certificate
 from chain.genesis import Genesis
 from chain.hashing import HASH_SIZE
+from chain.validators import ValidatorSet
 from chain.vote import MessageError
 from node.store.blockstore import BlockStore
 from p2p.errors import InvalidMessage
@@ -66,10 +70,17 @@ class SyncHost(Protocol):
     def last_progress_at(self) -> float:
         """``time.monotonic()`` of the last commit (or of the start, before one)."""
 
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set that signs block ``height`` (known up to latest + 2)."""
+
+    def report_peer(self, peer: bytes, reason: str) -> None:
+        """Blame a peer that sent a forged block or certificate."""
+
 
 class BlockSync:
     """Fetches committed blocks from peers for ``host``; serves its own from ``store``;
-    checks certificates against ``genesis``; ``set_catching_up`` exports the state."""
+    checks certificates against the set of each height (``host.validators_at``);
+    ``set_catching_up`` exports the state."""
 
     def __init__(self, host: SyncHost, store: BlockStore, genesis: Genesis,
                  set_catching_up: Callable[[bool], None]) -> None:
@@ -79,7 +90,8 @@ class BlockSync:
         self._set_catching_up = set_catching_up
         self.peer_heights: dict[bytes, int] = {}
         self.inflight: dict[int, tuple[bytes, float]] = {}
-        self.buffer: dict[int, tuple[Block, CommitCertificate, bytes]] = {}
+        # height -> (block, certificate, peer, certificate verified yet)
+        self.buffer: dict[int, tuple[Block, CommitCertificate, bytes, bool]] = {}
         self._task: asyncio.Task | None = None
         self._rr = 0
 
@@ -168,14 +180,22 @@ class BlockSync:
             raise InvalidMessage(f"block_response does not decode: {exc}") from None
         if block.height != height:
             raise InvalidMessage("block_response height does not match its block")
-        ok, why = verify_certificate(cert, self.genesis.chain_id, self.genesis.validators,
-                                     height, block.block_id())
-        if not ok:
-            raise InvalidMessage(f"synced block {height} has a bad certificate: {why}")
+        known = height <= self.host.height + 2  # its set is final: check it now
+        if known:
+            why = self._certificate_error(block, cert)
+            if why is not None:
+                raise InvalidMessage(f"synced block {height} has a bad certificate: {why}")
         if height > self.host.height and len(self.buffer) < MAX_BUFFERED:
-            self.buffer[height] = (block, cert, peer)
+            self.buffer[height] = (block, cert, peer, known)
         self.drain()
         await self.request_more()
+
+    def _certificate_error(self, block: Block, cert: CommitCertificate) -> str | None:
+        """Why ``cert`` does not commit ``block`` by the set of its height (None: it does)."""
+        ok, why = verify_certificate(cert, self.genesis.chain_id,
+                                     self.host.validators_at(block.height), block.height,
+                                     block.block_id())
+        return None if ok else why
 
     def drain(self) -> None:
         """Hand buffered blocks to the driver in height order."""
@@ -184,7 +204,13 @@ class BlockSync:
                 del self.buffer[h]
         nxt = self.host.height + 1
         if nxt in self.buffer:
-            block, cert, peer = self.buffer.pop(nxt)
+            block, cert, peer, verified = self.buffer.pop(nxt)
+            if not verified:
+                why = self._certificate_error(block, cert)
+                if why is not None:
+                    self.host.report_peer(peer, f"synced block {nxt} has a bad "
+                                                f"certificate: {why}")
+                    return
             self.host.submit_to_consensus("synced", (block, cert), peer)
 
     async def request_more(self) -> None:

@@ -37,10 +37,16 @@ def _cluster(exits: list[int | None]) -> tuple[SimpleNamespace, list[int]]:
                          for i in range(len(exits))])
     polls = [0]
     nodes = [FakeNode(i, e, polls) for i, e in enumerate(exits)]
-    return SimpleNamespace(genesis=SimpleNamespace(validators=vset), nodes=nodes), polls
+
+    def voting_power(indices: list[int]) -> tuple[int, int]:
+        return vset.power_of([i for i in indices if i < len(vset)]), vset.total_power
+
+    return SimpleNamespace(genesis=SimpleNamespace(validators=vset), nodes=nodes,
+                           voting_power=voting_power), polls
 
 
-def _run(exits: list[int | None], max_polls: int) -> tuple[int, list[str]]:
+def _run(exits: list[int | None], max_polls: int,
+         on_poll: object = None) -> tuple[int, list[str]]:
     cluster, polls = _cluster(exits)
     lines: list[str] = []
 
@@ -55,7 +61,8 @@ def _run(exits: list[int | None], max_polls: int) -> tuple[int, list[str]]:
 
     mod.time.sleep = tick  # type: ignore[assignment]
     try:
-        rc = supervise(cluster, say, poll_s=0, max_polls=max_polls)  # type: ignore[arg-type]
+        rc = supervise(cluster, say, poll_s=0, max_polls=max_polls,  # type: ignore[arg-type]
+                       on_poll=on_poll)  # type: ignore[arg-type]
     finally:
         mod.time.sleep = real_sleep  # type: ignore[assignment]
     return rc, lines
@@ -83,3 +90,16 @@ def test_every_node_gone_returns_1() -> None:
     assert rc == 1
     assert lines[-1] == "devnet: no node is left"
     assert sum("exited" in line for line in lines) == 4
+
+
+def test_a_node_stopped_on_purpose_is_not_reported_as_an_exit() -> None:
+    # node3 "exits" at poll 2 because on_poll stopped it (remove-validator): no report
+    calls: list[int] = []
+
+    def on_poll() -> list[int]:
+        calls.append(1)
+        return [3] if len(calls) >= 2 else []
+
+    rc, lines = _run([None, None, None, 2], max_polls=5, on_poll=on_poll)
+    assert rc == 0 and lines == []
+    assert len(calls) == 5  # every poll

@@ -43,6 +43,11 @@ class StubWAL:
 
 
 class StubNetwork:
+    allowed: frozenset[bytes] = frozenset()
+
+    def set_allowed(self, keys: frozenset[bytes]) -> None:
+        self.allowed = frozenset(keys)
+
     async def broadcast(self, msg_type: str, body: Any, exclude: bytes | None = None) -> None:
         pass
 

@@ -12,8 +12,48 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from chain.crypto import PublicKey
 from chain.durable import atomic_write
 from consensus.signer import SignerState, SignerStateError
+
+# the state file of the node's first consensus key (the name from before key rotation)
+PRIMARY_STATE_FILE = "signer_state.json"
+
+
+def state_file_for(data_dir: str | Path, pub_key: bytes, primary: bool) -> Path:
+    """Where the double-sign state of consensus key ``pub_key`` lives in ``data_dir``.
+
+    Every key may have a file of its own, ``signer_state_<64-hex pub_key>.json``; the
+    one ``signer_state.json`` (the name from before key rotation) belongs to the key whose
+    signature its last record carries, or, while it has none, to the key of
+    ``validator_key_file`` (``primary``). So a node keeps its state across the upgrade,
+    and swapping the two key files after a rotation moves no state to the wrong key.
+    Order: the key's own file if it exists; else ``signer_state.json`` if it is this
+    key's (as above); else the key's own file (a fresh state)."""
+    data_dir = Path(data_dir)
+    own = data_dir / f"signer_state_{pub_key.hex()}.json"
+    if own.exists():
+        return own
+    shared = data_dir / PRIMARY_STATE_FILE
+    if shared.exists():
+        last = FileSignerBackend(shared).load().last
+        if last is None:
+            return shared if primary else own
+        if PublicKey(pub_key).verify_raw(last.signature, last.sign_bytes):
+            return shared
+        return own
+    return shared if primary else own
+
+
+def check_owner(state: SignerState, pub_key: bytes, path: Path) -> None:
+    """Raise ``SignerStateError`` if ``state``'s last signature is not by ``pub_key``
+    (the file belongs to another key: e.g. key files swapped after a rotation)."""
+    last = state.last
+    if last is not None and not PublicKey(pub_key).verify_raw(last.signature,
+                                                              last.sign_bytes):
+        raise SignerStateError(f"signer state {path} was signed by another key than "
+                               f"{pub_key.hex()}: move it to that key's file (docs/node.md, "
+                               "\"Consensus keys and key rotation\")")
 
 
 class FileSignerBackend:
