@@ -176,6 +176,13 @@ def _flag(request: web.Request, name: str) -> bool:
     return value in ("true", "1")
 
 
+def _params_history_keys(state: Any) -> list[bytes]:
+    """``paramh`` and every ``paramv/<v>`` (v >= 1) it lists (contracts/records.py)."""
+    data = state.get(b"paramh")
+    versions = [] if data is None else encoding.decode(data)["versions"]
+    return [b"paramh"] + [b"paramv/" + v.to_bytes(8, "big") for _, v in versions if v]
+
+
 def _format(request: web.Request) -> str:
     value = request.query.get("format", "json")
     if value not in FORMATS:
@@ -430,7 +437,12 @@ class Api:
 
     async def get_params_history(self, request: web.Request) -> web.Response:
         found = self._governance("params_history")
-        return json_response(found if isinstance(found, dict) else {"history": found})
+        doc = found if isinstance(found, dict) else {"history": found}
+        if _flag(request, "proof"):
+            # proof bundles of the history's state records: verify-share proves the
+            # parameters of a period with them (docs/governance.md)
+            doc["proofs"] = self.queries.state_proofs(_params_history_keys)
+        return json_response(doc)
 
     async def get_genesis(self, request: web.Request) -> web.Response:
         return json_response(self.queries.genesis.doc)

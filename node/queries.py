@@ -153,6 +153,26 @@ class ChainQueries:
             "header": block.header.encode().hex(), "certificate": cert.encode().hex(),
         }
 
+    def state_proofs(self, keys: Any) -> list[dict[str, Any]] | None:
+        """Proof bundles (as ``record`` makes, without ``record``) of the raw state keys
+        ``keys(state)`` chooses, all against the latest committed header (None before
+        block 1): how a light client proves the parameter history (docs/governance.md,
+        "What the auditor checks")."""
+        height = self.height
+        block = self.store.block(height) if height else None
+        cert = self.store.certificate(height) if height else None
+        if block is None or cert is None:
+            return None
+        _, tree = self.executor.view_at(block.header.state_root)
+        head = {"state_root": block.header.state_root.hex(), "height": height,
+                "header": block.header.encode().hex(), "certificate": cert.encode().hex()}
+        out = []
+        for key in keys(tree):
+            value = tree.get(key)
+            out.append({"key": key.hex(), "value": None if value is None else value.hex(),
+                        "proof": tree.prove(key).encode().hex(), **head})
+        return out
+
     @staticmethod
     def _lookup(app: Any, kind: str, ident: str) -> dict[str, Any] | None:
         if kind == "member":

@@ -2,7 +2,9 @@
 
 One cluster for the module, with a fast rule profile (10 s periods): members join, jurors
 are approved, an accident claim is objected to, an open jury votes it through and a
-settlement pays it; a claim inside the waiting period is rejected. Then, through the real
+settlement pays it; a claim inside the waiting period is rejected. Before that the
+validators' operators govern: validator 0's power is raised (a validator-set change) and
+the fee is raised from a coming period (a parameter version). Then, through the real
 CLI: the live chain audits clean over HTTP; a member's share verifies; a stopped node's
 database audits clean through a copy, and copies with a tampered period share or one
 changed transaction byte fail naming the item; a running node's database is refused.
@@ -24,6 +26,7 @@ from chain.block import Block
 from chain.hashing import sha256
 from client import Account, Client
 from contracts import records
+from contracts.params import Params
 from devnet.cluster import Cluster, free_base_port
 from node.store.kvstore import open_kv
 from tests.test_audit_builder import key, register_body
@@ -74,7 +77,43 @@ def devnet(tmp_path_factory):
             assert not node.alive()
 
 
+def _govern(c: Cluster) -> dict:
+    """Operators 0-2 pass a set_power (validator 0: 10 -> 11) and a fee of 10% from the
+    first period whose notice is at least 2 s away (retried on the next period if the
+    notice came first and the change failed)."""
+    client = c.nodes[0].client
+    chain_id = c.genesis.chain_id
+    ops = [Account(c.operator_key(i), chain_id, client) for i in range(3)]
+
+    def passes(body: dict) -> int:
+        r = ops[0].send("propose", {"deadline_ms": _now(client) + 600_000, **body})
+        assert r["code"] == "ok", r
+        pid = next(e["attrs"]["proposal_id"] for e in r["events"]
+                   if e["type"] == "proposal_opened")
+        for op in ops[1:]:
+            r = op.send("vote_proposal", {"proposal_id": pid, "yes": True})
+            assert r["code"] == "ok", r
+        return pid
+
+    v0 = c.genesis.validators[0].pub_key
+    pid = passes({"kind": "set_power", "pub_key": v0, "power": 11})
+    assert client.proposal(pid)["status"] == "passed"
+    schedule = Params.from_dict(c.genesis.params).make_schedule(c.genesis.genesis_time_ms)
+    for _ in range(3):
+        now = _now(client)
+        n = next(k for k in range(1, 10_000) if schedule.notice_ms(k) > now + 2_000)
+        pid = passes({"kind": "set_params", "params": {"fee_bps": 1000}, "from_period": n})
+        if client.proposal(pid)["status"] == "passed":
+            return {"fee_from": n}
+    raise AssertionError("the fee change never passed before its period's notice")
+
+
+def _now(client: Client) -> int:
+    return int(client.block("latest")["header"]["time"])
+
+
 def _play(c: Cluster) -> dict:
+    gov = _govern(c)
     client = c.nodes[0].client
     chain_id = c.genesis.chain_id
     reg = Account(c.role_key("registrar"), chain_id, client)
@@ -113,7 +152,7 @@ def _play(c: Cluster) -> dict:
         client.claim(claim_id)), timeout_s=60)
     height = client.status()["height"]
     c.wait_height(height + 2, timeout_s=30)
-    return {"members": members, "claim": claim_id, "period": claim["pay_period"]}
+    return {"members": members, "claim": claim_id, "period": claim["pay_period"], **gov}
 
 
 def test_live_chain_audits_clean_over_http(devnet) -> None:
@@ -126,6 +165,10 @@ def test_live_chain_audits_clean_over_http(devnet) -> None:
     assert doc["periods"] >= info["period"] and doc["claims_paid"] == 1
     assert doc["juries"] == 1
     assert any(line.startswith("OK:") for line in lines)
+    # the set change the operators passed is in the history, from the proposal
+    sets = doc["validator_sets"]
+    assert len(sets) == 2 and sets[1]["changes"][0]["kind"] == "set_power"
+    assert sets[1]["total_power"] == 41
     # not a terminal: plain progress lines (or none for a short run), never \r redraws
     assert "\r" not in proc.stderr
 
@@ -139,6 +182,11 @@ def test_member_verifies_their_share(devnet) -> None:
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
     served = Client(c.nodes[0].url).share(member, info["period"])
     assert doc["charge"] == served["charge"] and doc["P"] == served["P"] > 0
+    # the set was followed through the operators' change; the period's fee is proven
+    assert doc["set_changes"] == 1
+    assert doc["params_source"] == "proven"
+    assert doc["fee_bps"] == served["fee_bps"]
+    assert doc["params_version"] == (1 if info["period"] >= info["fee_from"] else 0)
 
 
 def test_stopped_node_database_audits_clean_and_tampering_is_named(devnet, tmp_path) -> None:
