@@ -237,3 +237,24 @@ def test_stopped_node_database_audits_clean_and_tampering_is_named(devnet, tmp_p
 
 def _blocks(kv) -> list[tuple[int, bytes]]:
     return [(int.from_bytes(k, "big"), v) for k, v in kv.prefixed(b"blocks/").iterate()]
+
+
+def test_client_reads_the_governance_routes(devnet) -> None:
+    c, info = devnet
+    client = Client(c.nodes[1].url, timeout=10)
+    changes = client.validator_changes(from_height=1, limit=10)["changes"]
+    assert len(changes) == 1 and changes[0]["reasons"][0]["kind"] == "set_power"
+    e = changes[0]["height"]
+    before, after = client.validators(height=e - 1), client.validators(height=e)
+    assert (before["total_power"], after["total_power"]) == (40, 41)
+    assert before["next_hash"] == after["hash"] == changes[0]["hash"]
+    assert client.validator_changes(from_height=e)["changes"] == []
+    passed = client.proposals(status="passed")["proposals"]
+    assert [p["kind"] for p in passed][:1] == ["set_power"]
+    assert client.proposal(passed[0]["id"])["status"] == "passed"
+    assert client.proposals(after=passed[-1]["id"])["proposals"] == [
+        p for p in client.proposals()["proposals"] if p["id"] > passed[-1]["id"]]
+    history = client.params_history()["history"]
+    assert [h["from_period"] for h in history] == [1, info["fee_from"]]
+    proven = client.params_history(proof=True)
+    assert [bytes.fromhex(p["key"])[:6] for p in proven["proofs"]] == [b"paramh", b"paramv"]
