@@ -28,19 +28,28 @@ VOTE_EVIDENCE_KEYS = frozenset({"vote_a", "vote_b"})
 PROPOSAL_EVIDENCE_KEYS = frozenset({"proposal_a", "proposal_b"})
 
 
-@dataclass(frozen=True)
-class DuplicateVoteEvidence:
-    vote_a: Vote
-    vote_b: Vote
+class _SignedPair:
+    """What both kinds share: two signed messages ``a`` and ``b`` of one validator, held
+    in canonical order, encoded as ``{<kind>_a: map, <kind>_b: map}``. Subclasses name
+    their two fields (``_names``) and the message class (``_item``)."""
+
+    _names: tuple[str, str]
+    _item: type[Vote] | type[Proposal]
+    _what: str
+
+    @property
+    def _pair(self) -> tuple[Any, Any]:
+        return getattr(self, self._names[0]), getattr(self, self._names[1])
 
     @classmethod
-    def create(cls, a: Vote, b: Vote) -> DuplicateVoteEvidence:
+    def create(cls, a: Any, b: Any) -> Any:
         if a.encode() > b.encode():
             a, b = b, a
         return cls(a, b)
 
     def to_map(self) -> dict[str, Any]:
-        return {"vote_a": self.vote_a.to_map(), "vote_b": self.vote_b.to_map()}
+        a, b = self._pair
+        return {self._names[0]: a.to_map(), self._names[1]: b.to_map()}
 
     def encode(self) -> bytes:
         return encoding.encode(self.to_map())
@@ -50,27 +59,30 @@ class DuplicateVoteEvidence:
 
     @property
     def height(self) -> int:
-        return self.vote_a.height
+        return self._pair[0].height
 
     @property
     def validator(self) -> int:
-        return self.vote_a.validator
+        return self._pair[0].validator
 
     @classmethod
-    def from_map(cls, m: Any) -> DuplicateVoteEvidence:
-        if not isinstance(m, dict) or set(m) != VOTE_EVIDENCE_KEYS:
-            raise MessageError("evidence must be a map with vote_a and vote_b")
-        return cls(Vote.from_map(m["vote_a"]), Vote.from_map(m["vote_b"]))
+    def from_map(cls, m: Any) -> Any:
+        if not isinstance(m, dict) or set(m) != set(cls._names):
+            raise MessageError(f"evidence must be a map with {cls._names[0]} and "
+                               f"{cls._names[1]}")
+        return cls(cls._item.from_map(m[cls._names[0]]), cls._item.from_map(m[cls._names[1]]))
+
+    def _same_step(self) -> tuple[bool, str]:
+        raise NotImplementedError
 
     def check_shape(self) -> tuple[bool, str]:
-        """Everything but the signatures: one step, one validator, two blocks, in order."""
-        a, b = self.vote_a, self.vote_b
-        if (a.height, a.round, a.type, a.validator) != (b.height, b.round, b.type, b.validator):
-            return False, "votes are not for the same height, round, type and validator"
-        if a.block_id == b.block_id:
-            return False, "votes are for the same block"
+        """Everything but the signatures: one step, one validator, two values, in order."""
+        ok, why = self._same_step()
+        if not ok:
+            return ok, why
+        a, b = self._pair
         if a.encode() >= b.encode():
-            return False, "votes are not in canonical order"
+            return False, f"{self._what}s are not in canonical order"
         return True, "ok"
 
     def verify(self, chain_id: str, validators: ValidatorSet) -> tuple[bool, str]:
@@ -78,74 +90,53 @@ class DuplicateVoteEvidence:
         ok, why = self.check_shape()
         if not ok:
             return ok, why
-        if not self.vote_a.verify(chain_id, validators) or not self.vote_b.verify(
-                chain_id, validators):
-            return False, "a vote signature is invalid"
+        a, b = self._pair
+        if not a.verify(chain_id, validators) or not b.verify(chain_id, validators):
+            return False, f"a {self._what} signature is invalid"
         return True, "ok"
 
 
 @dataclass(frozen=True)
-class DuplicateProposalEvidence:
+class DuplicateVoteEvidence(_SignedPair):
+    """Two votes for one height, round, type and validator with different block ids."""
+
+    vote_a: Vote
+    vote_b: Vote
+    _names = ("vote_a", "vote_b")
+    _item = Vote
+    _what = "vote"
+
+    def _same_step(self) -> tuple[bool, str]:
+        a, b = self.vote_a, self.vote_b
+        if (a.height, a.round, a.type, a.validator) != (b.height, b.round, b.type, b.validator):
+            return False, "votes are not for the same height, round, type and validator"
+        if a.block_id == b.block_id:
+            return False, "votes are for the same block"
+        return True, "ok"
+
+
+@dataclass(frozen=True)
+class DuplicateProposalEvidence(_SignedPair):
     """Two signed proposals by the proposer of one (height, round) that propose different
     things: another block id, or the same block with another POL round. Two proposals
-    that differ only in their timestamp are not evidence (no value was equivocated)."""
+    that differ only in their timestamp are not evidence (no value was equivocated).
+
+    Whether the signer really was the proposer of that round is not checked: any
+    validator signing two proposals for one round equivocated, and the proposer schedule
+    is the node's business, not the evidence's."""
 
     proposal_a: Proposal
     proposal_b: Proposal
+    _names = ("proposal_a", "proposal_b")
+    _item = Proposal
+    _what = "proposal"
 
-    @classmethod
-    def create(cls, a: Proposal, b: Proposal) -> DuplicateProposalEvidence:
-        if a.encode() > b.encode():
-            a, b = b, a
-        return cls(a, b)
-
-    def to_map(self) -> dict[str, Any]:
-        return {"proposal_a": self.proposal_a.to_map(), "proposal_b": self.proposal_b.to_map()}
-
-    def encode(self) -> bytes:
-        return encoding.encode(self.to_map())
-
-    def hash(self) -> bytes:
-        return sha256(self.encode())
-
-    @property
-    def height(self) -> int:
-        return self.proposal_a.height
-
-    @property
-    def validator(self) -> int:
-        return self.proposal_a.validator
-
-    @classmethod
-    def from_map(cls, m: Any) -> DuplicateProposalEvidence:
-        if not isinstance(m, dict) or set(m) != PROPOSAL_EVIDENCE_KEYS:
-            raise MessageError("evidence must be a map with proposal_a and proposal_b")
-        return cls(Proposal.from_map(m["proposal_a"]), Proposal.from_map(m["proposal_b"]))
-
-    def check_shape(self) -> tuple[bool, str]:
-        """Everything but the signatures: one round, one proposer, two values, in order."""
+    def _same_step(self) -> tuple[bool, str]:
         a, b = self.proposal_a, self.proposal_b
         if (a.height, a.round, a.validator) != (b.height, b.round, b.validator):
             return False, "proposals are not for the same height, round and validator"
         if (a.block_id, a.pol_round) == (b.block_id, b.pol_round):
             return False, "proposals are for the same block and POL round"
-        if a.encode() >= b.encode():
-            return False, "proposals are not in canonical order"
-        return True, "ok"
-
-    def verify(self, chain_id: str, validators: ValidatorSet) -> tuple[bool, str]:
-        """``check_shape`` and both signatures, against the set of the offending height.
-
-        Whether the signer really was the proposer of that round is not checked: any
-        validator signing two proposals for one round equivocated, and the proposer
-        schedule is the node's business, not the evidence's.
-        """
-        ok, why = self.check_shape()
-        if not ok:
-            return ok, why
-        if not self.proposal_a.verify(chain_id, validators) or not self.proposal_b.verify(
-                chain_id, validators):
-            return False, "a proposal signature is invalid"
         return True, "ok"
 
 
