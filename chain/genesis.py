@@ -2,7 +2,7 @@
 
 Genesis is a JSON object (see docs/genesis.md):
 
-    {"chain_id": str, "genesis_time": RFC 3339 text,
+    {"format": 2, "chain_id": str, "genesis_time": RFC 3339 text,
      "validators": [{"name": str, "pub_key": hex, "power": int, "node_key": hex?,
                      "operator_account": hex?}],
      "registrars": [hex], "assessors": [hex], "operator": hex,
@@ -11,6 +11,10 @@ Genesis is a JSON object (see docs/genesis.md):
 Numbers are integers only (no floats anywhere). The genesis hash is sha256 of the
 canonical encoding of the whole object, so every node and auditor agrees on it byte for
 byte. Rule parameters are validated by ``contracts.params``; consensus parameters here.
+
+``format`` is the genesis format version. Version 2 (identity tags keyed by registrar
+keys, no credit score: docs/privacy.md) is the only one accepted; a document without it
+is format 1 and is refused with a line saying how to regenerate it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ DEFAULT_CONSENSUS = {
 
 
 _VALIDATOR_FIELDS = frozenset({"name", "pub_key", "power", "node_key", "operator_account"})
+
+
+#: the only genesis format this build accepts (docs/genesis.md, "Format versions")
+GENESIS_FORMAT = 2
 
 
 class GenesisError(ValueError):
@@ -79,8 +87,14 @@ class Genesis:
     def from_doc(cls, doc: Any) -> Genesis:
         if not isinstance(doc, dict):
             raise GenesisError("genesis must be a JSON object")
-        required = {"chain_id", "genesis_time", "validators", "registrars", "assessors",
-                    "operator", "params"}
+        if doc.get("format") != GENESIS_FORMAT:
+            got = doc.get("format", 1)
+            raise GenesisError(
+                f"genesis format {got!r} is not supported: this build reads format "
+                f"{GENESIS_FORMAT} (keyed identity tags, no credit score); regenerate it "
+                "with `mutual genesis new`")
+        required = {"format", "chain_id", "genesis_time", "validators", "registrars",
+                    "assessors", "operator", "params"}
         missing = required - set(doc)
         if missing:
             raise GenesisError(f"genesis is missing {sorted(missing)}")

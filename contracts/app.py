@@ -463,6 +463,11 @@ class Application:
         """The rule parameters of ``period``."""
         return self.history.params_at(self.state, period)
 
+    def identity_key_ids(self) -> list[int]:
+        """The identity keys a ``register_member`` sent now must carry tags under, in
+        order (those of the first period not in notice: docs/privacy.md)."""
+        return list(self.params_at(self._meta()["next_notice"]).identity_key_ids)
+
     def member_key(self, member_id: str | bytes) -> bytes:
         return member_key(member_id)
 

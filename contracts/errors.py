@@ -23,7 +23,10 @@ MEMBER_NOT_ACTIVE = "member_not_active"
 IDENTITY_IN_USE = "identity_in_use"
 IDENTITY_BARRED = "identity_barred"
 OUTSIDE_AGE_WINDOW = "outside_age_window"
+#: retired: the credit score left the chain (docs/privacy.md); no longer returned
 CREDIT_TOO_LOW = "credit_too_low"
+CREDIT_NOT_PASSED = "credit_not_passed"
+IDENTITY_KEYS_MISMATCH = "identity_keys_mismatch"
 
 # claims
 UNKNOWN_DISEASE = "unknown_disease"
@@ -99,7 +102,11 @@ ALL_CODES: dict[str, str] = {
     IDENTITY_IN_USE: "the identity already has a live membership",
     IDENTITY_BARRED: "the identity was barred by the waiting-period rule and may never rejoin",
     OUTSIDE_AGE_WINDOW: "age on the join date is outside the join window",
-    CREDIT_TOO_LOW: "the credit attestation is below the threshold",
+    CREDIT_TOO_LOW: "retired: no longer returned (the credit score left the chain; "
+                    "credit_not_passed replaces it)",
+    CREDIT_NOT_PASSED: "the registrar's credit attestation does not say passed",
+    IDENTITY_KEYS_MISMATCH: "the identity tags do not cover exactly the identity keys in "
+                            "use (identity_key_ids, in that order)",
     UNKNOWN_DISEASE: "the disease code is not on the covered list",
     BAD_DATE: "a date is malformed, in the future, or before the member joined",
     OUTSIDE_COVER_AGE: "age at diagnosis is beyond every payout band",

@@ -18,6 +18,10 @@ from contracts.calendar import DAY_MS, IntervalSchedule, MonthlySchedule, Schedu
 
 MAX_DISEASES = 100
 MAX_WAITING_PERIODS = 1000
+#: at most this many identity keys in use (each registration carries one tag per key)
+MAX_IDENTITY_KEYS = 16
+#: an identity key id is a uint32
+MAX_IDENTITY_KEY_ID = (1 << 32) - 1
 CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 
 # The China Insurance Association's 25 standard critical illnesses plus thyroid cancer,
@@ -35,7 +39,9 @@ PRODUCTION_DISEASES = [
 _PRODUCTION: dict[str, Any] = {
     "min_join_age_days": 30,
     "max_join_age_years": 59,
-    "credit_threshold": 650,
+    # the registrars' identity keys in use, the last one current (docs/privacy.md): a
+    # registration carries the member's tag under each (contracts/identity.py)
+    "identity_key_ids": [1],
     "waiting_ms": 90 * DAY_MS,
     "schedule": {"kind": "monthly", "notice_days": [7, 21], "settlement_days": [14, 28]},
     "objection_window_ms": 3 * DAY_MS,
@@ -149,7 +155,8 @@ class Params:
 
     min_join_age_days: int
     max_join_age_years: int
-    credit_threshold: int
+    #: the identity keys in use, the last one current (docs/privacy.md)
+    identity_key_ids: tuple[int, ...]
     waiting_ms: int
     schedule: dict[str, Any]
     objection_window_ms: int
@@ -171,7 +178,7 @@ class Params:
 
     @classmethod
     def from_dict(cls, d: Any) -> Params:
-        top = {"min_join_age_days", "max_join_age_years", "credit_threshold", "waiting_ms",
+        top = {"min_join_age_days", "max_join_age_years", "identity_key_ids", "waiting_ms",
                "schedule", "objection_window_ms", "appeal_window_ms", "fee_bps",
                "payout_bands", "disease_codes", "disease_overrides", "cap_per_case_fen",
                "cap_per_year_fen", "arrears_grace_ms", "jury"}
@@ -182,7 +189,7 @@ class Params:
         max_years = _int(d, "max_join_age_years", w, 0, 150)
         if min_days > max_years * 366 + 365:
             raise ParamsError("params.min_join_age_days exceeds the maximum join age")
-        credit = _int(d, "credit_threshold", w, 0, 1_000_000)
+        key_ids = _identity_key_ids(d["identity_key_ids"])
         waiting = _int(d, "waiting_ms", w, 0, 10 * 366 * DAY_MS)
         objection = _int(d, "objection_window_ms", w, 1, 366 * DAY_MS)
         appeal = _int(d, "appeal_window_ms", w, 1, 366 * DAY_MS)
@@ -255,7 +262,7 @@ class Params:
         if "max_age_years" in d:
             # a member may join at max_join_age_years, so cover must last beyond it
             max_age = _int(d, "max_age_years", w, max_years + 1, 150)
-        return cls(min_days, max_years, credit, waiting, schedule, objection, appeal, fee,
+        return cls(min_days, max_years, key_ids, waiting, schedule, objection, appeal, fee,
                    tuple(bands), codes, overrides, cap_case, cap_year, grace, jury,
                    copy.deepcopy(d), basis, adult, max_age)
 
@@ -270,6 +277,16 @@ class Params:
         return IntervalSchedule(genesis_ms, s["period_ms"], s["notice_offset_ms"],
                                 s["settlement_offset_ms"], s["periods_per_year"])
 
+    def age_band(self, age: int) -> list[int] | None:
+        """``[lowest, highest]`` age (completed years) of the payout band ``age`` falls in,
+        or None beyond every band: what a claim's public notice shows instead of an age."""
+        lo = 0
+        for max_age, _ in self.payout_bands:
+            if age <= max_age:
+                return [lo, max_age]
+            lo = max_age + 1
+        return None
+
     def payout_for(self, disease: str, age: int) -> int | None:
         """Lump sum in fen for ``disease`` at ``age`` (completed years), or None if no band."""
         if disease in self.disease_overrides:
@@ -278,6 +295,18 @@ class Params:
             if age <= max_age:
                 return fen
         return None
+
+
+def _identity_key_ids(v: Any) -> tuple[int, ...]:
+    w = "params.identity_key_ids"
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_IDENTITY_KEYS:
+        raise ParamsError(f"{w} must list 1 to {MAX_IDENTITY_KEYS} key ids")
+    for k in v:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_IDENTITY_KEY_ID:
+            raise ParamsError(f"{w}: {k!r} is not a key id (an integer 1..{MAX_IDENTITY_KEY_ID})")
+    if len(set(v)) != len(v):
+        raise ParamsError(f"{w} has duplicates")
+    return tuple(v)
 
 
 def _check_schedule(s: Any, objection_ms: int, grace_ms: int) -> dict[str, Any]:

@@ -11,7 +11,8 @@ kind sort in numeric order:
     b"role/" + pk32                {"roles": [text]}  registrar / assessor / operator
     b"acct/" + pk32                {"nonce": last used nonce}
     b"member/" + pk32              member record
-    b"ident/" + hash32             {"member": pk32, "status": "live" | "barred"}
+    b"ident/" + tag32              {"member": pk32, "status": "live" | "barred"} one per
+                                   identity tag (docs/privacy.md)
     b"cohort/" + u64be(j)          {"active": count of active members whose cohort is j}
     b"claim/" + u64be(id)          claim record
     b"period/" + u64be(n)          period record (after its notice)
@@ -87,8 +88,8 @@ def member_key(pk: bytes) -> bytes:
     return b"member/" + pk
 
 
-def identity_key(identity_hash: bytes) -> bytes:
-    return b"ident/" + identity_hash
+def identity_key(tag: bytes) -> bytes:
+    return b"ident/" + tag
 
 
 def cohort_key(j: int) -> bytes:

@@ -11,6 +11,9 @@ extra), plus any of its optional fields. Field kinds and their msgpack types:
 * ``name``  - str of at most 64 characters (a validator's name)
 * ``gkind`` - str, one of ``GOV_KINDS`` (a governance change kind)
 * ``role``  - str, one of ``GRANTABLE_ROLES``
+* ``tags``  - an array of 1 to 16 ``[uint key_id, bin32 tag]`` pairs (``register_member``'s
+  identity tags, docs/privacy.md) with distinct key ids and distinct tags; which key ids
+  it must cover is a rule (``identity_keys_mismatch``)
 * ``map``   - a map with str keys (``set_params``' changed parameters; what may be in it is
   a rule: docs/governance.md, "Rule parameters")
 
@@ -34,7 +37,7 @@ from typing import Any
 from contracts import errors
 from contracts.calendar import CalendarError, parse_date
 from contracts.errors import RuleError
-from contracts.params import CODE_RE
+from contracts.params import CODE_RE, MAX_IDENTITY_KEY_ID, MAX_IDENTITY_KEYS
 
 REGISTRAR = "registrar"
 ASSESSOR = "assessor"
@@ -83,10 +86,10 @@ class TxType:
 
 TX_TYPES: dict[str, TxType] = {t.name: t for t in (
     TxType("register_member", REGISTRAR, {
-        "member": "bin32", "identity_hash": "bin32", "birth_date": "date",
-        "health_hash": "bin32", "credit_score": "uint", "credit_ref": "bin32",
+        "member": "bin32", "identity_tags": "tags", "birth_date": "date",
+        "health_commitment": "bin32", "credit_attestation": "bin32", "credit_passed": "bool",
     }, "admit a member key after identity, health and credit checks off chain",
-        optional={"guardian_hash": "bin32"}),
+        optional={"guardian_tag": "bin32"}),
     TxType("approve_juror", REGISTRAR, {"member": "bin32", "exam_ref": "bin32"},
            "attest that a member passed the juror exam"),
     TxType("file_claim", MEMBER, {
@@ -145,12 +148,26 @@ def _check_field(name: str, kind: str, value: Any) -> None:
         ok = isinstance(value, str) and value in GOV_KIND_FIELDS
     elif kind == "role":
         ok = isinstance(value, str) and value in GRANTABLE_ROLES
+    elif kind == "tags":
+        ok = _tags_ok(value)
     elif kind == "map":
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     else:  # pragma: no cover - the table above only uses the kinds listed
         raise AssertionError(kind)
     if not ok:
         raise RuleError(errors.BAD_BODY, f"field {name!r} must be {kind}")
+
+
+def _tags_ok(value: Any) -> bool:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_IDENTITY_KEYS:
+        return False
+    for pair in value:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], int)
+                and not isinstance(pair[0], bool) and 1 <= pair[0] <= MAX_IDENTITY_KEY_ID
+                and isinstance(pair[1], bytes) and len(pair[1]) == 32):
+            return False
+    return (len({p[0] for p in value}) == len(value)
+            and len({p[1] for p in value}) == len(value))
 
 
 def check_body(type_name: str, body: Any) -> TxType:

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 
 from chain.crypto import PrivateKey
-from chain.genesis import Genesis
+from chain.genesis import GENESIS_FORMAT, Genesis
 from chain.tx import Transaction
 from contracts import params as params_mod
 from contracts import records
@@ -74,6 +74,7 @@ class AnonPeak:
 
 def genesis() -> Genesis:
     return Genesis.from_doc({
+        "format": GENESIS_FORMAT,
         "chain_id": CHAIN_ID,
         "genesis_time": GENESIS_TIME,
         "validators": [{"name": "v0", "pub_key": VALIDATOR.public_key.hex(), "power": 10}],

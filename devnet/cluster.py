@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.crypto import PrivateKey
-from chain.genesis import Genesis
+from chain.genesis import GENESIS_FORMAT, Genesis
 from chain.keyfile import read_key, write_key
 from client import Client, ClientError
 
@@ -197,6 +197,7 @@ class Cluster:
         if genesis_time_ms is None:
             genesis_time_ms = int(time.time()) * 1000
         doc: dict[str, Any] = {
+            "format": GENESIS_FORMAT,
             "chain_id": chain_id,
             "genesis_time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00",
                                           time.gmtime(genesis_time_ms // 1000)),

@@ -95,6 +95,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
         raise CliError(f"--profile: {exc}") from None
     time_text = args.genesis_time or datetime.now(UTC).replace(microsecond=0).isoformat()
     doc = {
+        "format": 2,  # chain.genesis.GENESIS_FORMAT (docs/genesis.md)
         "chain_id": args.chain_id,
         "genesis_time": time_text,
         "validators": validators,

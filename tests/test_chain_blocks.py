@@ -15,7 +15,7 @@ from chain.evidence import (
     decode_evidence,
     evidence_from_map,
 )
-from chain.genesis import Genesis, GenesisError
+from chain.genesis import GENESIS_FORMAT, Genesis, GenesisError
 from chain.hashing import sha256
 from chain.validators import Validator, ValidatorSet
 from chain.vote import MessageError, Proposal, Vote, VoteType
@@ -226,6 +226,7 @@ def test_block_round_trip_and_structure():
 
 def _genesis_doc():
     return {
+        "format": GENESIS_FORMAT,
         "chain_id": CHAIN,
         "genesis_time": "2019-01-01T00:00:00+08:00",
         "validators": [{"name": f"v{i}", "pub_key": k.public_key.hex(), "power": 10}

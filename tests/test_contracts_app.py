@@ -57,7 +57,7 @@ def test_check_tx_codes_and_no_writes() -> None:
          "wrong_chain_id"),
         (Transaction(CHAIN_ID, "mint_money", REGISTRAR.public_key.raw, 1, {}), "unknown_type"),
         (Transaction(CHAIN_ID, "register_member", REGISTRAR.public_key.raw, 1,
-                     {**body, "credit_score": -1}), "bad_body"),
+                     {**body, "credit_passed": 1}), "bad_body"),
         (Transaction(CHAIN_ID, "register_member", REGISTRAR.public_key.raw, 1,
                      {**body, "extra": 1}), "bad_body"),
         (Transaction(CHAIN_ID, "register_member", ASSESSOR.public_key.raw, 1, body),
@@ -79,8 +79,8 @@ def test_rejected_tx_changes_nothing_and_keeps_the_nonce() -> None:
     nonce = h.app.next_nonce(REGISTRAR.public_key.raw)
     with h.block(h.time + 1):
         after_begin = h.state.snapshot()
-        r = h.send(REGISTRAR, "register_member", register_body(mkey(2), 2, credit=10))
-        assert r.code == "credit_too_low" and r.events == ()
+        r = h.send(REGISTRAR, "register_member", register_body(mkey(2), 2, credit=False))
+        assert r.code == "credit_not_passed" and r.events == ()
         assert h.state.snapshot() == after_begin
     assert before != after_begin            # begin_block wrote height and time
     assert h.app.next_nonce(REGISTRAR.public_key.raw) == nonce

@@ -505,10 +505,17 @@ def test_params_history_and_merged_validation() -> None:
     h.refused(OPS[0], "propose", {"kind": "set_params", "deadline_ms": h.time + DAY,
                                   "params": {"max_join_age_years": 70}, "from_period": 2},
               errors.BAD_PARAMS)
-    h.passes("set_params", params={"credit_threshold": 600}, from_period=1)
-    # period 1 is not in notice: joins now use the new threshold
-    assert h.app.params_history()[-1]["params"]["credit_threshold"] == 600
-    h.ok(REGISTRAR, "register_member", register_body(member_key(9), 9, credit=610))
+    # identity keys are only ever added (docs/privacy.md)
+    h.refused(OPS[0], "propose", {"kind": "set_params", "deadline_ms": h.time + DAY,
+                                  "params": {"identity_key_ids": [2]}, "from_period": 2},
+              errors.BAD_PARAMS)
+    h.passes("set_params", params={"identity_key_ids": [1, 2]}, from_period=1)
+    # period 1 is not in notice: joins now carry a tag under each key
+    assert h.app.params_history()[-1]["params"]["identity_key_ids"] == [1, 2]
+    assert h.app.identity_key_ids() == [1, 2]
+    h.refused(REGISTRAR, "register_member", register_body(member_key(9), 9),
+              errors.IDENTITY_KEYS_MISMATCH)
+    h.ok(REGISTRAR, "register_member", register_body(member_key(9), 9, key_ids=(1, 2)))
 
 
 # the property test -------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from chain.crypto import PrivateKey
-from chain.genesis import Genesis
+from chain.genesis import GENESIS_FORMAT, Genesis
 from chain.hashing import sha256
 from chain.tx import Transaction
 from contracts import params as params_mod
 from contracts.app import Application, Receipt
+from contracts.identity import check_digit, identity_tags
 from contracts.memstate import MemState
 
 CHAIN_ID = "mutual-test"
@@ -32,6 +33,7 @@ def member_key(i: int) -> PrivateKey:
 
 def genesis_doc(params: dict[str, Any], genesis_time: str) -> dict[str, Any]:
     return {
+        "format": GENESIS_FORMAT,
         "chain_id": CHAIN_ID,
         "genesis_time": genesis_time,
         "validators": [{"name": "v0", "pub_key": VALIDATOR.public_key.hex(), "power": 10}],
@@ -122,10 +124,11 @@ class Harness:
 
     # common transactions
 
-    def join(self, i: int, birth_date: str = "1990-05-01", credit: int = 700,
+    def join(self, i: int, birth_date: str = "1990-05-01", credit: bool = True,
              guardian: bytes | None = None) -> PrivateKey:
         k = member_key(i)
-        self.ok(REGISTRAR, "register_member", register_body(k, i, birth_date, credit, guardian))
+        self.ok(REGISTRAR, "register_member",
+                register_body(k, i, birth_date, credit, guardian, self.app.identity_key_ids()))
         return k
 
     def claim(self, key: PrivateKey, diagnosed_ms: int, disease: str = "malignant_tumor",
@@ -143,19 +146,36 @@ class Harness:
                                                     "report_hash": sha256(b"report")})
 
 
+#: the registrars' identity keys of the test chains (never on chain: docs/privacy.md)
+IDENTITY_KEYS = {k: sha256(b"test identity key" + k.to_bytes(4, "big")) for k in range(1, 9)}
+
+
+def identity_text(i: int) -> str:
+    """A valid resident ID (GB 11643 check digit) for test member ``i``."""
+    first = f"{110105 + i // 1000:06d}{19900101 + i % 28:08d}{i % 1000:03d}"
+    return first + check_digit(first)
+
+
+def tags_of(i: int, key_ids: tuple[int, ...] | list[int] = (1,)) -> list[list]:
+    """Member ``i``'s ``identity_tags`` under ``key_ids`` (the chain's identity_key_ids)."""
+    return identity_tags(IDENTITY_KEYS, list(key_ids), identity_text(i))
+
+
 def register_body(k: PrivateKey, i: int, birth_date: str = "1990-05-01",
-                  credit: int = 700, guardian: bytes | None = None) -> dict[str, Any]:
-    """``guardian``: the guardian's identity hash, for a member under the adult age."""
+                  credit: bool = True, guardian: bytes | None = None,
+                  key_ids: tuple[int, ...] | list[int] = (1,)) -> dict[str, Any]:
+    """``guardian``: the guardian's identity tag, for a member under the adult age;
+    ``credit``: whether the registrar's credit attestation passed."""
     body = {
         "member": k.public_key.raw,
-        "identity_hash": sha256(b"identity" + i.to_bytes(8, "big")),
+        "identity_tags": tags_of(i, key_ids),
         "birth_date": birth_date,
-        "health_hash": sha256(b"health"),
-        "credit_score": credit,
-        "credit_ref": sha256(b"credit"),
+        "health_commitment": sha256(b"salt" + i.to_bytes(8, "big") + b"health"),
+        "credit_attestation": sha256(b"credit attestation" + i.to_bytes(8, "big")),
+        "credit_passed": credit,
     }
     if guardian is not None:
-        body["guardian_hash"] = guardian
+        body["guardian_tag"] = guardian
     return body
 
 

@@ -14,7 +14,8 @@ from tests.test_contracts_harness import (
 )
 
 # genesis 2024-01-01T00:00Z is 08:00 on 2024-01-01 in Beijing
-GUARDIAN = sha256(b"identity of a parent")
+#: a parent's identity tag under the current key (the guardian of the minors below)
+GUARDIAN = sha256(b"identity tag of a parent")
 
 
 def join(h: Harness, i: int, **kw) -> str:
@@ -54,16 +55,17 @@ def test_a_minor_joins_on_the_guardians_credit_attestation() -> None:
     with h.block(h.g0 + 1):
         before = h.state.snapshot()
         assert join(h, 1, birth_date=baby) == "guardian_required"
-        own = register_body(member_key(1), 1, baby)["identity_hash"]
+        own = register_body(member_key(1), 1, baby)["identity_tags"][-1][1]
         assert join(h, 1, birth_date=baby, guardian=own) == "guardian_is_member"
-        # the score is the guardian's, held to the same threshold
-        assert join(h, 1, birth_date=baby, guardian=GUARDIAN, credit=649) == "credit_too_low"
+        # the attestation is the guardian's, and must have passed all the same
+        assert join(h, 1, birth_date=baby, guardian=GUARDIAN, credit=False) == (
+            "credit_not_passed")
         assert join(h, 2, guardian=GUARDIAN) == "guardian_not_allowed"   # an adult
         assert h.state.snapshot() == before
         assert join(h, 1, birth_date=baby, guardian=GUARDIAN) == "ok"
     m = h.app.get_member(member_key(1).public_key.hex())
-    assert m["guardian_hash"] == GUARDIAN.hex() and m["status"] == "active"
-    assert "guardian_hash" not in h.app.get_member(h.join(3).public_key.hex())
+    assert m["guardian_tag"] == GUARDIAN.hex() and m["status"] == "active"
+    assert "guardian_tag" not in h.app.get_member(h.join(3).public_key.hex())
 
 
 @pytest.mark.parametrize("birth, minor", [
@@ -85,10 +87,14 @@ def test_a_chain_without_the_adult_age_keeps_its_rule() -> None:
     assert join(h, 2, birth_date="2023-12-02", guardian=GUARDIAN) == "guardian_not_allowed"
 
 
-def test_credit_threshold() -> None:
+def test_the_credit_attestation_must_have_passed() -> None:
     h = Harness()
-    assert join(h, 1, credit=649) == "credit_too_low"
-    assert join(h, 1, credit=650) == "ok"
+    assert join(h, 1, credit=False) == "credit_not_passed"
+    assert join(h, 1, credit=True) == "ok"
+    m = h.app.get_member(member_key(1).public_key.hex())
+    # the record keeps the attestation's reference, never a score
+    assert m["credit_attestation"] == register_body(member_key(1), 1)["credit_attestation"].hex()
+    assert not any("score" in k for k in m)
 
 
 def test_one_live_membership_per_identity_and_rejoin_after_leaving() -> None:

@@ -25,7 +25,7 @@ def test_profiles_validate_and_round_trip() -> None:
         p = P.Params.from_dict(d)
         assert p.to_dict() == d
     prod = P.Params.from_dict(P.profile("production"))
-    assert prod.credit_threshold == 650 and prod.fee_bps == 800
+    assert prod.identity_key_ids == (1,) and prod.fee_bps == 800
     assert prod.payout_for("malignant_tumor", 39) == 30_000_000
     assert prod.payout_for("malignant_tumor", 40) == 10_000_000
     assert prod.payout_for("malignant_tumor", 60) is None

@@ -55,7 +55,7 @@ def test_settlement_writes_the_period_not_the_claims_members_or_identities() -> 
     h.tick(h.g0 + settlement(2) - S)            # notice and objection close: now payable
     watched = ([records.claim_key(c) for c in cids]
                + [records.member_key(k.public_key.raw) for k in keys[:3]]
-               + [records.identity_key(register_body(k, i)["identity_hash"])
+               + [records.identity_key(register_body(k, i)["identity_tags"][0][1])
                   for i, k in enumerate(keys[:3])])
     before = {k: stored(h, k) for k in watched}
     counting = CountingState(h.app.state)
@@ -115,11 +115,11 @@ def test_an_identity_is_free_once_its_member_reads_as_paid_out() -> None:
     h, keys = setup()
     pay_claim(h, keys[0], 2)
     body = register_body(keys[0], 0)
-    newcomer = {**register_body(member_key(99), 99), "identity_hash": body["identity_hash"]}
+    newcomer = {**register_body(member_key(99), 99), "identity_tags": body["identity_tags"]}
     assert h.send(REGISTRAR, "register_member", newcomer).code == "identity_in_use"
     h.tick(h.g0 + settlement(2))
     # the identity record still names the old member, who reads as paid out
-    ident = records.load(h.app.state, records.identity_key(body["identity_hash"]))
+    ident = records.load(h.app.state, records.identity_key(body["identity_tags"][0][1]))
     assert ident == {"member": keys[0].public_key.raw, "status": "live"}
     assert h.send(REGISTRAR, "register_member", newcomer).code == "ok"
     assert h.app.get_member(member_key(99).public_key.hex())["status"] == "active"

@@ -333,7 +333,7 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
         # (free once its member reads paid out), deleted on leaving or removal, barred
         # for good
         ident = records.load(h.state, records.identity_key(
-            register_body(member_key(i), i)["identity_hash"]))
+            register_body(member_key(i), i)["identity_tags"][0][1]))
         pk = member_key(i).public_key.raw
         if m["refund"]:
             # rule 3 applied (a member barred, or one who had already left, been removed

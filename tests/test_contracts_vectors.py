@@ -8,7 +8,8 @@ from pathlib import Path
 
 from chain.crypto import Domain, PrivateKey, PublicKey, sign_bytes
 from chain.hashing import sha256
-from chain.tx import Transaction
+from chain.tx import Transaction, to_jsonable
+from contracts.identity import canonical_resident_id, identity_tag
 from contracts.txtypes import TX_TYPES, check_body
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -45,6 +46,20 @@ def test_every_vector_checks_out_byte_for_byte() -> None:
         check_body(tx.type, tx.body)
         for name, kind in v["body_kinds"].items():
             value = tx.body[name]
-            shown = value.hex() if isinstance(value, bytes) else value
-            assert shown == v["body"][name]
+            assert to_jsonable(value) == v["body"][name]
             assert (kind == "bin32") == isinstance(value, bytes)
+
+
+def test_identity_tag_vectors_are_hmacs_of_valid_resident_ids() -> None:
+    doc = json.loads((VECTORS / "transactions.json").read_text())["identity_tags"]
+    keys = {int(k): bytes.fromhex(v) for k, v in doc["keys_hex"].items()}
+    tags = set()
+    for case in doc["cases"]:
+        assert canonical_resident_id(case["identity"]) == case["identity"]
+        tag = identity_tag(keys[case["key_id"]], case["identity"])
+        assert tag.hex() == case["tag_hex"]
+        tags.add(case["tag_hex"])
+    # every register_member vector's tags are among them
+    regs = [v for v in json.loads((VECTORS / "transactions.json").read_text())["vectors"]
+            if v["type"] == "register_member"]
+    assert regs and all(t in tags for v in regs for _, t in v["body"]["identity_tags"])

@@ -8,7 +8,7 @@ from chain.block import Block
 from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
 from chain.evidence import DuplicateVoteEvidence
-from chain.genesis import Genesis
+from chain.genesis import GENESIS_FORMAT, Genesis
 from chain.hashing import sha256
 from chain.tx import Transaction
 from chain.vote import Vote, VoteType
@@ -21,7 +21,7 @@ CHAIN = "mutual-exec"
 VALS = [PrivateKey(bytes([10 + i]) * 32) for i in range(4)]
 REGISTRAR = PrivateKey(b"\x21" * 32)
 GENESIS = Genesis.from_doc({
-    "chain_id": CHAIN, "genesis_time": "2026-01-01T00:00:00+00:00",
+    "format": GENESIS_FORMAT, "chain_id": CHAIN, "genesis_time": "2026-01-01T00:00:00+00:00",
     "validators": [{"name": f"v{i}", "pub_key": k.public_key.hex(), "power": 10}
                    for i, k in enumerate(VALS)],
     "registrars": [REGISTRAR.public_key.hex()], "assessors": [REGISTRAR.public_key.hex()],

@@ -214,6 +214,13 @@ def _merged_params(ctx: Ctx, ch: dict[str, Any]) -> dict[str, Any]:
         for key in FIXED_JURY_PARAMS:
             require(merged["jury"].get(key) == base["jury"].get(key),
                     errors.PARAM_NOT_CHANGEABLE, f"jury.{key} may not be changed")
+    old_ids, new_ids = base.get("identity_key_ids"), merged.get("identity_key_ids")
+    if isinstance(old_ids, list) and isinstance(new_ids, list):
+        # identity keys are only ever added: a member registered under an old key is found
+        # (and a barred identity stays barred) only while that key's tags are still asked
+        # for (docs/privacy.md, "Rotating the identity key")
+        require(new_ids[:len(old_ids)] == old_ids, errors.BAD_PARAMS,
+                f"identity_key_ids must keep {old_ids} and may only add ids after them")
     try:
         Params.from_dict(merged)
     except ParamsError as exc:

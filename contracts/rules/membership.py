@@ -103,12 +103,28 @@ def age_out(ctx: Ctx, n: int) -> int:
     return rec["active"]
 
 
+def member_tags(m: dict[str, Any]) -> list[bytes]:
+    """The identity tags a member record carries (one per identity key it was registered
+    under)."""
+    return [tag for _, tag in m["identity_tags"]]
+
+
 def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     pk = body["member"]
     require(ctx.member(pk) is None, errors.MEMBER_EXISTS,
             "a member record already exists for this key")
-    ident = records.load(ctx.state, records.identity_key(body["identity_hash"]))
-    if ident is not None:
+    p = ctx.params
+    key_ids = [k for k, _ in body["identity_tags"]]
+    require(key_ids == list(p.identity_key_ids), errors.IDENTITY_KEYS_MISMATCH,
+            f"identity tags under keys {key_ids}; the keys in use are "
+            f"{list(p.identity_key_ids)}")
+    tags = [bytes(t) for _, t in body["identity_tags"]]
+    # any tag under any key in use finds an earlier membership of the same identity,
+    # including one registered before a later key was added (docs/privacy.md)
+    for tag in tags:
+        ident = records.load(ctx.state, records.identity_key(tag))
+        if ident is None:
+            continue
         require(ident["status"] != "barred", errors.IDENTITY_BARRED,
                 "this identity was barred by the waiting-period rule")
         # a payout ends the membership without rewriting the identity record
@@ -119,40 +135,39 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
     birth = parse_date(body["birth_date"])
     today = cst_date(ctx.time_ms)
     require(birth <= today, errors.BAD_DATE, "birth date is in the future")
-    p = ctx.params
     age = age_years(birth, today)
     require(age_days(birth, today) >= p.min_join_age_days and age <= p.max_join_age_years,
             errors.OUTSIDE_AGE_WINDOW,
             f"age on {today.isoformat()} must be {p.min_join_age_days} days to "
             f"{p.max_join_age_years} years")
-    guardian = body.get("guardian_hash")
+    guardian = body.get("guardian_tag")
     minor = p.adult_age_years is not None and age < p.adult_age_years
     if minor:
         # a child has no credit record of its own: the attestation is the guardian's
         require(guardian is not None, errors.GUARDIAN_REQUIRED,
                 f"a member under {p.adult_age_years} joins on a guardian's credit "
-                "attestation: guardian_hash is required")
-        require(guardian != body["identity_hash"], errors.GUARDIAN_IS_MEMBER,
+                "attestation: guardian_tag is required")
+        require(guardian not in tags, errors.GUARDIAN_IS_MEMBER,
                 "the guardian's identity is the member's own")
     else:
         require(guardian is None, errors.GUARDIAN_NOT_ALLOWED,
-                "guardian_hash is only for a member under the adult age"
+                "guardian_tag is only for a member under the adult age"
                 if p.adult_age_years is not None else "this chain has no guardian rule")
-    whose = "the guardian's credit score" if minor else "credit score"
-    require(body["credit_score"] >= p.credit_threshold, errors.CREDIT_TOO_LOW,
-            f"{whose} {body['credit_score']} < {p.credit_threshold}")
+    whose = "the guardian's" if minor else "the member's"
+    require(body["credit_passed"] is True, errors.CREDIT_NOT_PASSED,
+            f"{whose} credit attestation must say passed (registrars apply the threshold off "
+            "chain)")
     meta = ctx.meta
     cohort = sharing_cohort(ctx, ctx.time_ms)
     aging = aging_period(ctx, birth)
     ctx.put_member(pk, {
         "pubkey": pk,
-        "identity_hash": body["identity_hash"],
+        "identity_tags": [[k, t] for k, t in zip(key_ids, tags, strict=True)],
         "birth_date": body["birth_date"],
-        "health_hash": body["health_hash"],
-        "credit_score": body["credit_score"],
-        "credit_ref": body["credit_ref"],
-        # only a minor's record has the key: adults' records keep their bytes
-        **({"guardian_hash": guardian} if guardian is not None else {}),
+        "health_commitment": body["health_commitment"],
+        "credit_attestation": body["credit_attestation"],
+        # only a minor's record has the key
+        **({"guardian_tag": guardian} if guardian is not None else {}),
         "registrar": sender,
         "joined_ms": ctx.time_ms,
         "cohort": cohort,
@@ -167,8 +182,8 @@ def register_member(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:
         "refund": False,
         **({} if aging is None else {"age_out_period": aging}),
     })
-    records.store(ctx.state, records.identity_key(body["identity_hash"]),
-                  {"member": pk, "status": "live"})
+    for tag in tags:
+        records.store(ctx.state, records.identity_key(tag), {"member": pk, "status": "live"})
     cohort_add(ctx, cohort, 1)
     if aging is not None:
         aging_add(ctx, aging, cohort, 1)
@@ -206,13 +221,21 @@ def end_membership(ctx: Ctx, pk: bytes, m: dict[str, Any], status: str) -> None:
     m["ended_ms"] = ctx.time_ms
     m["exit_period"] = ctx.meta["next_notice"] - 1
     count_out(ctx, pk, m)
-    ikey = records.identity_key(m["identity_hash"])
     if status == "barred":
-        records.store(ctx.state, ikey, {"member": pk, "status": "barred"})
-    elif (records.load(ctx.state, ikey) or {}).get("status") != "barred":
-        # (rule 3 can bar an identity that has since rejoined: the bar stays)
-        ctx.state.delete(ikey)
+        bar_identity(ctx, pk, m)
+    else:
+        for tag in member_tags(m):
+            ikey = records.identity_key(tag)
+            if (records.load(ctx.state, ikey) or {}).get("status") != "barred":
+                # (rule 3 can bar an identity that has since rejoined: the bar stays)
+                ctx.state.delete(ikey)
     ctx.put_member(pk, m)
+
+
+def bar_identity(ctx: Ctx, pk: bytes, m: dict[str, Any]) -> None:
+    """Rule 3: every tag of the member's identity is barred for good."""
+    for tag in member_tags(m):
+        records.store(ctx.state, records.identity_key(tag), {"member": pk, "status": "barred"})
 
 
 def leave(ctx: Ctx, sender: bytes, body: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from contracts import errors, records
 from contracts.rules.context import Ctx, require
-from contracts.rules.membership import end_membership
+from contracts.rules.membership import bar_identity, end_membership
 from contracts.rules.settlement import member_billed
 
 
@@ -51,8 +51,7 @@ def reject(ctx: Ctx, c: dict[str, Any], m: dict[str, Any]) -> None:
     else:
         # the membership already ended (left or removed) while the claim went on: the
         # identity is barred and the shares are refundable all the same
-        records.store(ctx.state, records.identity_key(m["identity_hash"]),
-                      {"member": pk, "status": "barred"})
+        bar_identity(ctx, pk, m)
         ctx.put_member(pk, m)
 
 

@@ -25,11 +25,21 @@ if str(ROOT) not in sys.path:  # allow running as a plain script from anywhere
 from chain.crypto import Domain, PrivateKey, sign_bytes  # noqa: E402
 from chain.hashing import sha256  # noqa: E402
 from chain.tx import Transaction, to_jsonable  # noqa: E402
+from contracts.identity import identity_tag, identity_tags  # noqa: E402
 from contracts.txtypes import TX_TYPES  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "transactions.json"
 CHAIN_ID = "mutual-vectors"
 SEED = b"\x01" * 32
+
+
+#: identity keys of the vectors' registrar (never on chain; here so a client can check its
+#: HMAC: tag = HMAC-SHA256(key, canonical identity text), docs/privacy.md)
+IDENTITY_KEYS = {1: sha256(b"vector identity key 1"), 2: sha256(b"vector identity key 2")}
+
+
+#: valid resident IDs (GB 11643 check digits), made up for the vectors
+ADULT_ID, CHILD_ID, LATER_ID = "110105199005010018", "110105201803090016", "110105198001010016"
 
 
 def _h(label: str) -> bytes:
@@ -40,8 +50,10 @@ def bodies(member: bytes) -> dict[str, dict[str, Any]]:
     """One representative body per type (the fixed key plays every role here)."""
     return {
         "register_member": {
-            "member": member, "identity_hash": _h("identity"), "birth_date": "1990-05-01",
-            "health_hash": _h("health"), "credit_score": 700, "credit_ref": _h("credit"),
+            "member": member,
+            "identity_tags": identity_tags(IDENTITY_KEYS, [1], ADULT_ID),
+            "birth_date": "1990-05-01", "health_commitment": _h("salt-1 || health"),
+            "credit_attestation": _h("credit attestation"), "credit_passed": True,
         },
         "approve_juror": {"member": member, "exam_ref": _h("exam")},
         "file_claim": {"disease": "malignant_tumor", "diagnosed_ms": 1_547_481_600_000,
@@ -84,6 +96,9 @@ def gov_bodies() -> list[tuple[str, dict[str, Any]]]:
         ("propose", {**base, "kind": "set_params", "from_period": 12,
                      "params": {"fee_bps": 600, "jury": {"mode": "panel"},
                                 "disease_overrides": {"thyroid_cancer": 4_000_000}}}),
+        # adding an identity key for new members (docs/privacy.md)
+        ("propose", {**base, "kind": "set_params", "from_period": 13,
+                     "params": {"identity_key_ids": [1, 2]}}),
         ("vote_proposal", {"proposal_id": 1, "yes": True}),
         ("vote_proposal", {"proposal_id": 2, "yes": False}),
     ]
@@ -96,10 +111,18 @@ def extra_bodies() -> list[tuple[str, dict[str, Any]]]:
                           "report_hash": _h("report-waiting")}),
         # a child joins on the guardian's credit attestation
         ("register_member", {
-            "member": _h("child member key"), "identity_hash": _h("child identity"),
-            "birth_date": "2018-03-09", "health_hash": _h("child health"),
-            "credit_score": 720, "credit_ref": _h("guardian credit"),
-            "guardian_hash": _h("guardian identity"),
+            "member": _h("child member key"),
+            "identity_tags": identity_tags(IDENTITY_KEYS, [1], CHILD_ID),
+            "birth_date": "2018-03-09", "health_commitment": _h("salt-2 || child health"),
+            "credit_attestation": _h("guardian credit attestation"), "credit_passed": True,
+            "guardian_tag": identity_tag(IDENTITY_KEYS[1], ADULT_ID),
+        }),
+        # after a rotation to identity_key_ids [1, 2]: one tag under each key in use
+        ("register_member", {
+            "member": _h("member after rotation"),
+            "identity_tags": identity_tags(IDENTITY_KEYS, [1, 2], LATER_ID),
+            "birth_date": "1980-01-01", "health_commitment": _h("salt-3 || health"),
+            "credit_attestation": _h("credit attestation 3"), "credit_passed": True,
         }),
     ]
 
@@ -138,6 +161,15 @@ def build() -> dict[str, Any]:
         "public_key_hex": pk.hex(),
         "domain": Domain.TX.value,
         "vectors": vectors,
+        "identity_tags": {
+            "about": "tag = HMAC-SHA256(identity key, canonical identity text); the keys "
+                     "are the registrars' secret, shown here only for these vectors "
+                     "(docs/privacy.md)",
+            "keys_hex": {str(k): v.hex() for k, v in IDENTITY_KEYS.items()},
+            "cases": [{"identity": ident, "key_id": k,
+                       "tag_hex": identity_tag(IDENTITY_KEYS[k], ident).hex()}
+                      for ident in (ADULT_ID, CHILD_ID, LATER_ID) for k in (1, 2)],
+        },
     }
 
 
