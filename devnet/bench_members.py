@@ -108,10 +108,11 @@ def new_member_pk(j: int) -> bytes:
 
 
 def register_body(pk: bytes, identity: bytes) -> dict[str, Any]:
+    # ``identity``: stands for the member's identity tag under key 1 (an HMAC: opaque bytes)
     return {
-        "member": pk, "identity_hash": identity, "birth_date": "1990-05-01",
-        "health_hash": sha256(b"health").digest(), "credit_score": 700,
-        "credit_ref": sha256(b"credit").digest(),
+        "member": pk, "identity_tags": [[1, identity]], "birth_date": "1990-05-01",
+        "health_commitment": sha256(b"health").digest(),
+        "credit_attestation": sha256(b"credit").digest(), "credit_passed": True,
     }
 
 
@@ -161,12 +162,13 @@ class MemberTemplate:
                                f"{sorted(written - expected)}")
         # the loader's records differ only in two 32-byte fields, so each is the template's
         # bytes with those spliced in (the import measures loading, not msgpack)
-        self._member_parts = self._split(dict(self.member, pubkey=_MARK_A, identity_hash=_MARK_B),
+        self._member_parts = self._split(dict(self.member, pubkey=_MARK_A, identity_tags=[[1, _MARK_B]]),
                                          (_MARK_B, _MARK_A))
         self._identity_parts = self._split(dict(self.identity, member=_MARK_A), (_MARK_A,))
         for i in (0, 7, 123456):
             pk, ident = bulk_pk(i), bulk_identity(i)
-            if (self.record(i, 0)[1] != self._pack(dict(self.member, pubkey=pk, identity_hash=ident))
+            if (self.record(i, 0)[1] != self._pack(dict(self.member, pubkey=pk,
+                                                              identity_tags=[[1, ident]]))
                     or self.record(i, 1)[1] != self._pack(dict(self.identity, member=pk))):
                 raise RuntimeError("spliced bulk records differ from packed ones")
         # records are packed straight with msgpack: the decoded maps keep their canonical
@@ -199,7 +201,7 @@ class MemberTemplate:
         pk = bulk_pk(i)
         if r == 0:
             ident = bulk_identity(i)
-            a, b, c = self._member_parts  # identity_hash sorts before pubkey
+            a, b, c = self._member_parts  # identity_tags sorts before pubkey
             return records.member_key(pk), b"".join((a, ident, b, pk, c))
         a, b = self._identity_parts
         return records.identity_key(bulk_identity(i)), b"".join((a, pk, b))

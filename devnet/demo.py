@@ -8,6 +8,7 @@ Every step prints what happened; every wait is bounded by block time, not by a g
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from chain.crypto import PrivateKey
 from chain.hashing import sha256
 from client import Account
+from contracts.identity import check_digit, identity_tags
 from devnet.cluster import Cluster
 
 MEMBERS = ("alice", "bob", "chen", "dai", "evan", "fang")
@@ -68,12 +70,24 @@ def run_demo(cluster: Cluster, say: Callable[[str], None] = print) -> dict[str, 
     members = {name: Account(k, chain_id, clients[i % len(clients)])
                for i, (name, k) in enumerate(keys.items())}
 
+    # the registrar's identity key: a secret it never sends (derived here for the demo)
+    identity_keys = {1: _h(f"demo registrar identity key 1 {genesis.hash.hex()}")}
+    key_ids = genesis.params["identity_key_ids"]
+    salts = {name: os.urandom(32) for name in MEMBERS}
     say("1. The registrar admits six members (identity, health and credit checked off chain)")
     results = []
     for i, name in enumerate(MEMBERS):
-        body = {"member": keys[name].public_key.raw, "identity_hash": _h(f"id-{name}"),
-                "birth_date": "1994-03-0" + str(1 + i), "health_hash": _h(f"health-{name}"),
-                "credit_score": 700 + i, "credit_ref": _h(f"credit-{name}")}
+        birth = "1994-03-0" + str(1 + i)
+        # a made-up resident ID (region 110105, the birth date, a sequence number and its
+        # GB 11643 check digit): only its keyed tags reach the chain (docs/privacy.md)
+        first17 = "110105" + birth.replace("-", "") + f"{101 + i:03d}"
+        body = {"member": keys[name].public_key.raw,
+                "identity_tags": identity_tags(identity_keys, key_ids,
+                                               first17 + check_digit(first17)),
+                "birth_date": birth,
+                # sha256(random salt || declaration): the registrar keeps both
+                "health_commitment": _h(f"{salts[name].hex()}health-{name}"),
+                "credit_attestation": _h(f"credit-attestation-{name}"), "credit_passed": True}
         mode = "commit" if i == len(MEMBERS) - 1 else "sync"
         results.append(_ok(registrar.send("register_member", body, mode=mode), f"admit {name}"))
     joined_height = results[-1]["height"]

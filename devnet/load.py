@@ -95,9 +95,11 @@ class TxFactory:
             self.counter += 1
             seed = sha256(self.salt + self.counter.to_bytes(8, "big"))
             member = PrivateKey(seed).public_key.raw
-            body = {"member": member, "identity_hash": sha256(b"id" + seed),
-                    "birth_date": "1990-06-15", "health_hash": sha256(b"health" + seed),
-                    "credit_score": 700, "credit_ref": sha256(b"credit" + seed)}
+            # the tags are opaque to the rules: random-looking bytes stand for HMACs
+            body = {"member": member, "identity_tags": [[1, sha256(b"id" + seed)]],
+                    "birth_date": "1990-06-15",
+                    "health_commitment": sha256(b"health" + seed),
+                    "credit_attestation": sha256(b"credit" + seed), "credit_passed": True}
             key = self.registrars[r]
             tx = Transaction.create(key, self.chain_id, "register_member", self.nonces[r], body)
             self.nonces[r] += 1

@@ -41,9 +41,10 @@ TIMEOUT = aiohttp.ClientTimeout(total=20)
 
 def register_body(i: int) -> dict:
     seed = sha256(b"hardening" + i.to_bytes(4, "big"))
-    return {"member": PrivateKey(seed).public_key.raw, "identity_hash": sha256(b"id" + seed),
-            "birth_date": "1990-01-01", "health_hash": sha256(b"h" + seed),
-            "credit_score": 700, "credit_ref": sha256(b"c" + seed)}
+    return {"member": PrivateKey(seed).public_key.raw,
+            "identity_tags": [[1, sha256(b"id" + seed)]],
+            "birth_date": "1990-01-01", "health_commitment": sha256(b"h" + seed),
+            "credit_attestation": sha256(b"c" + seed), "credit_passed": True}
 
 
 @dataclass

@@ -28,11 +28,11 @@ pytestmark = pytest.mark.slow
 def register_body(member: PrivateKey, i: int) -> dict:
     return {
         "member": member.public_key.raw,
-        "identity_hash": sha256(b"identity" + i.to_bytes(4, "big")),
+        "identity_tags": [[1, sha256(b"identity" + i.to_bytes(4, "big"))]],
         "birth_date": "1990-01-01",
-        "health_hash": sha256(b"health" + i.to_bytes(4, "big")),
-        "credit_score": 700,
-        "credit_ref": sha256(b"credit" + i.to_bytes(4, "big")),
+        "health_commitment": sha256(b"health" + i.to_bytes(4, "big")),
+        "credit_attestation": sha256(b"credit" + i.to_bytes(4, "big")),
+        "credit_passed": True,
     }
 
 
@@ -270,8 +270,9 @@ def test_events_stream_blocks_and_tx_results(cluster):
         reg = Account(cluster.role_key("registrar"), cluster.genesis.chain_id, node.client)
         seed = sha256(b"events")
         sent = reg.send("register_member", {
-            "member": sha256(b"pk" + seed), "identity_hash": seed, "birth_date": "1991-01-01",
-            "health_hash": seed, "credit_score": 700, "credit_ref": seed}, mode="sync")
+            "member": sha256(b"pk" + seed), "identity_tags": [[1, seed]],
+            "birth_date": "1991-01-01", "health_commitment": seed, "credit_attestation": seed,
+            "credit_passed": True}, mode="sync")
         kinds, tx_seen = set(), False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (tx_seen and "block" in kinds):

@@ -39,8 +39,9 @@ def cert_for(block: Block, signers=(0, 1, 2), ts: int | None = None) -> CommitCe
 def register(nonce: int, i: int) -> bytes:
     seed = sha256(b"exec" + bytes([i]))
     return Transaction.create(REGISTRAR, CHAIN, "register_member", nonce, {
-        "member": sha256(b"pk" + seed), "identity_hash": seed, "birth_date": "1990-01-01",
-        "health_hash": seed, "credit_score": 700, "credit_ref": seed}).encode()
+        "member": sha256(b"pk" + seed), "identity_tags": [[1, seed]],
+        "birth_date": "1990-01-01", "health_commitment": seed, "credit_attestation": seed,
+        "credit_passed": True}).encode()
 
 
 def fresh() -> Executor:

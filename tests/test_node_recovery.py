@@ -37,9 +37,9 @@ def _register(cluster: Cluster, n: int, first: int = 0) -> int:
     for i in range(first, first + n):
         seed = sha256(b"recovery" + bytes([i]))
         r = reg.send("register_member", {
-            "member": sha256(b"pk" + seed), "identity_hash": sha256(b"id" + seed),
-            "birth_date": "1988-02-02", "health_hash": seed, "credit_score": 660,
-            "credit_ref": seed}, mode="commit")
+            "member": sha256(b"pk" + seed), "identity_tags": [[1, sha256(b"id" + seed)]],
+            "birth_date": "1988-02-02", "health_commitment": seed,
+            "credit_attestation": seed, "credit_passed": True}, mode="commit")
         assert r["code"] == "ok", r
         height = r["height"]
     return height
