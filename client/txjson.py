@@ -1,6 +1,7 @@
 """Turn a JSON transaction body (as typed on the command line) into the msgpack body.
 
-JSON has no byte strings, so ``bin32`` fields are given as 64 hex characters; the schema
+JSON has no byte strings, so ``bin32`` fields are given as 64 hex characters (and a
+``tags`` field as ``[[key_id, "<64 hex>"], ...]``, or text holding that array); the schema
 of each type comes from ``contracts.txtypes`` and the result is checked against it. An
 optional field (``assess_claim``'s ``accident``) is converted the same way when given and
 left out of the body when not. A ``map`` field (``propose``'s ``params``) is a JSON
@@ -32,6 +33,8 @@ def body_from_json(tx_type: str, doc: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"field {name!r} must be 64 hex characters") from None
         elif kind == "bool" and isinstance(value, str) and value in ("true", "false"):
             value = value == "true"
+        elif kind == "tags":
+            value = _tags_from_json(name, value)
         elif kind == "map" and isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -43,6 +46,28 @@ def body_from_json(tx_type: str, doc: dict[str, Any]) -> dict[str, Any]:
     except RuleError as exc:
         raise ValueError(exc.reason) from None
     return body
+
+
+def _tags_from_json(name: str, value: Any) -> Any:
+    """``[[key_id, "<64 hex>"], ...]`` (or text holding it) to ``[[key_id, bytes], ...]``;
+    anything else is left for the schema check to refuse."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"field {name!r} must be a JSON array of [key_id, hex tag]"
+                             ) from None
+    if not isinstance(value, list):
+        return value
+    out = []
+    for pair in value:
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str):
+            try:
+                pair = [pair[0], bytes.fromhex(pair[1])]
+            except ValueError:
+                raise ValueError(f"field {name!r}: a tag must be 64 hex characters") from None
+        out.append(pair)
+    return out
 
 
 def fields_help(tx_type: str) -> str:

@@ -57,6 +57,9 @@ def test_genesis_new_and_init(tmp_path, capsys):
     g = Genesis.load(gpath)
     assert g.chain_id == "mutual-test" and [v.power for v in g.validators.validators] == [5, 10]
     assert json.loads(out)["hash"] == g.hash.hex()
+    # format 2: keyed identity tags, one identity key in use, no credit threshold
+    assert g.doc["format"] == 2 and g.params["identity_key_ids"] == [1]
+    assert "credit_threshold" not in g.params
     home = tmp_path / "home"
     code, out, err = run(capsys, "init", "--home", str(home), "--genesis", str(gpath),
                          "--peer", "127.0.0.1:26656")
@@ -450,3 +453,40 @@ def test_every_kind_builds_a_body_the_schema_accepts_and_a_wrong_one_is_named():
         change_doc("add_validator", pub_key=k[0], power=1, node_key=k[1], operator=k[2])
     with pytest.raises(CliError, match="remove_validator takes no --power"):
         change_doc("remove_validator", pub_key=k[0], power=3)
+
+
+def test_a_format_1_genesis_is_refused_in_one_line(tmp_path, capsys):
+    keys = tmp_path / "v0.json"
+    run(capsys, "keys", "new", "--out", str(keys))
+    gpath = tmp_path / "genesis.json"
+    assert run(capsys, "genesis", "new", "--out", str(gpath), "--chain-id", "t1", "--validator",
+               f"v0={keys}", "--operator", str(keys), "--profile", "devnet")[0] == 0
+    doc = json.loads(gpath.read_text())
+    del doc["format"]
+    gpath.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "init", "--home", str(tmp_path / "home"), "--genesis",
+                       str(gpath))
+    assert code == 2 and err.count("\n") == 1
+    assert "format 1" in err and "mutual genesis new" in err
+
+
+def test_register_member_body_from_the_command_line(tmp_path, capsys):
+    from client.txjson import body_from_json
+    tag, other = "ab" * 32, "cd" * 32
+    doc = {"member": "11" * 32, "identity_tags": f'[[1, "{tag}"], [2, "{other}"]]',
+           "birth_date": "1990-05-01", "health_commitment": "22" * 32,
+           "credit_attestation": "33" * 32, "credit_passed": "true"}
+    body = body_from_json("register_member", doc)
+    assert body["identity_tags"] == [[1, bytes.fromhex(tag)], [2, bytes.fromhex(other)]]
+    assert body["credit_passed"] is True
+    for bad, fragment in (('[[1, "zz"]]', "64 hex"), ("[[1]]", "tags"),
+                          (f'[[1, "{tag}"], [1, "{other}"]]', "tags"), ("nope", "JSON")):
+        with pytest.raises(ValueError, match=fragment):
+            body_from_json("register_member", {**doc, "identity_tags": bad})
+    with pytest.raises(ValueError, match="unknown fields .'credit_score'"):
+        body_from_json("register_member", {**doc, "credit_score": 700})
+    key = tmp_path / "k.json"
+    run(capsys, "keys", "new", "--out", str(key))
+    code, _, err = run(capsys, "tx", "register_member", "--key", str(key), "--node",
+                       "http://127.0.0.1:9", "--body", json.dumps({**doc, "identity_tags": 5}))
+    assert code == 2 and "identity_tags" in err
