@@ -1,8 +1,7 @@
 """Generate tests/vectors/transactions.json: one signed example of every transaction type,
 then examples of optional fields (``assess_claim`` with its ``accident`` finding,
-``register_member`` of a minor with its ``guardian_hash``), then the governance types
-(``propose`` once per change kind, ``vote_proposal``) last, so that adding them kept every
-earlier vector's nonce and bytes.
+``register_member`` of a minor with its ``guardian_tag``, one under two identity keys),
+then the governance types (``propose`` once per change kind, ``vote_proposal``) last.
 
 Each vector gives the inputs (chain id, type, sender, nonce, body with every field's kind)
 and the exact bytes another implementation must produce: the canonical unsigned payload,
