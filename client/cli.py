@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from client.cliutil import EXIT_FAIL, CliError, add_node_args, print_json
@@ -79,6 +81,49 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_identity_keys(path: str) -> dict[int, bytes]:
+    """A registrar's identity-key file: a JSON object ``{"<key id>": "<hex key>"}``, each
+    key at least 32 bytes (docs/privacy.md). It is a plan secret: keep it 0600."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read identity keys {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"identity keys {path} are not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not doc:
+        raise CliError(f"identity keys {path} must be a JSON object of key id -> hex key")
+    keys: dict[int, bytes] = {}
+    for k, v in doc.items():
+        try:
+            kid, key = int(k), bytes.fromhex(v)
+        except (TypeError, ValueError):
+            raise CliError(f"identity keys {path}: entry {k!r} is not id -> hex key") from None
+        if len(key) < 32:
+            raise CliError(f"identity keys {path}: key {k} is shorter than 32 bytes")
+        keys[kid] = key
+    return keys
+
+
+def cmd_identity_tags(args: argparse.Namespace) -> int:
+    from contracts.identity import IdentityError, canonical_resident_id, identity_tags
+
+    keys = read_identity_keys(args.keys)
+    try:
+        key_ids = [int(x) for x in args.key_ids.split(",")]
+    except ValueError:
+        raise CliError("--key-ids must be comma-separated integers (the chain's "
+                       "identity_key_ids, in order)") from None
+    # read from stdin, not argv: an identity number on a command line lands in shell
+    # history and in every process listing
+    text = sys.stdin.readline()
+    try:
+        tags = identity_tags(keys, key_ids, canonical_resident_id(text))
+    except IdentityError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps([[k, t.hex()] for k, t in tags]))
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add status, tx and query to the ``mutual`` parser's subcommands."""
     s = sub.add_parser("status", help="a node's status")
@@ -94,6 +139,14 @@ def register(sub: Any) -> None:
     t.add_argument("--chain-id", help="default: asked from the node")
     add_node_args(t)
     t.set_defaults(func=cmd_tx)
+
+    i = sub.add_parser("identity-tags", help="a registrar's identity tags for a resident ID "
+                       "read from stdin (register_member's identity_tags, docs/privacy.md)")
+    i.add_argument("--keys", required=True,
+                   help="identity-key file: JSON {\"<key id>\": \"<hex key>\"}, kept 0600")
+    i.add_argument("--key-ids", required=True,
+                   help="the chain's identity_key_ids, comma-separated, in order")
+    i.set_defaults(func=cmd_identity_tags)
 
     q = sub.add_parser("query", help="read a record, block, transaction or account")
     q.add_argument("kind", choices=["member", "claim", "period", "block", "tx", "account"])

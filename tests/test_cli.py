@@ -490,3 +490,28 @@ def test_register_member_body_from_the_command_line(tmp_path, capsys):
     code, _, err = run(capsys, "tx", "register_member", "--key", str(key), "--node",
                        "http://127.0.0.1:9", "--body", json.dumps({**doc, "identity_tags": 5}))
     assert code == 2 and "identity_tags" in err
+
+
+def test_identity_tags_reads_the_id_from_stdin_and_matches_the_rules(tmp_path, capsys,
+                                                                     monkeypatch):
+    import io
+
+    from contracts.identity import identity_tag
+    keys = {"1": "aa" * 32, "2": "bb" * 32}
+    kfile = tmp_path / "identity_keys.json"
+    kfile.write_text(json.dumps(keys))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("11010519491231002x\n"))
+    code, out, err = run(capsys, "identity-tags", "--keys", str(kfile), "--key-ids", "1,2")
+    assert code == 0, err
+    want = [[k, identity_tag(bytes.fromhex(keys[str(k)]), "11010519491231002X").hex()]
+            for k in (1, 2)]
+    assert json.loads(out) == want
+    for stdin, ids, fragment in (("110105194912310021\n", "1", "check digit"),
+                                 ("11010519491231002X\n", "1,3", "not held"),
+                                 ("11010519491231002X\n", "x", "key-ids")):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code, _, err = run(capsys, "identity-tags", "--keys", str(kfile), "--key-ids", ids)
+        assert code == 2 and fragment in err and err.count("\n") == 1
+    kfile.write_text(json.dumps({"1": "aa" * 8}))
+    code, _, err = run(capsys, "identity-tags", "--keys", str(kfile), "--key-ids", "1")
+    assert code == 2 and "shorter than 32 bytes" in err
