@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,11 +102,8 @@ def test_brute_force_recovers_the_old_hash_and_not_the_keyed_tag() -> None:
     secret = secret[:17] + check_digit(secret[:17])
     # the old format: what every reader of a member record saw
     old_record = {"identity_hash": unkeyed(secret), "birth_date": birth}
-    t0 = time.perf_counter()
-    found = search({old_record["identity_hash"]}, old_record["birth_date"], unkeyed)
-    elapsed = time.perf_counter() - t0
-    assert found == secret
-    assert elapsed < 5, elapsed   # 40,000 guesses; the full space is ~75 times more
+    # 40,000 guesses here (a fraction of a second); the full space is ~75 times more
+    assert search({old_record["identity_hash"]}, old_record["birth_date"], unkeyed) == secret
 
     # the new format, on a real chain: the member record as the API serves it
     h = Harness()
