@@ -6,7 +6,9 @@
 2. One live membership per identity and barred stays barred, on keyed tags, including
    across an identity-key rotation by ``set_params``.
 3. A chain built in-process: no state record, event, transaction body or query answer
-   carries a credit score or an unkeyed hash of a member's identity text.
+   carries a credit score or an unkeyed hash of a member's identity text; and the same
+   over a real node's HTTP API (blocks, transactions, records, accounts, the event
+   stream).
 4. Genesis format 1 is refused with one readable line.
 """
 
@@ -276,3 +278,93 @@ def test_a_genesis_without_the_format_is_refused_in_one_line() -> None:
     p["credit_threshold"] = 650
     with pytest.raises(ValueError, match="credit_threshold"):
         Params.from_dict(p)
+
+
+async def test_no_api_answer_block_or_event_carries_them(tmp_path) -> None:
+    """The doors: a real single-validator node (in-process, loopback) serves blocks,
+    transactions, records, accounts and the event stream; none carries a credit-score
+    field, an identity text or an unkeyed hash of one."""
+    import asyncio
+
+    import aiohttp
+
+    from chain.crypto import PrivateKey
+    from chain.tx import Transaction
+    from devnet.cluster import Cluster, free_base_port
+    from tests.test_api_hardening import running
+
+    cluster = Cluster.create(tmp_path / "net", validators=1, base_port=free_base_port(2))
+    chain_id = cluster.genesis.chain_id
+    key_ids = cluster.genesis.params["identity_key_ids"]
+    registrar = cluster.role_key("registrar")
+    texts = [identity_text(i) for i in range(4)]
+    members = [PrivateKey(sha256(b"privacy api member" + bytes([i]))) for i in range(4)]
+    seen: list[str] = []
+    async with running(cluster) as r, aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=40)) as s:
+        subscribed = asyncio.Event()
+
+        async def listen() -> None:
+            async with s.get(r.url + "/events",
+                             timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                subscribed.set()
+                async for line in resp.content:
+                    seen.append(line.decode())
+
+        listener = asyncio.create_task(listen())
+        await asyncio.wait_for(subscribed.wait(), 10)
+
+        async def submit(tx: Transaction) -> dict:
+            async with s.post(r.url + "/txs", data=tx.encode(), params={"mode": "commit"},
+                              headers={"Content-Type": "application/msgpack"}) as resp:
+                doc = await resp.json()
+            assert doc.get("code") == "ok", doc
+            return doc
+
+        hashes = []
+        for i, k in enumerate(members):
+            body = register_body(k, i, key_ids=key_ids)
+            body["identity_tags"] = identity_tags(IDENTITY_KEYS, key_ids, texts[i])
+            if i == 3:  # a child, on the guardian's (member 0's) attestation
+                body["birth_date"] = "2020-02-02"
+                body["guardian_tag"] = identity_tag(IDENTITY_KEYS[key_ids[-1]], texts[0])
+            hashes.append((await submit(Transaction.create(
+                registrar, chain_id, "register_member", i + 1, body)))["hash"])
+        for i, accident in ((0, False), (1, True)):
+            async with s.get(r.url + "/blocks/latest") as resp:
+                now = int((await resp.json())["header"]["time"])
+            # inside the waiting period: rule 3 rejects the first, the accident is filed
+            doc = await submit(Transaction.create(members[i], chain_id, "file_claim", 1, {
+                "disease": "malignant_tumor", "diagnosed_ms": now, "accident": accident,
+                "evidence_hash": sha256(b"salt||evidence")}))
+            hashes.append(doc["hash"])
+        answers: list[str] = []
+
+        async def get(path: str) -> None:
+            async with s.get(r.url + path) as resp:
+                assert resp.status == 200, (path, resp.status)
+                answers.append(await resp.text())
+
+        async with s.get(r.url + "/blocks/latest") as resp:
+            latest = (await resp.json())["header"]["height"]
+        for h in range(1, int(latest) + 1):
+            await get(f"/blocks/{h}")
+        for tx_hash in hashes:
+            await get(f"/txs/{tx_hash}")
+        for k in members:
+            await get(f"/members/{k.public_key.hex()}")
+            await get(f"/accounts/{k.public_key.hex()}")
+        for path in ("/claims/1", "/claims/2", "/params/history", "/genesis", "/status"):
+            await get(path)
+        await asyncio.sleep(0.5)          # the last events reach the stream
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+    public = "\n".join(answers + seen).lower()
+    assert "member_joined" in public and "claim_filed" in public and "identity_tags" in public
+    for text in texts:
+        for needle in (text.lower(), unkeyed(text).hex(), unkeyed(text.lower()).hex()):
+            assert needle not in public
+    for name in ("credit_score", "credit_threshold", "identity_hash", "health_hash",
+                 "credit_ref", "guardian_hash"):
+        assert f'"{name}"' not in public, name
