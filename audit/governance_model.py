@@ -188,6 +188,12 @@ class GovernanceModel:
         if isinstance(merged.get("jury"), dict) and isinstance(base.get("jury"), dict) and any(
                 merged["jury"].get(k) != base["jury"].get(k) for k in FIXED_JURY_PARAMS):
             return None
+        old_ids, new_ids = base.get("identity_key_ids"), merged.get("identity_key_ids")
+        if (isinstance(old_ids, list) and isinstance(new_ids, list)
+                and new_ids[:len(old_ids)] != old_ids):
+            # identity keys are only ever added (docs/privacy.md, "Rotating the identity
+            # key"): an old membership is found only through its old-key tag
+            return None
         try:
             Params.from_dict(merged)
         except (ParamsError, TypeError, ValueError, KeyError):

@@ -96,6 +96,14 @@ class RuleChecker(JuryChecks):
         self.aged_events: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
+        # rule 1/3 identities, by keyed tag (docs/privacy.md): tag -> (member, live|barred),
+        # each member's tags as admitted, and the tags a block changed (compared with the
+        # ident/ records at the end of the block)
+        self.idents: dict[bytes, tuple[str, str]] = {}
+        self.member_tags: dict[str, list[bytes]] = {}
+        self.idents_touched: set[bytes] = set()
+        # the transaction whose events are being checked (None: begin-block events)
+        self._tx: Transaction | None = None
 
     # ---- driving ------------------------------------------------------------------------
 
@@ -121,8 +129,10 @@ class RuleChecker(JuryChecks):
                     events.append((i, txs[i]))
                 events.extend((i, e) for e in receipt.events)
         self.reject_due = {cid for cid, t in self.appeal_due.items() if t <= m.time}
+        self._tx = None
         for txi, ev in events:
             if isinstance(ev, Transaction):
+                self._tx = ev
                 try:
                     self.gov.on_tx(ev, self.next_notice)
                 except AuditFailure as exc:
@@ -133,12 +143,13 @@ class RuleChecker(JuryChecks):
             if handler is not None:
                 handler(m, ev.attrs, txi)
             elif ev.type in EXIT_EVENTS:
-                self._exit(m, ev.attrs, txi)
+                self._exit(m, ev.attrs, txi, ev.type)
         # a record's collected/uncollected are checked at the end of the block: arrears
         # recorded in the block that settles the period change them after the settlement
         for n in sorted(self.touched):
             self._check_uncollected(m, None, n)
         self.touched.clear()
+        self._check_idents(m)
         for cid in sorted(self.reject_due):
             c = self._claim(cid)
             raise self._fail(m, None, f"claim {cid} was finally found no accident inside "
@@ -221,30 +232,102 @@ class RuleChecker(JuryChecks):
         self.statuses[pk] = "active"
 
     def _check_admission(self, m: Moment, txi: int | None, pk: str) -> None:
-        """Rule 1 on the stored record, at the block's CST date: the age window, the
-        guardian of a minor (``adult_age_years``) and the credit threshold."""
+        """Rule 1 on the stored record and the transaction that admitted it, at the block's
+        CST date: a tag under exactly the identity keys in use, no tag live or barred, the
+        age window, the guardian of a minor (``adult_age_years``), the credit attestation
+        passed (docs/rules.md, rule 1; docs/privacy.md)."""
         rec = self._member(pk)
         p = self.tx_params
+        pairs = rec["identity_tags"]
+        key_ids = [k for k, _ in pairs]
+        if key_ids != list(p.identity_key_ids):
+            raise self._fail(m, txi, f"member {pk} was admitted without exactly one identity "
+                                     "tag under each identity key in use",
+                             f"member/{pk}.identity_tags (key ids)",
+                             list(p.identity_key_ids), key_ids)
+        tags = [bytes(t) for _, t in pairs]
+        self._check_admission_tx(m, txi, pk, rec)
+        for tag in tags:
+            holder, status = self.idents.get(tag, (None, None))
+            if status == "barred":
+                raise self._fail(m, txi, f"member {pk} was admitted with an identity barred by "
+                                         f"the waiting-period rule (member {holder})",
+                                 f"ident/{tag.hex()}.status", ABSENT, "barred")
+            if status == "live" and self.statuses.get(holder) == "active":
+                raise self._fail(m, txi, f"member {pk} was admitted with an identity that has "
+                                         f"a live membership (member {holder})",
+                                 f"ident/{tag.hex()}.member", holder, pk)
         birth, today = parse_date(rec["birth_date"]), cst_date(m.time)
         age = age_years(birth, today)
         if not (age_days(birth, today) >= p.min_join_age_days and age <= p.max_join_age_years):
             raise self._fail(m, txi, f"member {pk} was admitted outside the age window",
                              f"member/{pk}.birth_date", None, rec["birth_date"])
         minor = p.adult_age_years is not None and age < p.adult_age_years
-        guardian = rec.get("guardian_hash")
-        if minor != (guardian is not None) or (minor and guardian == rec["identity_hash"]):
+        guardian = rec.get("guardian_tag")
+        if minor != (guardian is not None) or (minor and bytes(guardian) in tags):
             raise self._fail(m, txi, f"member {pk} (age {age}) was admitted "
                                      + ("without a guardian's attestation" if minor
-                                        else "with a guardian it may not name"),
-                             f"member/{pk}.guardian_hash",
-                             "a guardian's identity hash" if minor else ABSENT,
+                                        and guardian is None
+                                        else "with the member's own tag as the guardian's"
+                                        if minor else "with a guardian it may not name"),
+                             f"member/{pk}.guardian_tag",
+                             "a guardian's identity tag, not one of the member's"
+                             if minor else ABSENT,
                              ABSENT if guardian is None else guardian)
-        if rec["credit_score"] < p.credit_threshold:
-            raise self._fail(m, txi, f"member {pk} was admitted with a credit attestation "
-                                     "below the threshold", f"member/{pk}.credit_score",
-                             p.credit_threshold, rec["credit_score"])
+        self.member_tags[pk] = tags
+        for tag in tags:
+            self.idents[tag] = (pk, "live")
+            self.idents_touched.add(tag)
 
-    def _exit(self, m: Moment, a: dict, txi: int | None) -> None:
+    def _check_admission_tx(self, m: Moment, txi: int | None, pk: str,
+                            rec: dict[str, Any]) -> None:
+        """The admitting ``register_member``: its credit attestation says passed (the only
+        trace of the credit check on chain) and the record keeps what it sent."""
+        tx = self._tx
+        if tx is None:   # a caller that does not hand the block's transactions over
+            return
+        body = tx.body
+        if tx.type != "register_member" or body.get("member") != bytes.fromhex(pk):
+            raise self._fail(m, txi, f"member {pk} joined without a register_member "
+                                     "transaction admitting it", "tx.type",
+                             "register_member", tx.type)
+        if body.get("credit_passed") is not True:
+            raise self._fail(m, txi, f"member {pk} was admitted on a credit attestation that "
+                                     "does not say passed", "tx.credit_passed", True,
+                             body.get("credit_passed", ABSENT))
+        for name in ("identity_tags", "birth_date", "health_commitment",
+                     "credit_attestation", "guardian_tag"):
+            want = body.get(name, ABSENT)
+            got = rec.get(name, ABSENT)
+            if name == "identity_tags" and want is not ABSENT:
+                want = [[k, bytes(t)] for k, t in want]
+                got = [[k, bytes(t)] for k, t in got]
+            self._expect(m, txi, f"member/{pk}.{name}", want, got,
+                         f"member {pk}'s record does not keep the {name} it was admitted "
+                         "with")
+
+    def _bar(self, pk: str) -> None:
+        """Rule 3 in the model: every tag of the member is barred for good."""
+        for tag in self.member_tags.get(pk, []):
+            self.idents[tag] = (pk, "barred")
+            self.idents_touched.add(tag)
+
+    def _check_idents(self, m: Moment) -> None:
+        """The ``ident/`` records the block changed are the model's, tag by tag."""
+        for tag in sorted(self.idents_touched):
+            want = self.idents.get(tag)
+            rec = self._load(records.identity_key(tag))
+            got = None if rec is None else (bytes(rec["member"]).hex(), rec["status"])
+            if want != got:
+                raise self._fail(m, None, f"identity record ident/{tag.hex()} is not what "
+                                          "rules 1 and 3 give",
+                                 f"ident/{tag.hex()}",
+                                 ABSENT if want is None else
+                                 {"member": want[0], "status": want[1]},
+                                 ABSENT if got is None else {"member": got[0], "status": got[1]})
+        self.idents_touched.clear()
+
+    def _exit(self, m: Moment, a: dict, txi: int | None, kind: str = "member_left") -> None:
         pk = a["member"]
         if self.statuses.get(pk) != "active":
             raise self._fail(m, txi, f"member {pk} left although not active", "status",
@@ -257,6 +340,15 @@ class RuleChecker(JuryChecks):
         self.statuses[pk] = "ended"
         self.member_exit[pk] = a["exit_period"]
         self.pool.discard(pk)
+        if kind == "member_barred":
+            self._bar(pk)
+        elif kind in ("member_left", "member_removed"):
+            # the identity is free again, unless rule 3 barred it (a bar stays); a payout
+            # leaves the record as it is (docs/rules.md, "Payouts")
+            for tag in self.member_tags.get(pk, []):
+                if self.idents.get(tag, (None, None))[1] != "barred":
+                    self.idents.pop(tag, None)
+                    self.idents_touched.add(tag)
 
     def _on_juror_approved(self, m: Moment, a: dict, txi: int | None) -> None:
         pk = a["member"]
@@ -407,9 +499,9 @@ class RuleChecker(JuryChecks):
         self._expect(m, txi, f"member/{c['member'].hex()}.refund", True, member["refund"])
         self.refundable.add(c["member"].hex())
         if member["status"] != "active" and self.statuses.get(c["member"].hex()) != "active":
-            ident = self._load(records.identity_key(member["identity_hash"]))
-            self._expect(m, txi, f"ident/{member['identity_hash'].hex()}.status", "barred",
-                         None if ident is None else ident["status"])
+            # the membership already ended: every tag is barred all the same (an active
+            # member is barred by the member_barred event that follows)
+            self._bar(c["member"].hex())
         self.stats["waiting_rejections"] += 1
         self.final.add(c["id"])
 

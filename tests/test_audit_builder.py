@@ -22,13 +22,14 @@ from chain import encoding
 from chain.block import Block
 from chain.certificate import CommitCertificate
 from chain.crypto import PrivateKey
-from chain.genesis import Genesis
+from chain.genesis import GENESIS_FORMAT, Genesis
 from chain.hashing import sha256
 from chain.tx import Transaction
 from chain.validators import Validator, ValidatorSet
 from chain.vote import Vote, VoteType
 from contracts import records
 from contracts.app import Application
+from contracts.identity import check_digit, identity_tags
 from contracts.kv import KV, MemoryKV
 from contracts.params import profile
 from node.executor import Applied, Executor
@@ -42,10 +43,29 @@ def key(label: str) -> PrivateKey:
     return PrivateKey(sha256(label.encode()))
 
 
-def register_body(member: PrivateKey, i: int, birth: str = "1990-01-01") -> dict[str, Any]:
-    return {"member": member.public_key.raw, "identity_hash": sha256(b"id%d" % i),
-            "birth_date": birth, "health_hash": sha256(b"health%d" % i),
-            "credit_score": 700, "credit_ref": sha256(b"credit%d" % i)}
+#: the registrars' identity keys of the audit test chains (a plan secret: never on chain)
+IDENTITY_KEYS = {k: sha256(b"audit test identity key %d" % k) for k in range(1, 9)}
+
+
+def identity_text(i: int) -> str:
+    """A valid resident ID (GB 11643 check digit) for test member ``i``."""
+    first17 = f"{310101 + i // 1000:06d}{19900101 + i % 28:08d}{i % 1000:03d}"
+    return first17 + check_digit(first17)
+
+
+def tags_of(i: int, key_ids: tuple[int, ...] | list[int] = (1,)) -> list[list]:
+    """Member ``i``'s ``identity_tags`` under ``key_ids`` (the chain's identity_key_ids)."""
+    return identity_tags(IDENTITY_KEYS, list(key_ids), identity_text(i))
+
+
+def register_body(member: PrivateKey, i: int, birth: str = "1990-01-01",
+                  key_ids: tuple[int, ...] | list[int] = (1,)) -> dict[str, Any]:
+    """A format-2 ``register_member`` body for test member ``i`` (docs/transactions.md)."""
+    return {"member": member.public_key.raw, "identity_tags": tags_of(i, key_ids),
+            "birth_date": birth,
+            "health_commitment": sha256(b"salt%d|health%d" % (i, i)),
+            "credit_attestation": sha256(b"credit attestation %d" % i),
+            "credit_passed": True}
 
 
 class ChainBuilder:
@@ -67,7 +87,7 @@ class ChainBuilder:
         params["sharing_basis"] = "joined"
         params.update(params_override or {})
         doc = {
-            "chain_id": CHAIN_ID, "genesis_time": "2023-11-14T22:13:20+00:00",
+            "format": GENESIS_FORMAT, "chain_id": CHAIN_ID, "genesis_time": "2023-11-14T22:13:20+00:00",
             "validators": [{"name": f"v{i}", "pub_key": k.public_key.hex(), "power": 10,
                             **({"operator_account": key(f"operator-{i}").public_key.hex()}
                                if operators else {})}

@@ -21,7 +21,7 @@ from audit import AuditFailure, DataSource, SourceError, audit, find_db_dir
 from chain.block import Block
 from contracts import records
 from node.store.kvstore import open_kv
-from tests.test_audit_builder import ChainBuilder, Scenario, build_scenario
+from tests.test_audit_builder import ChainBuilder, Scenario, build_scenario, register_body
 
 STATE = b"state/"
 
@@ -100,11 +100,12 @@ def test_a_state_value(template, node_home) -> None:
     _, b, sc = template
     pk = sc.m[1].public_key.raw
     _edit_record(node_home, STATE + b"v" + records.member_key(pk),
-                 lambda r: r.update(credit_score=999))
+                 lambda r: r.update(credit_attestation=bytes(32)))
     err = _fail(node_home, b)
     assert err.height == b.height
-    assert err.field == f"member/{pk.hex()}.credit_score"
-    assert (err.expected, err.found) == (700, 999)
+    assert err.field == f"member/{pk.hex()}.credit_attestation"
+    assert (err.expected, err.found) == (register_body(sc.m[1], 1)["credit_attestation"].hex(),
+                                         bytes(32).hex())
 
 
 def test_a_periods_share(template, node_home) -> None:

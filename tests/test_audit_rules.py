@@ -20,7 +20,14 @@ from chain.hashing import sha256
 from contracts import rules
 from contracts.params import profile
 from contracts.rules import arrears, claims, jury, settlement, waiting
-from tests.test_audit_builder import GENESIS_MS, ChainBuilder, build_scenario, key, register_body
+from tests.test_audit_builder import (
+    GENESIS_MS,
+    ChainBuilder,
+    build_scenario,
+    key,
+    register_body,
+    tags_of,
+)
 
 S = 1000
 
@@ -362,7 +369,7 @@ def _minor_chain(guardian: bool) -> tuple[ChainBuilder, Any]:
     child = key("minor-0")
     body = register_body(child, 400, birth="2015-06-01")
     if guardian:
-        body["guardian_hash"] = sha256(b"parent of minor-0")
+        body["guardian_tag"] = tags_of(9400)[0][1]   # the parent's tag under key 1
     b.commit_at(GENESIS_MS + S, [b.tx(b.registrar, "register_member", body)])
     return b, child
 
@@ -388,7 +395,7 @@ def test_a_minor_admitted_without_a_guardian_is_caught(monkeypatch) -> None:
     assert [r.code for r in b.applied[-1].receipts] == ["ok"]
     err = _fail(b)
     assert err.height == b.applied[-1].height
-    assert err.field == f"member/{child.public_key.hex()}.guardian_hash"
+    assert err.field == f"member/{child.public_key.hex()}.guardian_tag"
 
 
 # the upper age (rule 1, "Upper age"; issue 15 item 5) -------------------------------------
