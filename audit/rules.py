@@ -273,7 +273,7 @@ class RuleChecker(JuryChecks):
                              f"member/{pk}.guardian_tag",
                              "a guardian's identity tag, not one of the member's"
                              if minor else ABSENT,
-                             ABSENT if guardian is None else guardian)
+                             ABSENT if guardian is None else bytes(guardian).hex())
         self.member_tags[pk] = tags
         for tag in tags:
             self.idents[tag] = (pk, "live")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from audit import AuditFailure, audit
+from audit.report import ABSENT
 from chain.hashing import sha256
 from contracts import rules
 from contracts.params import profile
@@ -509,3 +510,221 @@ def test_claim_after_the_upper_age_accepted_bug(monkeypatch) -> None:
     late(b)
     err = _fail(b)
     assert err.field == "claim/3.diagnosed_ms"
+
+
+# identity tags and the credit attestation (issue 19, docs/privacy.md) ----------------------
+
+TWO_KEYS = {"identity_key_ids": [1, 2]}
+
+
+def _reg(b: ChainBuilder, k: Any, i: int, key_ids: tuple[int, ...] = (1,),
+         birth: str = "1990-01-01", **extra: Any):
+    """``register_member`` of identity ``i`` (tags under ``key_ids``); ``extra`` fields
+    replace or add to the body."""
+    return b.tx(b.registrar, "register_member",
+                {**register_body(k, i, birth, key_ids=key_ids), **extra})
+
+
+def _commit(b: ChainBuilder, time_ms: int, txs: list) -> list[str]:
+    """Commit ``txs`` at ``time_ms``; a refused transaction does not use its nonce, so the
+    sender's next one reuses it. Returns the receipts' codes."""
+    applied = b.commit_at(time_ms, txs)
+    for tx, r in zip(txs, applied.receipts, strict=True):
+        if not r.ok:
+            b.nonces[tx.sender] -= 1
+    return [r.code for r in applied.receipts]
+
+
+def _ident(b: ChainBuilder, tag: bytes) -> dict | None:
+    from contracts import records
+    return records.load(b.ex.app.state, records.identity_key(tag))
+
+
+def _identity_chain() -> tuple[ChainBuilder, list]:
+    """Two identity keys in use. m0 (identity 600) files an illness inside its waiting
+    period: rule 3 bars both its tags. m1 (601) leaves and the same identity rejoins with
+    a new key; the barred identity and a live one are refused."""
+    b = ChainBuilder(TWO_KEYS)
+    g = GENESIS_MS
+    m = [key(f"ident-{i}") for i in range(5)]
+    codes = [_commit(b, g, [_reg(b, m[0], 600, (1, 2)), _reg(b, m[1], 601, (1, 2)),
+                            _reg(b, m[2], 602, (1, 2))])]
+    codes.append(_commit(b, g + 5 * S, [b.tx(m[0], "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 4 * S, "accident": False,
+        "evidence_hash": sha256(b"salt|evidence")}), b.tx(m[1], "leave", {})]))
+    codes.append(_commit(b, g + 6 * S, [_reg(b, m[3], 601, (1, 2)),    # rejoins after leaving
+                                        _reg(b, m[4], 600, (1, 2))]))  # barred by rule 3
+    codes.append(_commit(b, g + 7 * S, [_reg(b, key("ident-again"), 602, (1, 2))]))  # live
+    return b, m, codes
+
+
+def test_identity_rules_on_keyed_tags_audit_clean() -> None:
+    b, m, codes = _identity_chain()
+    assert codes == [["ok"] * 3, ["ok", "ok"], ["ok", "identity_barred"],
+                     ["identity_in_use"]], codes
+    pk0, pk3 = m[0].public_key.raw, m[3].public_key.raw
+    for _, tag in tags_of(600, (1, 2)):
+        assert _ident(b, tag) == {"member": pk0, "status": "barred"}
+    for _, tag in tags_of(601, (1, 2)):
+        assert _ident(b, tag) == {"member": pk3, "status": "live"}
+    report = _audit(b)
+    assert report.ok, report.first_error
+    assert report.stats["waiting_rejections"] == 1
+
+
+def _register_with(monkeypatch, bug: Any) -> None:
+    """Run ``register_member`` through ``bug(real, ctx, sender, body)`` while the chain is
+    built and while it is audited (the replay runs the same contracts)."""
+    real = rules.HANDLERS["register_member"]
+    monkeypatch.setitem(rules.HANDLERS, "register_member",
+                        lambda ctx, sender, body: bug(real, ctx, sender, body))
+
+
+def test_an_admission_without_credit_passed_is_caught(monkeypatch) -> None:
+    # the bug: the rules take any attestation, passed or not
+    _register_with(monkeypatch, lambda real, ctx, sender, body:
+                   real(ctx, sender, {**body, "credit_passed": True}))
+    b = ChainBuilder()
+    b.commit_at(GENESIS_MS + S, [_reg(b, key("no-credit"), 610, credit_passed=False)])
+    assert [r.code for r in b.applied[-1].receipts] == ["ok"]
+    err = _fail(b)
+    assert (err.height, err.tx, err.field) == (b.applied[-1].height, 0, "tx.credit_passed")
+    assert (err.expected, err.found) == (True, False)
+
+
+def test_a_tag_missing_for_a_key_id_is_caught(monkeypatch) -> None:
+    # the bug: the rules check the tags against the first identity key only
+    def first_key_only(real: Any, ctx: Any, sender: bytes, body: dict) -> None:
+        params = ctx.params
+        ctx.params = dataclasses.replace(params, identity_key_ids=params.identity_key_ids[:1])
+        try:
+            real(ctx, sender, body)
+        finally:
+            ctx.params = params
+
+    _register_with(monkeypatch, first_key_only)
+    b = ChainBuilder(TWO_KEYS)
+    k = key("one-tag")
+    b.commit_at(GENESIS_MS + S, [_reg(b, k, 611, (1,))])
+    assert [r.code for r in b.applied[-1].receipts] == ["ok"]
+    err = _fail(b)
+    assert err.field == f"member/{k.public_key.hex()}.identity_tags (key ids)"
+    assert (err.expected, err.found) == ([1, 2], [1])
+
+
+def _forget_idents(status: str) -> Any:
+    """A bug: the rules do not see ``ident/`` records of ``status`` (barred or live)."""
+    from contracts import records
+
+    def bug(real: Any, ctx: Any, sender: bytes, body: dict) -> None:
+        for _, tag in body["identity_tags"]:
+            ikey = records.identity_key(bytes(tag))
+            if (records.load(ctx.state, ikey) or {}).get("status") == status:
+                ctx.state.delete(ikey)
+        real(ctx, sender, body)
+    return bug
+
+
+def test_a_barred_tag_admitted_is_caught(monkeypatch) -> None:
+    _register_with(monkeypatch, _forget_idents("barred"))
+    b, m, codes = _identity_chain()
+    assert codes[2] == ["ok", "ok"]   # m4 admitted: the bug
+    err = _fail(b)
+    tag1 = tags_of(600, (1, 2))[0][1]
+    assert err.tx == 1
+    assert (err.field, err.expected, err.found) == (f"ident/{tag1.hex()}.status", ABSENT,
+                                                    "barred")
+    assert m[0].public_key.hex() in err.what
+
+
+def test_a_live_identity_admitted_twice_is_caught(monkeypatch) -> None:
+    _register_with(monkeypatch, _forget_idents("live"))
+    b, m, codes = _identity_chain()
+    assert codes[3] == ["ok"]   # 602 admitted twice: the bug
+    err = _fail(b)
+    tag1 = tags_of(602, (1, 2))[0][1]
+    assert err.height == b.applied[-1].height
+    assert (err.field, err.expected, err.found) == (
+        f"ident/{tag1.hex()}.member", m[2].public_key.hex(),
+        key("ident-again").public_key.hex())
+
+
+def test_rule_3_barring_only_one_tag_is_caught(monkeypatch) -> None:
+    from contracts import records
+    from contracts.rules import membership
+
+    # the bug: rule 3 bars the identity's first tag and leaves the others live
+    def first_tag_only(ctx: Any, pk: bytes, m: dict) -> None:
+        tag = m["identity_tags"][0][1]
+        records.store(ctx.state, records.identity_key(tag), {"member": pk, "status": "barred"})
+
+    monkeypatch.setattr(membership, "bar_identity", first_tag_only)
+    monkeypatch.setattr(waiting, "bar_identity", first_tag_only)
+    b = ChainBuilder(TWO_KEYS)
+    g = GENESIS_MS
+    k = key("barred-once")
+    b.commit_at(g, [_reg(b, k, 620, (1, 2))])
+    b.commit_at(g + 5 * S, [b.tx(k, "file_claim", {
+        "disease": "deafness", "diagnosed_ms": g + 4 * S, "accident": False,
+        "evidence_hash": sha256(b"salt|evidence")})])
+    assert b.ex.app.get_member(k.public_key.hex())["status"] == "barred"
+    err = _fail(b)
+    tag2 = tags_of(620, (1, 2))[1][1]
+    assert (err.height, err.field) == (b.applied[-1].height, f"ident/{tag2.hex()}")
+    pk = k.public_key.hex()
+    assert (err.expected, err.found) == ({"member": pk, "status": "barred"},
+                                         {"member": pk, "status": "live"})
+
+
+def test_a_guardian_tag_equal_to_the_members_own_is_caught(monkeypatch) -> None:
+    # the bug: the rules compare the guardian's tag with something else than the member's
+    # tags (here: they are shown another tag, and the record keeps the one sent)
+    def blind(real: Any, ctx: Any, sender: bytes, body: dict) -> None:
+        real(ctx, sender, {**body, "guardian_tag": sha256(b"someone else")})
+        m = ctx.member(body["member"])
+        m["guardian_tag"] = body["guardian_tag"]
+        ctx.put_member(body["member"], m)
+
+    _register_with(monkeypatch, blind)
+    b = ChainBuilder()
+    child = key("own-guardian")
+    own = tags_of(630)[0][1]
+    b.commit_at(GENESIS_MS + S, [_reg(b, child, 630, birth="2015-06-01", guardian_tag=own)])
+    assert [r.code for r in b.applied[-1].receipts] == ["ok"]
+    err = _fail(b)
+    assert err.field == f"member/{child.public_key.hex()}.guardian_tag"
+    assert err.found == own.hex()
+
+
+def test_a_second_identity_key_by_governance_and_a_refused_reorder() -> None:
+    """set_params adds key 2 (identity_key_ids [1] -> [1, 2]); a second proposal opened
+    before it passed ([1] -> [1, 3]) fails when its votes arrive, because it would drop
+    key 2: the contracts and the audit's governance model agree. Registrations after the
+    change carry both tags; the identity admitted under key 1 alone is still found."""
+    from tests.test_audit_governance import OPS
+
+    b = ChainBuilder(operators=True)
+    g, dl = GENESIS_MS, GENESIS_MS + 3_600_000
+    m = [key(f"rotation-{i}") for i in range(4)]
+    codes = [_commit(b, g, [_reg(b, m[0], 640)])]
+    codes.append(_commit(b, g + S, [
+        b.tx(OPS[0], "propose", {"kind": "set_params", "deadline_ms": dl,
+                                 "params": {"identity_key_ids": [1, 2]}, "from_period": 1}),
+        b.tx(OPS[1], "propose", {"kind": "set_params", "deadline_ms": dl,
+                                 "params": {"identity_key_ids": [1, 3]}, "from_period": 1})]))
+    codes.append(_commit(b, g + 2 * S, [
+        b.tx(OPS[i], "vote_proposal", {"proposal_id": 1, "yes": True}) for i in (1, 2)]))
+    codes.append(_commit(b, g + 3 * S, [
+        b.tx(OPS[i], "vote_proposal", {"proposal_id": 2, "yes": True}) for i in (0, 2)]))
+    codes.append(_commit(b, g + 4 * S, [_reg(b, m[3], 642, (1, 2)),
+                                        _reg(b, m[1], 640, (1, 2))]))  # live via key 1's tag
+    codes.append(_commit(b, g + 5 * S, [_reg(b, m[2], 641, (1,))]))   # key 2's tag missing
+    assert codes == [["ok"], ["ok", "ok"], ["ok", "ok"], ["ok", "ok"],
+                     ["ok", "identity_in_use"], ["identity_keys_mismatch"]], codes
+    assert b.ex.app.identity_key_ids() == [1, 2]
+    from contracts import records
+    prop2 = records.load(b.ex.app.state, records.proposal_key(2))
+    assert (prop2["status"], prop2["code"]) == ("failed", "bad_params")
+    assert [k for k, _ in b.ex.app.get_member(m[3].public_key.hex())["identity_tags"]] == [1, 2]
+    report = _audit(b)
+    assert report.ok, report.first_error
