@@ -25,10 +25,7 @@ import contextlib
 import http.client
 import json
 import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -39,6 +36,7 @@ from chain.hashing import sha256
 from client import Account, Client
 from devnet.cluster import Cluster, free_base_port
 from tests.test_audit_builder import identity_text, key, register_body
+from tests.test_audit_devnet import _cli, _wait
 
 pytestmark = pytest.mark.slow
 
@@ -57,21 +55,6 @@ REMOVED = ("credit_score", "credit_ref", "credit_threshold", "identity_hash", "h
 ADULTS = 5
 CHILD = 5          # member index of the child (joins on member 0's tag as guardian)
 FIRST_ID = 900     # identity i of member k is FIRST_ID + k
-
-
-def _wait(what: str, check, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mutual", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 class EventReader:
@@ -130,7 +113,7 @@ def _play(c: Cluster) -> dict[str, Any]:
     assert r["code"] == "ok" and any(e["type"] == "member_barred" for e in r["events"]), r
     # member 0: diagnosed after its waiting period, approved, noticed and paid
     _wait("member 0's waiting period",
-          lambda: _now(client) > joined[0] + FAST["waiting_ms"] + 1_000)
+          lambda: _now(client) > joined[0] + FAST["waiting_ms"] + 1_000, timeout_s=60)
     r = accounts[0].send("file_claim", {"disease": "malignant_tumor",
                                         "diagnosed_ms": joined[0] + FAST["waiting_ms"],
                                         "accident": False,
