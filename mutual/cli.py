@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ClientError, WALError) as exc:
         print(f"mutual: error: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except RecursionError:
+        # a JSON argument or file nested deeper than the parser can recurse
+        print("mutual: error: input is nested too deeply to read", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

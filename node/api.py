@@ -138,6 +138,9 @@ def _json_b64(body: bytes, field: str, many: bool) -> list[bytes]:
         return [base64.b64decode(t.encode("ascii"), validate=True) for t in items]
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "bad_json", "body is not valid JSON") from None
+    except RecursionError:  # the parser recurses per nesting level: "[" * 100000
+        raise ApiError(400, "bad_json", f"body is nested too deeply; it must be {shape}"
+                       ) from None
     except (KeyError, TypeError, ValueError):  # binascii.Error and non-ASCII are ValueErrors
         raise ApiError(400, "bad_json", f"body must be {shape}") from None
 
