@@ -37,6 +37,10 @@ from node.node import Node
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = aiohttp.ClientTimeout(total=20)
+# What a test asserts is behaviour (the 408, the closed connection, the answer), never a
+# duration; a wait for it is bounded by this margin, far beyond anything load adds to a
+# 1 s timer, and where "at once" is the claim the alternative (a timeout) is made 10x it.
+MARGIN_S = 15.0
 
 
 def register_body(i: int) -> dict:
@@ -181,9 +185,9 @@ async def test_headers_that_never_finish_are_cut_off(net, monkeypatch) -> None:
         try:
             writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\n")  # no blank line, ever
             await writer.drain()
-            started = time.monotonic()
-            assert await closed_by_server(reader, 5.0), "idle half-request held open"
-            assert time.monotonic() - started < 4
+            # the 1 s timeout closes it; without it aiohttp would hold it for its 75 s
+            # keep-alive default. The margin is one that load cannot reach, not a timing.
+            assert await closed_by_server(reader, MARGIN_S), "idle half-request held open"
         finally:
             writer.close()
 
@@ -191,20 +195,20 @@ async def test_headers_that_never_finish_are_cut_off(net, monkeypatch) -> None:
 async def test_a_body_that_never_finishes_gets_408(net, monkeypatch) -> None:
     monkeypatch.setattr(api_mod, "BODY_TIMEOUT_S", 1.0)
     async with running(net) as r:
-        started = time.monotonic()
         status, headers, body = await http(
             r.port, b"POST /txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
-                    b"Content-Length: 1000\r\n\r\n" + b"\x00" * 10, timeout=5)
+                    b"Content-Length: 1000\r\n\r\n" + b"\x00" * 10, timeout=MARGIN_S)
         assert status == 408
         assert headers["content-type"].startswith("application/json")
         assert json.loads(body)["error"] == "request_timeout"
-        assert time.monotonic() - started < 4
 
 
 @pytest.mark.parametrize("late", [False, True])
-async def test_a_malformed_chunked_body_gets_400_at_once(net, late: bool) -> None:
+async def test_a_malformed_chunked_body_gets_400_at_once(net, late: bool, monkeypatch) -> None:
     # aiohttp reports a bad chunk as the connection's next message; the request whose body
-    # it broke must not wait for the body timeout
+    # it broke must not wait for the body timeout (made far longer than the margin here, so
+    # waiting for it fails the test however loaded the machine is)
+    monkeypatch.setattr(api_mod, "BODY_TIMEOUT_S", 10 * MARGIN_S)
     async with running(net) as r:
         reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
         try:
@@ -213,10 +217,9 @@ async def test_a_malformed_chunked_body_gets_400_at_once(net, late: bool) -> Non
             await writer.drain()
             if late:
                 await asyncio.sleep(0.5)
-            started = time.monotonic()
             writer.write(b"5\r\nhello\r\nzz\r\n")
             await writer.drain()
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(MARGIN_S):
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.lower(): v.strip() for k, _, v in
@@ -225,14 +228,16 @@ async def test_a_malformed_chunked_body_gets_400_at_once(net, late: bool) -> Non
             assert int(lines[0].split()[1]) == 400, head
             doc = json.loads(body)
             assert doc["error"] == "bad_request" and "chunk" in doc["message"], doc
-            assert time.monotonic() - started < 3
-            assert await closed_by_server(reader, 5)
+            assert await closed_by_server(reader, MARGIN_S)
         finally:
             writer.close()
 
 
 async def test_connections_beyond_the_cap_are_refused_with_503(net, monkeypatch) -> None:
     monkeypatch.setattr(api_mod, "MAX_CONNECTIONS", 3)
+    # answered at once, not after a header timeout: that timeout is made far longer than
+    # the margin the answer must come within (a bound in seconds flaked on a loaded machine)
+    monkeypatch.setattr(api_mod, "HEADERS_TIMEOUT_S", 10 * MARGIN_S)
     async with running(net) as r:
         held = []
         try:
@@ -242,14 +247,12 @@ async def test_connections_beyond_the_cap_are_refused_with_503(net, monkeypatch)
                 writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 async with asyncio.timeout(5):
                     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-            started = time.monotonic()
-            status, headers, body = await http(r.port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body = await http(
+                r.port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n", timeout=MARGIN_S)
             assert status == 503
             assert headers["content-type"].startswith("application/json")
             assert json.loads(body)["error"] == "too_many_connections"
             assert headers.get("connection", "").lower() == "close"
-            # answered at once, not after a header timeout (2 s flaked on a loaded machine)
-            assert time.monotonic() - started < api_mod.HEADERS_TIMEOUT_S / 2
             held.pop().close()
             deadline = time.monotonic() + 5
             while True:  # one slot is free again once the server saw the close
@@ -265,11 +268,13 @@ async def test_connections_beyond_the_cap_are_refused_with_503(net, monkeypatch)
 
 async def test_a_refused_connection_that_sends_nothing_is_closed_soon(net, monkeypatch) -> None:
     monkeypatch.setattr(api_mod, "MAX_CONNECTIONS", 1)
+    # closed by the refusal (REFUSED_CLOSE_S), not by the header timeout, made far longer
+    monkeypatch.setattr(api_mod, "HEADERS_TIMEOUT_S", 10 * MARGIN_S)
     async with running(net) as r:
         first = await asyncio.open_connection("127.0.0.1", r.port)
         second = await asyncio.open_connection("127.0.0.1", r.port)
         try:
-            assert await closed_by_server(second[0], 4.0)
+            assert await closed_by_server(second[0], MARGIN_S)
             assert not await closed_by_server(first[0], 0.5)  # the one under the cap stays
         finally:
             first[1].close()
@@ -329,11 +334,13 @@ def test_open_files_soft_limit_is_raised_to_the_hard_limit() -> None:
 
 
 async def test_stop_answers_a_waiting_commit_request_at_once(net: Cluster) -> None:
-    async with running(net, commit_timeout_s=25) as r:
+    # the commit timeout is far beyond the margin: the answer comes from the stop
+    async with running(net, commit_timeout_s=int(10 * MARGIN_S)) as r:
         data = r.tx(5)  # the next nonce is 1: this one waits in the pool and never commits
 
         async def submit() -> tuple[int, dict]:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as s, \
+            async with aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=20 * MARGIN_S)) as s, \
                     s.post(r.url + "/txs?mode=commit", data=data,
                            headers={"Content-Type": "application/msgpack"}) as resp:
                 return resp.status, await resp.json()
@@ -345,14 +352,12 @@ async def test_stop_answers_a_waiting_commit_request_at_once(net: Cluster) -> No
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        started = time.monotonic()
         r.node.request_stop()
-        done, _ = await asyncio.wait({r.task}, timeout=5)
+        done, _ = await asyncio.wait({r.task}, timeout=MARGIN_S)
         if not done:
             request.cancel()
         assert done, "the node kept running for a waiting commit-mode request"
-        assert time.monotonic() - started < 5
-        status, doc = await asyncio.wait_for(request, 5)
+        status, doc = await asyncio.wait_for(request, MARGIN_S)
         assert status == 503, doc
         assert doc["error"] == "stopping" and doc["hash"] == sha256(data).hex()
 

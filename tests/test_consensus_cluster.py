@@ -49,6 +49,7 @@ class Node:
     commits: dict[int, bytes] = field(default_factory=dict)
     certs: dict[int, object] = field(default_factory=dict)
     crashed: bool = False
+    signer: Signer | None = None
 
 
 class _Actions:
@@ -135,12 +136,14 @@ class Cluster:
         self.blocks: dict[bytes, int] = {}  # block id -> header time: every block is valid
         self.signed: dict[tuple, bytes] = {}  # (validator, h, r, type) -> block id
         self.evidence = 0
+        # (restart height, the restarted signer's last record) of each crash, for the tests
+        self.restarts: list[tuple[int, object]] = []
         self.nodes = [self._new_node(i, MemorySignerBackend()) for i in range(n)]
 
     def _new_node(self, i: int, backend: MemorySignerBackend) -> Node:
-        m = ConsensusMachine(CHAIN, Signer(self.keys[i], backend), self.timeouts,
-                             verify_signatures=self.verify_sigs)
-        return Node(i, m, backend)
+        signer = Signer(self.keys[i], backend)
+        m = ConsensusMachine(CHAIN, signer, self.timeouts, verify_signatures=self.verify_sigs)
+        return Node(i, m, backend, signer=signer)
 
     def push(self, at: int, dest: int, event: object) -> None:
         self.seq += 1
@@ -152,10 +155,30 @@ class Cluster:
         if node.index not in self.silent:
             execute(actions, _Actions(self, node))
 
+    def _mid_height(self, node: Node) -> bool:
+        """True if ``node``'s signer has signed at a height it has not committed yet: a
+        crash now restarts it into a height its signer already signed in."""
+        last = node.backend.load().last
+        return last is not None and last.height > max(node.commits, default=0)
+
+    def _crash(self, node: Node) -> Node:
+        """Restart ``node`` from its signer storage at the height after its last commit."""
+        fresh = self._new_node(node.index, node.backend)
+        fresh.commits, fresh.certs = node.commits, node.certs
+        self.nodes[node.index] = fresh
+        h = max(fresh.commits, default=0) + 1
+        self.restarts.append((h, fresh.signer.state.last))
+        self.execute(fresh, fresh.machine.start_height(h, self.vals, self.now))
+        return fresh
+
     def run(self, heights: int, budget: int = 20000, crash: tuple[int, int] | None = None
             ) -> None:
+        """``crash=(node, at_ms)``: from ``at_ms`` on, the node crashes and restarts at the
+        first moment its signer has signed in a height it has not committed (mid-height,
+        the case the signer's record exists for), not at a moment chance picks."""
         for node in self.nodes:
             self.execute(node, node.machine.start_height(1, self.vals, 0))
+        armed: int | None = None
         if crash is not None:
             self.push(crash[1], crash[0], ("crash",))
         live = [n for n in self.nodes if n.index not in self.silent]
@@ -168,16 +191,17 @@ class Cluster:
             node = self.nodes[dest]
             if isinstance(event, tuple):
                 if event[0] == "crash":
-                    # restart from the signer storage at the height after its last commit
-                    fresh = self._new_node(dest, node.backend)
-                    fresh.commits, fresh.certs = node.commits, node.certs
-                    self.nodes[dest] = node = fresh
-                    h = max(node.commits, default=0) + 1
-                    self.execute(node, node.machine.start_height(h, self.vals, self.now))
+                    armed = dest
+                    if self._mid_height(node):
+                        self._crash(node)
+                        armed = None
                 elif event[1] == node.machine.height + 1 and node.machine.decision:
                     self.execute(node, node.machine.start_height(event[1], self.vals, self.now))
                 continue
             self.execute(node, node.machine.handle(event, self.now))
+            if armed == dest and self._mid_height(node):
+                self._crash(node)
+                armed = None
         raise AssertionError(f"no liveness: {[len(n.commits) for n in live]} after {steps}")
 
     def check_agreement(self) -> None:
@@ -208,6 +232,11 @@ def test_crash_and_restart_never_double_signs(seed: int) -> None:
     c = Cluster(4, seed, verify_sigs=False, max_delay=600)
     c.run(heights=4, crash=(seed % 4, 300 + 137 * seed))
     c.check_agreement()
+    # the crash happened, and mid-height: the restarted signer had a record at the height
+    # it restarted into, so what it refused or re-sent there came from that record
+    assert len(c.restarts) == 1
+    h, last = c.restarts[0]
+    assert last is not None and last.height == h, (h, last)
 
 
 @pytest.mark.parametrize("seed", range(4))

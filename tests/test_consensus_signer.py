@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 
 import pytest
@@ -169,3 +170,39 @@ def test_state_map_round_trip() -> None:
     bad["last"]["signature"] = "00"
     with pytest.raises(SignerStateError):
         SignerState.from_map(bad)
+
+
+def test_file_backend_syncs_the_file_and_the_folder_before_save_returns(tmp_path,
+                                                                        monkeypatch) -> None:
+    """The file's data is synced before the rename and the folder after it, both before
+    ``save`` returns: without either, a power cut could lose a state the signer relied on."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_fdatasync, real_replace = os.fsync, os.fdatasync, os.replace
+
+    def target(fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    def fsync(fd: int) -> None:
+        events.append(("sync", target(fd)))
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        events.append(("sync", target(fd)))
+        real_fdatasync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    path = tmp_path / "signer_state.json"
+    backend = FileSignerBackend(path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "replace", replace)
+    state = Signer(KEY, MemorySignerBackend())
+    state.sign_vote(vote(3, 0), CHAIN)
+    backend.save(state.state)
+    monkeypatch.undo()
+    tmp = str(tmp_path / "signer_state.json.tmp")
+    assert events == [("sync", tmp), ("rename", str(path)), ("sync", str(tmp_path))]
+    assert FileSignerBackend(path).load() == state.state
