@@ -71,6 +71,24 @@ def test_settlement_fee_bug(monkeypatch) -> None:
     assert err.height == sc.settle_heights[0] and err.field == "period/1.F"
 
 
+def test_settlement_collected_bug_breaks_conservation(monkeypatch) -> None:
+    """Every figure the formula names is right, but the record claims one fen collected
+    that no member was charged: only the audit's conservation identity can see it."""
+    original = settlement.compute_shares
+
+    def buggy(*args: Any) -> dict:
+        out = original(*args)
+        out["collected"] += 1
+        return out
+
+    monkeypatch.setattr(settlement, "compute_shares", buggy)
+    b, sc = build_scenario()
+    err = _fail(b)
+    assert err.height == sc.settle_heights[0]
+    assert err.field == "period/1 conservation (collected + operator_covered + uncollected)"
+    assert err.found == err.expected + 1
+
+
 # a lump sum that makes period 1's need (32,400,001) no multiple of its 6 members
 ODD_PAYOUT = {"payout_bands": [{"max_age": 39, "fen": 30_000_001},
                                {"max_age": 59, "fen": 10_000_000}]}

@@ -1,6 +1,9 @@
 """Property tests over random sequences of transactions and block times.
 
-Checked after every run: conservation per settled period (and no surplus when the
+Checked after every run: each settled period's collected + uncollected is the sum of
+what the members themselves were charged (member by member, counted into their cohort
+groups, the annual cap applied to each member's own earlier charges), conservation per
+settled period (and no surplus when the
 operator covers part of a period: caps that bind and caps that do not), surplus chaining, no claim paid
 twice, no payout inside the waiting period, billed totals equal the per-period charges,
 the active count matches the records, every period's M is the members whose cohort and
@@ -23,7 +26,7 @@ from contracts import records
 from contracts.kv import MemoryKV
 from contracts.rules import membership, payout
 from contracts.rules.context import Ctx
-from contracts.rules.settlement import member_charge
+from contracts.rules.settlement import group_of, member_charge
 from contracts.tree import StateTree
 from tests.test_contracts_harness import (
     ASSESSOR,
@@ -250,12 +253,31 @@ def check_invariants(h: Harness, p: dict[str, Any]) -> None:
     waiting = app.params.waiting_ms
     paid_in: dict[int, int] = {}
     prev_surplus = 0
+    sch = app.schedule
+    raws = [m for m in (payout.load_member(h.state, member_key(i).public_key.raw)
+                        for i in range(MEMBERS + 4)) if m is not None]
     for n in range(1, last + 1):
         rec = app.get_period(n)
         assert rec["status"] == "settled"
-        charged = sum(g["members"] * g["charge"] for g in rec["groups"])
+        # what each member was actually billed for n, gathered member by member into
+        # the cohort group the member belongs to in n, with the annual cap applied to
+        # the member's own earlier charges of the cap year (not to the record's ytd)
+        first = sch.first_period_of_year(sch.year(n))
+        by_group: dict[int, list[int]] = {}
+        for raw in raws:
+            exit_p = raw["exit_period"]
+            if n < raw["cohort"] or (exit_p is not None and n > exit_p):
+                assert member_charge(h.state, sch, raw, n) == 0
+                continue
+            ytd = sum(member_charge(h.state, sch, raw, k) for k in range(first, n))
+            charge = member_charge(h.state, sch, raw, n)
+            assert charge == min(rec["share"], max(0, p["cap_year"] - ytd)), (n, raw["cohort"])
+            by_group.setdefault(group_of(sch, raw["cohort"], n), []).append(charge)
+        assert {c: len(v) for c, v in by_group.items()} == {
+            g["cohort"]: g["members"] for g in rec["groups"] if g["members"]}
+        charged = sum(sum(v) for v in by_group.values())
         collected, uncollected = rec["collected"], rec["uncollected"]
-        assert collected == charged - uncollected and 0 <= uncollected <= charged
+        assert collected + uncollected == charged and 0 <= uncollected <= charged
         # conservation: what members pay, what the operator covers and what is billed but
         # not collected fund exactly the need plus the surplus carried out
         assert collected + rec["operator_covered"] + uncollected == (

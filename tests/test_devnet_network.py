@@ -160,19 +160,28 @@ def test_status_metrics_openapi(cluster):
 
 
 def test_unknown_peer_key_is_refused(cluster):
-    from p2p.errors import HandshakeError, P2PError
+    from p2p.errors import PeerRefused
     from p2p.network import Network
 
+    # The stranger has everything right but its key: the same chain id, the same genesis
+    # hash, and node 0's key in its own allow-list (so it accepts node 0's hello). The
+    # only thing left for node 0 to refuse is the stranger's key, and it must say so.
+    stranger = PrivateKey.generate()
+    target = read_key(cluster.nodes[0].home / "node_key.json").public_key.raw
+
     async def attempt() -> None:
-        net = Network(cluster.genesis.chain_id, PrivateKey.generate(), listen=None)
+        net = Network(cluster.genesis.chain_id, stranger, genesis_hash=cluster.genesis.hash,
+                      listen=None, allowed={target})
         await net.start()
         try:
             await asyncio.wait_for(net.connect("127.0.0.1", cluster.nodes[0].p2p_port), 10)
         finally:
             await net.stop()
 
-    with pytest.raises((HandshakeError, P2PError)):
+    with pytest.raises(PeerRefused) as refused:
         asyncio.run(attempt())
+    assert refused.value.reason == "not_allowed"
+    assert stranger.public_key.hex() in refused.value.message
     assert len(cluster.nodes[0].client.status()["peers"]) == 3
 
 
