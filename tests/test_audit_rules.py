@@ -44,15 +44,20 @@ def _fail(b: ChainBuilder) -> AuditFailure:
     return report.first_error
 
 
-def test_settlement_share_bug(monkeypatch) -> None:
+def _bump_settlement_figure(monkeypatch, name: str) -> None:
+    """Make every settlement record one fen more in ``name`` than the rules compute."""
     original = settlement.compute_shares
 
     def buggy(*args: Any) -> dict:
         out = original(*args)
-        out["share"] += 1
+        out[name] += 1
         return out
 
     monkeypatch.setattr(settlement, "compute_shares", buggy)
+
+
+def test_settlement_share_bug(monkeypatch) -> None:
+    _bump_settlement_figure(monkeypatch, "share")
     b, sc = build_scenario()
     err = _fail(b)
     assert err.height == sc.settle_heights[0] and err.field == "period/1.share"
@@ -74,14 +79,7 @@ def test_settlement_fee_bug(monkeypatch) -> None:
 def test_settlement_collected_bug_breaks_conservation(monkeypatch) -> None:
     """Every figure the formula names is right, but the record claims one fen collected
     that no member was charged: only the audit's conservation identity can see it."""
-    original = settlement.compute_shares
-
-    def buggy(*args: Any) -> dict:
-        out = original(*args)
-        out["collected"] += 1
-        return out
-
-    monkeypatch.setattr(settlement, "compute_shares", buggy)
+    _bump_settlement_figure(monkeypatch, "collected")
     b, sc = build_scenario()
     err = _fail(b)
     assert err.height == sc.settle_heights[0]
