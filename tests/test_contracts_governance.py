@@ -10,12 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chain.crypto import PrivateKey
-from chain.genesis import Genesis
 from chain.hashing import sha256
 from chain.validators import ValidatorSet, transition_error
 from contracts import errors, records
-from contracts.app import Application
-from contracts.memstate import MemState
 from contracts.rules.governance import MAX_DEADLINE_MS, MAX_OPEN_PROPOSALS
 from tests.test_contracts_harness import (
     ASSESSOR,
@@ -51,14 +48,7 @@ class GovHarness(Harness):
              "node_key": NODES[i].public_key.hex(),
              "operator_account": OPS[i].public_key.hex()}
             for i, p in enumerate(powers)]
-        self.genesis = Genesis.from_doc(doc)
-        self.state = MemState()
-        self.app = Application(self.genesis, self.state)
-        self.app.init_chain()
-        self.height = 0
-        self.time = self.genesis.genesis_time_ms
-        self.events: list[Any] = []
-        self.in_block = False
+        super().__init__(doc=doc)
         self.tick(self.time + 1)
 
     def propose(self, op: int | PrivateKey, kind: str, deadline: int | None = None,

@@ -61,8 +61,11 @@ def devnet_params(**overrides: Any) -> dict[str, Any]:
 
 class Harness:
     def __init__(self, params: dict[str, Any] | None = None,
-                 genesis_time: str = "2024-01-01T00:00:00+00:00", state: Any = None) -> None:
-        self.genesis = Genesis.from_doc(genesis_doc(params or devnet_params(), genesis_time))
+                 genesis_time: str = "2024-01-01T00:00:00+00:00", state: Any = None,
+                 doc: dict[str, Any] | None = None) -> None:
+        """``doc``: a whole genesis document instead of one made from ``params``."""
+        self.genesis = Genesis.from_doc(
+            doc if doc is not None else genesis_doc(params or devnet_params(), genesis_time))
         self.state = state if state is not None else MemState()
         self.app = Application(self.genesis, self.state)
         self.app.init_chain()

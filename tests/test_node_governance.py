@@ -46,6 +46,7 @@ from node.queries import ChainQueries
 from node.store.blockstore import BlockStore
 from node.sync import BlockSync
 from p2p.errors import InvalidMessage
+from tests.test_driver_timing import StubWAL
 from tests.test_executor import CHAIN, GENESIS, VALS
 
 NEW0 = PrivateKey(b"\x77" * 32)  # validator 0's key after the rotation
@@ -381,16 +382,6 @@ async def until(cond: Any, what: str, timeout: float = 10.0) -> None:
 
 
 # ---------------------------------------------------------------------- signer switch
-
-
-class StubWAL:
-    size = 0
-
-    def replay(self, height: int) -> list[bytes]:
-        return []
-
-    def append(self, data: bytes, sync: bool = False) -> None:
-        pass
 
 
 def driver_for(sets: dict[int, ValidatorSet], keys: list[PrivateKey]
