@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client.cliutil import EXIT_FAIL, CliError, add_node_args, print_json
+from client.cliutil import EXIT_FAIL, CliError, add_node_args, json_fields, print_json
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -31,22 +31,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
     from client import Account
     from client.txjson import body_from_json
 
-    body: dict[str, Any] = {}
-    if args.body:
-        try:
-            body = json.loads(args.body)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"--body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise CliError("--body must be a JSON object")
-    for field in args.field or []:
-        k, sep, v = field.partition("=")
-        if not sep:
-            raise CliError(f"field {field!r}: expected name=value")
-        try:
-            body[k] = json.loads(v)
-        except json.JSONDecodeError:
-            body[k] = v
+    body = json_fields(args.body, "--body", args.field, "field {item!r}: expected name=value")
     try:
         typed = body_from_json(args.type, body)
     except ValueError as exc:

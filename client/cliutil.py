@@ -29,6 +29,30 @@ def print_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False))
 
 
+def json_fields(text: str | None, option: str, items: list[str] | None, item_error: str,
+                allow_empty_name: bool = True) -> dict[str, Any]:
+    """A JSON object given as ``option`` (``text``), then ``NAME=VALUE`` items on top of it,
+    each VALUE read as JSON where it parses and as text otherwise. ``item_error`` formats
+    the error for a malformed item (``{item!r}`` is filled in)."""
+    out: dict[str, Any] = {}
+    if text:
+        try:
+            out = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{option} is not JSON: {exc}") from None
+        if not isinstance(out, dict):
+            raise CliError(f"{option} must be a JSON object")
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not (name or allow_empty_name):
+            raise CliError(item_error.format(item=item))
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
 def seconds(text: str) -> float:
     """argparse type: a positive, finite number of seconds."""
     try:

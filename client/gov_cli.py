@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from client.cliutil import EXIT_FAIL, CliError, add_node_args, print_json
+from client.cliutil import EXIT_FAIL, CliError, add_node_args, json_fields, print_json
 
 CST = timezone(timedelta(hours=8), "CST")  # the plan's calendar (China Standard Time)
 KINDS = ("add_validator", "remove_validator", "set_power", "rotate_key", "grant_role",
@@ -309,23 +309,9 @@ def _kind_fields(args: argparse.Namespace) -> dict[str, Any]:
         f["account"] = pub_hex(args.account, "--account") if args.account else None
         f["role"] = args.role
     if kind == "set_params":
-        params: dict[str, Any] = {}
-        if args.params:
-            try:
-                params = json.loads(args.params)
-            except json.JSONDecodeError as exc:
-                raise CliError(f"--params is not JSON: {exc}") from None
-            if not isinstance(params, dict):
-                raise CliError("--params must be a JSON object")
-        for item in args.set or []:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise CliError(f"--set {item!r}: expected NAME=VALUE")
-            try:
-                params[name] = json.loads(value)
-            except json.JSONDecodeError:
-                params[name] = value
-        f["params"] = params
+        f["params"] = json_fields(args.params, "--params", args.set,
+                                  "--set {item!r}: expected NAME=VALUE",
+                                  allow_empty_name=False)
         f["from_period"] = args.from_period
     return change_doc(kind, **f)
 
