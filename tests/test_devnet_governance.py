@@ -21,7 +21,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from devnet.__main__ import main as devnet_main
 from devnet.cluster import Cluster, free_base_port, read_meta
 from devnet.governance import GovernanceError, create_home, remove_validator
 from node import config as cfg
+from tests.test_audit_devnet import _wait
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,16 +157,6 @@ def _status(url: str) -> dict | None:
         return None
 
 
-def _until(what: str, timeout_s: float, probe):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = probe()
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not after {timeout_s}s")
-
-
 def _set_at(url: str, height: int | None = None) -> list[str]:
     from client import Client
 
@@ -226,7 +216,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
     up = Up(data)
     try:
         up.start()
-        _until("devnet up running 4 nodes", 60, lambda: (data / "up.json").exists() and all(
+        _wait("devnet up running 4 nodes", timeout_s=60, check= lambda: (data / "up.json").exists() and all(
             (_status(n.url) or {}).get("height", 0) >= 1 for n in cluster.nodes))
         originals = [cluster.node_pub_key(i).hex() for i in range(4)]
 
@@ -248,7 +238,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
             cert = Client(url)._request("GET", f"/certificates/{h}")
             return any(s[0] == vals.index(new_pub) for s in cert["sigs"])
 
-        _until("a certificate signed by node4", 30, signed_later)
+        _wait("a certificate signed by node4", timeout_s=30, check= signed_later)
 
         # a candidate over the one-third bound (40 of 90) is refused with the chain's code,
         # in one line, and its node is retired; the set is unchanged
@@ -257,7 +247,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
         assert "power_shift_too_large" in refused.stderr and "node5 retired" in refused.stderr
         assert read_meta(data)["nodes"][5]["removed"] is True
-        _until("devnet up stopping node5", 20,
+        _wait("devnet up stopping node5", timeout_s=20, check=
                lambda: _status(Cluster.open(data).nodes[5].url) is None)
         assert _set_at(url) == [*originals, new_pub]
 
@@ -281,7 +271,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
         os.kill(int((data / "node1" / "node.pid").read_text()), signal.SIGKILL)
         live = cluster.nodes[2].url
         h0 = _status(live)["height"]
-        _until("the other three committing", 30,
+        _wait("the other three committing", timeout_s=30, check=
                lambda: (_status(live) or {}).get("height", 0) >= h0 + 3)
 
         # node2 prepares a key rotation (new key beside the old one, named in its config);
@@ -296,7 +286,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
         up.start()
         urls = [Cluster.open(data).nodes[i].url for i in (1, 2, 3, 4)]
         h1 = h0 + 3
-        _until("every node of the set committing again", 60, lambda: all(
+        _wait("every node of the set committing again", timeout_s=60, check= lambda: all(
             (_status(u) or {}).get("height", 0) >= h1 + 2 for u in urls))
         h = _status(urls[0])["height"]
         assert _set_at(urls[0], h) == expected and _set_at(urls[3], h) == expected
@@ -307,7 +297,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
         assert rotation.returncode == 0, rotation.stderr
         assert json.loads(rotation.stdout)["new_pub_key"] == rotated_pub
         after = [rotated_pub if k == originals[2] else k for k in expected]
-        _until("the rotated key in /validators", 30, lambda: _set_at(urls[0]) == after)
+        _wait("the rotated key in /validators", timeout_s=30, check= lambda: _set_at(urls[0]) == after)
 
         def rotated_signs() -> bool:
             h = _status(urls[0])["height"]
@@ -317,7 +307,7 @@ def test_add_remove_kill_restart_audit(tmp_path: Path) -> None:
             cert = Client(urls[0])._request("GET", f"/certificates/{h}")
             return any(s[0] == vals.index(rotated_pub) for s in cert["sigs"])
 
-        _until("a certificate signed by node2's new key", 30, rotated_signs)
+        _wait("a certificate signed by node2's new key", timeout_s=30, check= rotated_signs)
 
         audit = subprocess.run(
             [sys.executable, "-m", "mutual", "audit", "--node", urls[1], "--genesis",
